@@ -1,0 +1,113 @@
+"""Transport-free request and result types of the ranking pipeline.
+
+server/ranking converts protobuf to and from these; nothing in ranker/ sees a protobuf message
+of the ranking API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model name with at most one of a numeric version or a version label."""
+
+    name: str
+    version: int | None = None
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.version is not None and self.label is not None:
+            raise ValueError("a model reference takes a version or a label, not both")
+
+    def __str__(self) -> str:
+        if self.version is not None:
+            return f"{self.name}@{self.version}"
+        if self.label:
+            return f"{self.name}@{self.label}"
+        return f"{self.name}@latest"
+
+
+@dataclass(frozen=True)
+class RankQuery:
+    """One Rank request in the core's terms."""
+
+    request_id: str
+    query: str = ""
+    user_id: str = ""
+    user_known: bool = False
+    device: str = ""
+    locale: str = ""
+    viewed_item_ids: tuple[str, ...] = ()
+    page_size: int = 10
+    # 0 means the configured default.
+    candidate_limit: int = 0
+    model: ModelRef | None = None
+    debug: bool = False
+    # time.monotonic() instant by which the answer is due; None means no deadline.
+    deadline: float | None = None
+
+
+@dataclass
+class Candidates:
+    """Retrieval output: catalog row indices in retrieval order with their scores."""
+
+    rows: np.ndarray  # int64 [N]
+    scores: np.ndarray  # float32 [N], descending
+    # Which embedding version produced them; None for non-embedding retrieval.
+    embedding_version: str | None = None
+    # Set when retrieval fell back (for example to popularity) and why.
+    fallback_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """Scores of one batch and the concrete model version that produced them."""
+
+    scores: np.ndarray  # float32 [B]
+    model_version: int
+
+
+@dataclass
+class RankedItem:
+    item_id: str
+    score: float
+    fallback: bool = False
+    retrieval_score: float = 0.0
+    retrieval_rank: int = 0
+
+
+@dataclass
+class Degradation:
+    degraded: bool = False
+    reasons: list[str] = field(default_factory=list)
+    fallback_candidates: int = 0
+    failed_batches: int = 0
+    total_batches: int = 0
+
+
+@dataclass
+class StageTimings:
+    route_ms: float = 0.0
+    retrieve_ms: float = 0.0
+    features_ms: float = 0.0
+    plan_ms: float = 0.0
+    score_ms: float = 0.0
+    merge_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+@dataclass
+class RankResult:
+    request_id: str
+    items: list[RankedItem]
+    # Resolved model: name, the version that scored (0 when nothing was scored), asked label.
+    model: ModelRef
+    candidates_retrieved: int
+    candidates_scored: int
+    degradation: Degradation
+    timings: StageTimings
+    trace_id: str = ""
