@@ -1,0 +1,1 @@
+"""Client-side commands: `rankserve rank`, and the page formatting the demo shares."""

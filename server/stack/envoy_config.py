@@ -1,0 +1,240 @@
+"""The one source of the Envoy configuration in front of the model servers (DESIGN decision 6).
+
+`rankserve up` renders it with static loopback endpoints; the Helm chart renders it with a
+headless Service name (STRICT_DNS) so Envoy balances per pod. Both call :func:`render`, so the
+retry, outlier-detection, circuit-breaker and stats settings that were tested locally are the
+ones deployed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CLUSTER = "model_servers"
+LISTENER = "model_ingress"
+
+# What a retry is safe for. A grpc.aio upstream stopped with SIGTERM answers CANCELLED, so
+# `cancelled` must be here for a dying replica to cost no call (FACTS.md).
+RETRY_ON = "unavailable,cancelled,reset,connect-failure,refused-stream"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class EnvoyOptions:
+    """Everything that differs between deployments; the rest is policy fixed in :func:`render`."""
+
+    upstreams: tuple[Upstream, ...]
+    # STATIC for literal addresses (local stack), STRICT_DNS for a headless Service name.
+    discovery: str = "STATIC"
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 0
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 0
+    num_retries: int = 2
+    # Envoy's default allows 3 concurrent retries per cluster; with dozens of batches in flight a
+    # dead replica overflows that and calls fail (upstream_rq_retry_overflow).
+    max_retries: int = 1024
+    max_requests: int = 4096
+    max_pending_requests: int = 4096
+    max_connections: int = 1024
+    connect_timeout_ms: int = 250
+    consecutive_5xx: int = 5
+    consecutive_gateway_failure: int = 3
+    consecutive_local_origin_failure: int = 3
+    ejection_interval_ms: int = 1000
+    base_ejection_ms: int = 5000
+    max_ejection_percent: int = 50
+    health_check_interval_ms: int = 1000
+    max_message_bytes: int = 64 * 1024 * 1024
+    extra_clusters: tuple[dict, ...] = field(default_factory=tuple)
+
+
+def _socket(host: str, port: int) -> dict:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _typed(type_name: str, **body: object) -> dict:
+    return {"@type": f"type.googleapis.com/{type_name}", **body}
+
+
+def _stats_config() -> dict:
+    """Tags that make /stats/prometheus label dotted gRPC service names correctly.
+
+    Envoy's default tags split ``tensorflow.serving.PredictionService`` at its first dots
+    (service "tensorflow", method "serving"); these regexes take the service as everything up to
+    the method and the method as the component before the counter name.
+    """
+    return {
+        "use_all_default_tags": False,
+        "stats_tags": [
+            {"tag_name": "envoy_cluster_name", "regex": r"^cluster\.((.+?)\.)"},
+            {
+                "tag_name": "grpc_service",
+                "regex": r"^cluster\.[^.]+\.grpc\.((.+)\.)[^.]+\.[^.]+$",
+            },
+            {
+                "tag_name": "grpc_method",
+                "regex": r"^cluster\.[^.]+\.grpc\.(?:.+\.)?(([^.]+)\.)[^.]+$",
+            },
+            {"tag_name": "envoy_http_conn_manager_prefix", "regex": r"^http\.((.*?)\.)"},
+            # Listener stats are prefixed with the bound address (127.0.0.1_PORT): a label, so
+            # metric names stay stable when the port changes.
+            {
+                "tag_name": "envoy_listener_address",
+                "regex": r"^listener\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)",
+            },
+        ],
+    }
+
+
+def _route() -> dict:
+    return {
+        "match": {"prefix": "/"},
+        "route": {
+            "cluster": CLUSTER,
+            # No route timeout of Envoy's own: the caller's grpc-timeout header bounds each call
+            # (the ranker derives it from the Rank's remaining budget).
+            "timeout": "0s",
+            "max_stream_duration": {"grpc_timeout_header_max": "0s"},
+            "retry_policy": {
+                "retry_on": RETRY_ON,
+                "num_retries": None,  # filled in by render()
+                "retry_host_predicate": [
+                    {
+                        "name": "envoy.retry_host_predicates.previous_hosts",
+                        "typed_config": _typed(
+                            "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                        ),
+                    }
+                ],
+                "host_selection_retry_max_attempts": 5,
+            },
+        },
+    }
+
+
+def render(opts: EnvoyOptions) -> dict:
+    """The full bootstrap configuration as a JSON-serialisable dict."""
+    if not opts.upstreams:
+        raise ValueError("Envoy needs at least one model-server upstream")
+    if opts.discovery not in ("STATIC", "STRICT_DNS"):
+        raise ValueError(f"discovery must be STATIC or STRICT_DNS, not {opts.discovery!r}")
+    route = _route()
+    route["route"]["retry_policy"]["num_retries"] = opts.num_retries
+    hcm = _typed(
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        stat_prefix=LISTENER,
+        codec_type="AUTO",
+        http2_protocol_options={"max_concurrent_streams": 1024},
+        route_config={
+            "name": "model_routes",
+            "virtual_hosts": [{"name": "model_servers", "domains": ["*"], "routes": [route]}],
+        },
+        http_filters=[
+            {
+                "name": "envoy.filters.http.grpc_stats",
+                "typed_config": _typed(
+                    "envoy.extensions.filters.http.grpc_stats.v3.FilterConfig",
+                    emit_filter_state=True,
+                    stats_for_all_methods=True,
+                ),
+            },
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": _typed("envoy.extensions.filters.http.router.v3.Router"),
+            },
+        ],
+    )
+    cluster = {
+        "name": CLUSTER,
+        "type": opts.discovery,
+        "lb_policy": "ROUND_ROBIN",
+        "connect_timeout": f"{opts.connect_timeout_ms / 1000:g}s",
+        "per_connection_buffer_limit_bytes": opts.max_message_bytes,
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _typed(
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                explicit_http_config={"http2_protocol_options": {"max_concurrent_streams": 1024}},
+            )
+        },
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "priority": "DEFAULT",
+                    "max_connections": opts.max_connections,
+                    "max_pending_requests": opts.max_pending_requests,
+                    "max_requests": opts.max_requests,
+                    "max_retries": opts.max_retries,
+                }
+            ]
+        },
+        "outlier_detection": {
+            "consecutive_5xx": opts.consecutive_5xx,
+            "consecutive_gateway_failure": opts.consecutive_gateway_failure,
+            "consecutive_local_origin_failure": opts.consecutive_local_origin_failure,
+            "split_external_local_origin_errors": True,
+            "interval": f"{opts.ejection_interval_ms / 1000:g}s",
+            "base_ejection_time": f"{opts.base_ejection_ms / 1000:g}s",
+            "max_ejection_percent": opts.max_ejection_percent,
+        },
+        # Active gRPC health checks take a replica that is loading or draining (NOT_SERVING) out
+        # of rotation before a request finds out.
+        "health_checks": [
+            {
+                "timeout": "1s",
+                "interval": f"{opts.health_check_interval_ms / 1000:g}s",
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "grpc_health_check": {},
+            }
+        ],
+        "load_assignment": {
+            "cluster_name": CLUSTER,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": _socket(u.host, u.port)}} for u in opts.upstreams
+                    ]
+                }
+            ],
+        },
+    }
+    if opts.discovery == "STRICT_DNS":
+        cluster["dns_lookup_family"] = "V4_ONLY"
+    return {
+        "admin": {"address": _socket(opts.admin_host, opts.admin_port)},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": LISTENER,
+                    "address": _socket(opts.listen_host, opts.listen_port),
+                    "per_connection_buffer_limit_bytes": opts.max_message_bytes,
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": hcm,
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [cluster, *opts.extra_clusters],
+        },
+        "stats_config": _stats_config(),
+    }
+
+
+def write(opts: EnvoyOptions, path: Path) -> Path:
+    """Writes the config as JSON (a YAML subset Envoy reads by the .json extension)."""
+    path.write_text(json.dumps(render(opts), indent=2))
+    return path

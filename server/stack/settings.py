@@ -1,0 +1,42 @@
+"""Settings of the local stack (`rankserve up` and `rankserve demo`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StackSettings(BaseSettings):
+    """One ranker, one Envoy and N model-server replicas on loopback ports."""
+
+    model_config = SettingsConfigDict(env_prefix="RANKSERVE_STACK_", extra="forbid")
+
+    replicas: int = Field(2, ge=1, le=8, description="Model-server replicas behind Envoy.")
+    ranker_port: int = Field(
+        50051, ge=0, le=65535, description="Loopback port of the ranker (0 picks a free one)."
+    )
+    envoy_port: int = Field(0, ge=0, le=65535, description="Loopback port of Envoy's listener.")
+    catalog_dir: Path | None = Field(
+        None, description="Catalog directory for the ranker; unset uses the demo catalog."
+    )
+    model_config_file: Path | None = Field(
+        None,
+        description="TF Serving model config (text format) for the model servers; unset uses"
+        " the demo model.",
+    )
+    model_name: str = Field("ranker", description="Model the ranker asks for by default.")
+    batch_size: int = Field(25, ge=5, le=25, description="Candidates per Predict call.")
+    compression: Literal["none", "gzip"] = Field(
+        "none", description="gRPC compression of Predict calls from the ranker."
+    )
+    envoy_concurrency: int = Field(1, ge=1, description="Envoy worker threads.")
+    run_dir: Path | None = Field(
+        None, description="Where logs and generated configs go; unset makes a temporary one."
+    )
+    start_timeout_s: float = Field(
+        120.0, gt=0, description="How long each process may take to become ready."
+    )
+    grace_s: float = Field(5.0, ge=0, description="Grace period of each process on stop.")
