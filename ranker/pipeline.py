@@ -1,0 +1,182 @@
+"""The per-request orchestration: route, retrieve, features, plan, score, merge.
+
+One asyncio task per request; its Predict calls run concurrently, bounded by a semaphore shared
+by every request of the process so a burst cannot open unlimited streams to the model servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ranker.catalog import Catalog
+from ranker.context import ContextEncoder
+from ranker.errors import DeadlineExceeded, ScoringError
+from ranker.features import CatalogFeatureStore, FeatureStore
+from ranker.merge import BatchOutcome, merge
+from ranker.planner import plan_batches
+from ranker.retrieval import CandidateSource, EmbeddingRetriever
+from ranker.routing import Router, RouteRule
+from ranker.scoring import SIGNATURE_MISMATCH, Scorer
+from ranker.types import ModelRef, RankQuery, RankResult, StageTimings
+from ranker.validation import candidate_count
+
+log = logging.getLogger(__name__)
+
+# Failures that say the request or the deployment is wrong, not that a server was busy: when
+# every batch fails with one of these, a page of pure fallback would hide the problem.
+CONFIG_ERRORS = frozenset({"NOT_FOUND", "INVALID_ARGUMENT", SIGNATURE_MISMATCH})
+# Headroom the event loop gets after a Predict deadline before the call is abandoned anyway, in
+# case a Scorer does not honour its timeout.
+_SCORER_SLACK_S = 0.05
+
+
+@dataclass
+class RankerConfig:
+    """Knobs of the ranking core (server/ranking fills these from its settings)."""
+
+    default_model: ModelRef = field(default_factory=lambda: ModelRef("ranker"))
+    rules: tuple[RouteRule, ...] = ()
+    batch_size: int = 25
+    max_in_flight: int = 64
+    default_candidates: int = 1000
+    max_candidates: int = 5000
+    # Used when a request carries no deadline.
+    default_deadline_s: float = 1.0
+    # Scoring needs at least this much of the budget; less fails fast with DEADLINE_EXCEEDED.
+    min_score_budget_s: float = 0.005
+    # Kept back from the Predict deadlines for merging and answering.
+    merge_reserve_s: float = 0.002
+
+
+class Ranker:
+    def __init__(
+        self,
+        config: RankerConfig,
+        *,
+        encoder: ContextEncoder,
+        retriever: CandidateSource,
+        features: FeatureStore,
+        scorer: Scorer,
+        item_id: Callable[[int], str],
+    ) -> None:
+        plan_batches(0, config.batch_size)  # validates batch_size early
+        self.config = config
+        self._router = Router(config.default_model, config.rules)
+        self._encoder = encoder
+        self._retriever = retriever
+        self._features = features
+        self._scorer = scorer
+        self._item_id = item_id
+        self._in_flight = asyncio.Semaphore(config.max_in_flight)
+
+    @classmethod
+    def from_catalog(cls, catalog: Catalog, scorer: Scorer, config: RankerConfig) -> Ranker:
+        """The embedded setup: retrieval and features from one memory-mapped catalog."""
+        encoder = ContextEncoder(catalog)
+        return cls(
+            config,
+            encoder=encoder,
+            retriever=EmbeddingRetriever(catalog, encoder),
+            features=CatalogFeatureStore(catalog, encoder),
+            scorer=scorer,
+            item_id=catalog.item_id,
+        )
+
+    async def rank(self, query: RankQuery) -> RankResult:
+        cfg = self.config
+        t0 = time.monotonic()
+        deadline = query.deadline if query.deadline is not None else t0 + cfg.default_deadline_s
+        request_id = query.request_id or uuid.uuid4().hex
+        timings = StageTimings()
+        k = candidate_count(query, cfg.default_candidates, cfg.max_candidates)
+
+        model = self._router.route(query)
+        t1 = time.monotonic()
+        timings.route_ms = (t1 - t0) * 1e3
+
+        encoded = self._encoder.encode(
+            query.query, query.user_id, query.user_known, query.viewed_item_ids
+        )
+        cands = self._retriever.retrieve(encoded, k)
+        t2 = time.monotonic()
+        timings.retrieve_ms = (t2 - t1) * 1e3
+
+        ctx = self._features.context(query, encoded)
+        feats = self._features.candidates(cands.rows)
+        t3 = time.monotonic()
+        timings.features_ms = (t3 - t2) * 1e3
+
+        n = int(cands.rows.shape[0])
+        batches = plan_batches(n, cfg.batch_size)
+        t4 = time.monotonic()
+        timings.plan_ms = (t4 - t3) * 1e3
+
+        score_budget = deadline - t4 - cfg.merge_reserve_s
+        if batches and score_budget < cfg.min_score_budget_s:
+            need_ms = (cfg.min_score_budget_s + cfg.merge_reserve_s) * 1e3
+            raise DeadlineExceeded(
+                f"{max(0.0, deadline - t4) * 1e3:.1f} ms of the deadline were left for scoring;"
+                f" scoring needs at least {need_ms:.0f} ms: raise the call's deadline"
+            )
+        outcomes = await asyncio.gather(
+            *(self._score(model, ctx.values, feats.values[b], b, deadline) for b in batches)
+        )
+        t5 = time.monotonic()
+        timings.score_ms = (t5 - t4) * 1e3
+
+        if outcomes and not any(o.ok for o in outcomes):
+            statuses = {o.error_status for o in outcomes}
+            if len(statuses) == 1 and (status := statuses.pop()) in CONFIG_ERRORS:
+                raise ScoringError(status, f"model {model}: {outcomes[0].error_message}")
+
+        page = merge(outcomes, n, query.page_size, lambda pos: self._item_id(int(cands.rows[pos])),
+                     cands.scores, query.debug)
+        reasons = page.degradation.reasons
+        if cands.fallback_reason:
+            reasons.append(f"retrieval: {cands.fallback_reason}")
+        if feats.nonfinite or ctx.nonfinite:
+            reasons.append(
+                f"{feats.nonfinite + ctx.nonfinite} non-finite feature values replaced by 0"
+                f" ({feats.nonfinite_rows} candidates, {ctx.nonfinite} in the context)"
+            )
+        t6 = time.monotonic()
+        timings.merge_ms = (t6 - t5) * 1e3
+        timings.total_ms = (t6 - t0) * 1e3
+        if page.degradation.degraded:
+            log.warning("request %s degraded: %s", request_id, "; ".join(reasons))
+        return RankResult(
+            request_id=request_id,
+            items=page.items,
+            model=ModelRef(model.name, page.model_version, model.label),
+            candidates_retrieved=n,
+            candidates_scored=page.candidates_scored,
+            degradation=page.degradation,
+            timings=timings,
+        )
+
+    async def _score(
+        self, model: ModelRef, context: np.ndarray, candidates: np.ndarray, batch: slice,
+        deadline: float,
+    ) -> BatchOutcome:
+        async with self._in_flight:
+            # Measured after the wait for a slot: time spent queued is time the call lacks.
+            timeout = deadline - self.config.merge_reserve_s - time.monotonic()
+            if timeout <= 0:
+                return BatchOutcome(batch, error_status="DEADLINE_EXCEEDED",
+                                    error_message="no time left for this batch")
+            try:
+                async with asyncio.timeout(timeout + _SCORER_SLACK_S):
+                    scored = await self._scorer.score(model, context, candidates, timeout)
+            except ScoringError as exc:
+                return BatchOutcome(batch, error_status=exc.status, error_message=exc.message)
+            except TimeoutError:
+                return BatchOutcome(batch, error_status="DEADLINE_EXCEEDED",
+                                    error_message="the scorer did not answer in time")
+        return BatchOutcome(batch, scores=scored.scores, model_version=scored.model_version)

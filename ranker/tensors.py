@@ -1,0 +1,81 @@
+"""numpy arrays to and from the slim TF-Serving TensorProto.
+
+Requests carry ``tensor_content`` (raw little-endian bytes): one memcpy instead of one varint
+per float. Responses may use either ``tensor_content`` or the typed ``*_val`` fields, as TF
+Serving and other servers do both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rankserve.tfserving.v1 import tensor_pb2
+
+_TO_DTYPE = {
+    np.dtype(np.float32): tensor_pb2.DT_FLOAT,
+    np.dtype(np.float64): tensor_pb2.DT_DOUBLE,
+    np.dtype(np.int32): tensor_pb2.DT_INT32,
+    np.dtype(np.int64): tensor_pb2.DT_INT64,
+    np.dtype(np.float16): tensor_pb2.DT_HALF,
+}
+_FROM_DTYPE = {
+    tensor_pb2.DT_FLOAT: (np.dtype("<f4"), "float_val"),
+    tensor_pb2.DT_DOUBLE: (np.dtype("<f8"), "double_val"),
+    tensor_pb2.DT_INT32: (np.dtype("<i4"), "int_val"),
+    tensor_pb2.DT_INT64: (np.dtype("<i8"), "int64_val"),
+    tensor_pb2.DT_HALF: (np.dtype("<f2"), "half_val"),
+}
+
+
+class TensorFormatError(ValueError):
+    """A TensorProto this module cannot turn into an array."""
+
+
+def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
+    arr = np.asarray(array)
+    dtype = _TO_DTYPE.get(arr.dtype)
+    if dtype is None:
+        raise TensorFormatError(f"unsupported dtype {arr.dtype}")
+    proto = tensor_pb2.TensorProto(dtype=dtype)
+    for size in arr.shape:
+        proto.tensor_shape.dim.add(size=int(size))
+    proto.tensor_content = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+    return proto
+
+
+def from_tensor_proto(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    spec = _FROM_DTYPE.get(proto.dtype)
+    if spec is None:
+        known = proto.dtype in tensor_pb2.DataType.values()
+        name = tensor_pb2.DataType.Name(proto.dtype) if known else str(proto.dtype)
+        raise TensorFormatError(f"unsupported tensor dtype {name}")
+    dtype, field = spec
+    if proto.tensor_shape.unknown_rank:
+        raise TensorFormatError("tensor of unknown rank")
+    shape = tuple(int(d.size) for d in proto.tensor_shape.dim)
+    count = int(np.prod(shape, dtype=np.int64))
+    if proto.tensor_content:
+        if len(proto.tensor_content) != count * dtype.itemsize:
+            raise TensorFormatError(
+                f"tensor_content holds {len(proto.tensor_content)} bytes, shape {shape} needs"
+                f" {count * dtype.itemsize}"
+            )
+        return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape).astype(
+            dtype.newbyteorder("="), copy=True
+        )
+    values = getattr(proto, field)
+    if field == "half_val":
+        flat = np.asarray(values, dtype=np.uint16).view(np.float16)
+    else:
+        flat = np.asarray(values, dtype=dtype.newbyteorder("="))
+    if flat.size == count:
+        return flat.reshape(shape)
+    # TF's convention: fewer values than elements repeats the last one (a scalar fill).
+    if 0 < flat.size < count:
+        out = np.empty(count, dtype=flat.dtype)
+        out[: flat.size] = flat
+        out[flat.size :] = flat[-1]
+        return out.reshape(shape)
+    if count == 0:
+        return np.zeros(shape, dtype=flat.dtype)
+    raise TensorFormatError(f"tensor holds {flat.size} values, shape {shape} needs {count}")

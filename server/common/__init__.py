@@ -1,0 +1,14 @@
+"""gRPC helpers shared by rankserve's servers: error mapping, health, ready files, shutdown."""
+
+from server.common.errors import ErrorMappingInterceptor, status_code_for
+from server.common.health import HealthState
+from server.common.readyfile import write_ready_file
+from server.common.shutdown import run_until_signal
+
+__all__ = [
+    "ErrorMappingInterceptor",
+    "HealthState",
+    "run_until_signal",
+    "status_code_for",
+    "write_ready_file",
+]

@@ -1,0 +1,88 @@
+"""One interceptor turns exceptions into gRPC statuses.
+
+An exception with a ``status`` attribute naming a gRPC code (``"NOT_FOUND"``) and a ``message``
+meant for the caller becomes that status. Anything else is a bug: the caller gets INTERNAL
+"internal error" and the traceback goes to the log, never into the status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+log = logging.getLogger(__name__)
+
+INTERNAL_MESSAGE = "internal error"
+
+
+def status_code_for(exc: BaseException) -> grpc.StatusCode | None:
+    """The gRPC code an exception declares through ``status``, or None."""
+    name = getattr(exc, "status", None)
+    if not isinstance(name, str):
+        return None
+    code = getattr(grpc.StatusCode, name, None)
+    return code if isinstance(code, grpc.StatusCode) and code != grpc.StatusCode.OK else None
+
+
+async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext, method: str) -> None:
+    code = status_code_for(exc)
+    if code is None:
+        log.exception("unexpected error in %s", method, exc_info=exc)
+        await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+    message = getattr(exc, "message", None) or str(exc) or code.name
+    if code == grpc.StatusCode.INTERNAL:
+        log.error("%s failed: %s", method, message)
+    await context.abort(code, message)
+
+
+def _passthrough(exc: BaseException) -> bool:
+    # AbortError is a status already set by the handler; cancellation must keep unwinding.
+    return isinstance(exc, grpc.aio.AbortError | asyncio.CancelledError)
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    """Maps domain errors to statuses for unary and streaming handlers alike."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if handler.unary_unary or handler.stream_unary:
+            inner = handler.unary_unary or handler.stream_unary
+
+            async def unary_response(request_or_iter: Any, context: grpc.aio.ServicerContext):
+                try:
+                    return await inner(request_or_iter, context)
+                except Exception as exc:
+                    if _passthrough(exc):
+                        raise
+                    await _abort_for(exc, context, method)
+
+            factory = (grpc.unary_unary_rpc_method_handler if handler.unary_unary
+                       else grpc.stream_unary_rpc_method_handler)
+            return factory(unary_response, handler.request_deserializer,
+                           handler.response_serializer)
+
+        inner_stream = handler.unary_stream or handler.stream_stream
+
+        async def stream_response(request_or_iter: Any, context: grpc.aio.ServicerContext):
+            try:
+                async for item in inner_stream(request_or_iter, context):
+                    yield item
+            except Exception as exc:
+                if _passthrough(exc):
+                    raise
+                await _abort_for(exc, context, method)
+
+        factory = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
+                   else grpc.stream_stream_rpc_method_handler)
+        return factory(stream_response, handler.request_deserializer, handler.response_serializer)

@@ -1,0 +1,121 @@
+"""Composition root of the ranking server: builds every component from one RankerSettings.
+
+Signal handling lives in :func:`run` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+import grpc
+from grpc_reflection.v1alpha import reflection
+
+from ranker.catalog import Catalog, CatalogFormatError
+from ranker.pipeline import Ranker, RankerConfig
+from ranker.scoring import PredictScorer
+from ranker.types import ModelRef
+from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
+from server.common import ErrorMappingInterceptor, HealthState, run_until_signal, write_ready_file
+from server.ranking.servicer import RankingServicer
+from server.ranking.settings import RankerSettings
+
+log = logging.getLogger("rankserve.ranker")
+
+SERVICE_NAME = ranking_pb2.DESCRIPTOR.services_by_name["RankingService"].full_name
+_WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}
+
+
+def ranker_config(settings: RankerSettings) -> RankerConfig:
+    default = ModelRef(
+        settings.model_name,
+        version=settings.model_version or None,
+        label=settings.model_label or None,
+    )
+    return RankerConfig(
+        default_model=default,
+        batch_size=settings.batch_size,
+        max_in_flight=settings.max_in_flight,
+        default_candidates=settings.default_candidates,
+        max_candidates=settings.max_candidates,
+        default_deadline_s=settings.default_deadline_ms / 1e3,
+        min_score_budget_s=settings.min_score_budget_ms / 1e3,
+    )
+
+
+class RankingApp:
+    """The ranking gRPC server: ``port = await app.start()`` ... ``await app.stop()``."""
+
+    def __init__(self, settings: RankerSettings, *, ready_file: str | None = None) -> None:
+        self.settings = settings
+        self.ready_file = ready_file
+        self.port = 0
+        self.address = ""
+        self._server: grpc.aio.Server | None = None
+        self._health: HealthState | None = None
+        self._scorer: PredictScorer | None = None
+
+    async def start(self) -> int:
+        s = self.settings
+        if not s.catalog_dir:
+            raise CatalogFormatError("no catalog directory: set --catalog-dir")
+        catalog = Catalog.open(s.catalog_dir)
+        max_bytes = s.max_message_mb * 1024 * 1024
+        self._scorer = PredictScorer(
+            s.model_target, compression=s.compression, gzip_min_bytes=s.gzip_min_bytes,
+            max_message_bytes=max_bytes)
+        ranker = Ranker.from_catalog(catalog, self._scorer, ranker_config(s))
+
+        server = grpc.aio.server(
+            interceptors=[ErrorMappingInterceptor()],
+            options=[("grpc.max_send_message_length", max_bytes),
+                     ("grpc.max_receive_message_length", max_bytes)],
+        )
+        ranking_pb2_grpc.add_RankingServiceServicer_to_server(
+            RankingServicer(ranker, s.default_deadline_ms / 1e3), server)
+        self._health = HealthState(server, [SERVICE_NAME])
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME], server)
+        self.port = server.add_insecure_port(f"{s.host}:{s.port}")
+        self._server = server
+        await server.start()
+        await self._health.set(True)
+        host = "127.0.0.1" if s.host in _WILDCARD_HOSTS else s.host
+        self.address = f"{host}:{self.port}"
+        print(f"rankserve ranker serving on {self.address} (model target {s.model_target},"
+              f" catalog {s.catalog_dir})", file=sys.stderr, flush=True)
+        if self.ready_file:
+            write_ready_file(self.ready_file, self.address, os.getpid())
+        return self.port
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """NOT_SERVING first so load balancers drain us, then let in-flight calls finish."""
+        grace = self.settings.grace_s if grace_s is None else grace_s
+        if self._health is not None:
+            await self._health.set(False)
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+        if self._scorer is not None:
+            await self._scorer.close()
+            self._scorer = None
+
+
+def run(settings: RankerSettings, ready_file: str | None = None) -> int:
+    """Serves until SIGTERM or SIGINT; returns the process exit code."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = RankingApp(settings, ready_file=ready_file)
+    try:
+        asyncio.run(run_until_signal(app.start, app.stop))
+    except (CatalogFormatError, FileNotFoundError) as exc:
+        print(f"rankserve ranker: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        # grpc raises RuntimeError when the port cannot be bound.
+        print(f"rankserve ranker: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0

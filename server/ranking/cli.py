@@ -1,0 +1,98 @@
+"""Command line of the ranking server: ``rankserve ranker`` and ``python -m server.ranking``.
+
+Flags mirror RankerSettings; a flag given on the command line overrides the environment
+variable RANKSERVE_RANKER_<NAME>, which overrides the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pydantic import ValidationError
+
+from server.ranking.settings import RankerSettings
+
+DESCRIPTION = """\
+Serve rankserve.ranking.v1.RankingService/Rank on gRPC: retrieve candidates from the embedded
+catalog, score them in batches with a model behind --model-target (Envoy or a TF-Serving-
+compatible model server) and answer the ranked page. Health (grpc.health.v1) and reflection are
+served on the same port. SIGTERM or Ctrl-C: health turns NOT_SERVING, in-flight calls get
+--grace-s seconds, then the process exits 0.
+
+Every flag can also be set as an environment variable RANKSERVE_RANKER_<FLAG> (upper case,
+underscores), e.g. RANKSERVE_RANKER_MODEL_TARGET=127.0.0.1:10000; flags win.
+"""
+
+EPILOG = """\
+example:
+  rankserve ranker --catalog-dir ~/.cache/rankserve/catalog --model-target 127.0.0.1:10000 \\
+      --port 0 --ready-file /tmp/ranker.json
+  grpcurl -plaintext -d '{"query": "red shoes", "page_size": 5}' \\
+      127.0.0.1:PORT rankserve.ranking.v1.RankingService/Rank
+"""
+
+# Flag help: the settings' descriptions plus what the flag's value looks like.
+_METAVARS = {
+    "host": "ADDR", "port": "PORT", "catalog_dir": "DIR", "model_target": "HOST:PORT",
+    "model_name": "NAME", "model_label": "LABEL", "model_version": "N", "batch_size": "N",
+    "max_in_flight": "N", "compression": "{none,gzip}", "gzip_min_bytes": "BYTES",
+    "default_candidates": "N", "max_candidates": "N", "default_deadline_ms": "MS",
+    "min_score_budget_ms": "MS", "grace_s": "SECONDS", "max_message_mb": "MIB",
+}
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    for name, field in RankerSettings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        kind = field.annotation if field.annotation in (int, float) else str
+        extra = {"choices": ["none", "gzip"]} if name == "compression" else {}
+        parser.add_argument(
+            flag, dest=name, type=kind, default=None, metavar=_METAVARS.get(name),
+            help=f"{field.description} (default {field.default!r};"
+                 f" env RANKSERVE_RANKER_{name.upper()})",
+            **extra,
+        )
+    parser.add_argument(
+        "--ready-file", metavar="PATH", default=None,
+        help="Once serving, write {\"address\": \"127.0.0.1:PORT\", \"pid\": PID} here"
+             " (atomically), so a parent process can find the port picked by --port 0.")
+    parser.set_defaults(func=handle)
+    return parser
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Registers ``ranker`` on a parent CLI's subparsers."""
+    parser = subparsers.add_parser(
+        "ranker", help="serve the RankingService (retrieve, score through Predict, merge)",
+        description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    return configure_parser(parser)
+
+
+def settings_from_args(args: argparse.Namespace) -> RankerSettings:
+    overrides = {name: getattr(args, name) for name in RankerSettings.model_fields
+                 if getattr(args, name, None) is not None}
+    return RankerSettings(**overrides)
+
+
+def handle(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "settings"
+            print(f"rankserve ranker: {where}: {err['msg']}", file=sys.stderr)
+        return 2
+    from server.ranking.app import run
+
+    return run(settings, ready_file=args.ready_file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m server.ranking", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    configure_parser(parser)
+    args = parser.parse_args(argv)
+    return args.func(args)

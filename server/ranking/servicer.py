@@ -1,0 +1,22 @@
+"""RankingService: convert, delegate to the Ranker, convert back. Errors are mapped by the
+interceptor in server.common."""
+
+from __future__ import annotations
+
+import grpc
+
+from ranker.pipeline import Ranker
+from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
+from server.ranking.converters import to_query, to_response
+
+
+class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
+    def __init__(self, ranker: Ranker, default_deadline_s: float) -> None:
+        self._ranker = ranker
+        self._default_deadline_s = default_deadline_s
+
+    async def Rank(self, request: ranking_pb2.RankRequest, context: grpc.aio.ServicerContext
+                   ) -> ranking_pb2.RankResponse:
+        query = to_query(request, context.time_remaining(), self._default_deadline_s)
+        return to_response(await self._ranker.rank(query))
+

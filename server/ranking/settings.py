@@ -1,0 +1,58 @@
+"""Settings of the ranking server: one class, environment prefix RANKSERVE_RANKER_."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RankerSettings(BaseSettings):
+    """Everything the ranking server can be told; CLI flags override the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="RANKSERVE_RANKER_", extra="ignore",
+                                      protected_namespaces=())
+
+    host: str = Field("127.0.0.1", description="Address to bind the gRPC server to.")
+    port: int = Field(8080, ge=0, le=65535,
+                      description="gRPC port; 0 picks a free one (read it from the ready file).")
+    catalog_dir: str = Field(
+        "", description="Directory of the embedded catalog (item ids, features, embeddings).")
+    model_target: str = Field(
+        "127.0.0.1:8500",
+        description="host:port of Envoy or of one model server speaking TF Serving's Predict.")
+    model_name: str = Field("ranker", description="Model that scores requests naming none.")
+    model_label: str = Field(
+        "", description="Version label of the default model, e.g. 'stable'; empty for none.")
+    model_version: int = Field(
+        0, ge=0, description="Version of the default model; 0 means latest (or the label).")
+    batch_size: int = Field(25, ge=5, le=25,
+                            description="Candidates per Predict call (5..25).")
+    max_in_flight: int = Field(64, ge=1,
+                               description="Predict calls in flight at once, over all requests.")
+    compression: Literal["none", "gzip"] = Field(
+        "none", description="Compress Predict requests with gzip (costs CPU, saves bytes).")
+    gzip_min_bytes: int = Field(
+        16384, ge=0, description="With gzip on, only requests at least this large are compressed.")
+    default_candidates: int = Field(
+        1000, ge=1, description="Candidates retrieved when a request sets no candidate_limit.")
+    max_candidates: int = Field(5000, ge=1,
+                                description="Largest candidate_limit a request may ask for.")
+    default_deadline_ms: float = Field(
+        1000.0, gt=0, description="Budget of a call that arrives without a deadline.")
+    min_score_budget_ms: float = Field(
+        5.0, ge=0,
+        description="Least budget left for scoring; less fails fast with DEADLINE_EXCEEDED.")
+    grace_s: float = Field(
+        5.0, ge=0, description="On SIGTERM, how long in-flight calls may finish.")
+    max_message_mb: int = Field(
+        64, ge=1, description="Largest gRPC message, in MiB, received or sent on any channel.")
+
+    @model_validator(mode="after")
+    def _one_version(self) -> RankerSettings:
+        if self.model_label and self.model_version:
+            raise ValueError("set model_label or model_version, not both")
+        if self.default_candidates > self.max_candidates:
+            raise ValueError("default_candidates may not exceed max_candidates")
+        return self

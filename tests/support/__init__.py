@@ -1,0 +1,1 @@
+"""Test helpers: small catalogs and a numpy Predict server speaking TF Serving's protocol."""
