@@ -33,7 +33,7 @@ class TensorFormatError(ValueError):
 
 def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
     arr = np.asarray(array)
-    dtype = _TO_DTYPE.get(arr.dtype)
+    dtype = _TO_DTYPE.get(arr.dtype.newbyteorder("="))
     if dtype is None:
         raise TensorFormatError(f"unsupported dtype {arr.dtype}")
     proto = tensor_pb2.TensorProto(dtype=dtype)

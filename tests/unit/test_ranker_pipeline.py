@@ -1,0 +1,174 @@
+"""The Ranker with in-process scorers: validation, budgets, failure rules, feature hygiene."""
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from ranker import Catalog, Ranker, RankerConfig
+from ranker.context import ContextEncoder
+from ranker.errors import DeadlineExceeded, InvalidArgument, ScoringError
+from ranker.features import CatalogFeatureStore, sanitize
+from ranker.types import ModelRef, RankQuery, ScoredBatch
+from tests.support.catalog import make_catalog
+
+
+class FakeScorer:
+    """Scores by column 1 of the features; fails rows chosen by ``fail(first_row)``."""
+
+    def __init__(self, fail=None, version=5, delay=0.0):
+        self.fail = fail
+        self.version = version
+        self.delay = delay
+        self.calls = []
+
+    async def score(self, model, context, candidates, timeout_s):
+        self.calls.append((model, candidates.shape, timeout_s))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        status = self.fail(int(candidates[0, 0])) if self.fail else None
+        if status:
+            raise ScoringError(status, f"{status.lower()} from the model server")
+        return ScoredBatch(candidates[:, 1].copy(), self.version)
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory):
+    return Catalog.open(make_catalog(tmp_path_factory.mktemp("cat") / "c", num_items=600,
+                                     num_features=8))
+
+
+def make(catalog, scorer, **cfg):
+    return Ranker.from_catalog(catalog, scorer, RankerConfig(**cfg))
+
+
+async def test_ranks_by_model_score(catalog):
+    scorer = FakeScorer()
+    res = await make(catalog, scorer).rank(RankQuery("r1", query="red shoes", page_size=7,
+                                                     candidate_limit=100))
+    assert len(scorer.calls) == 4 and all(c[1] == (25, 8) for c in scorer.calls)
+    scores = [i.score for i in res.items]
+    assert scores == sorted(scores, reverse=True) and len(scores) == 7
+    rows = [catalog.item_row(i.item_id) for i in res.items]
+    np.testing.assert_allclose(scores, np.asarray(catalog.item_features)[rows, 1])
+    assert res.model == ModelRef("ranker", 5) and res.candidates_scored == 100
+    assert res.degradation.total_batches == 4 and not res.degradation.degraded
+    assert res.timings.total_ms >= res.timings.score_ms > 0
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (RankQuery("r", page_size=3), "send a query, a known user id or viewed item ids"),
+        (RankQuery("r", user_id="u", user_known=False, page_size=3), "send a query"),
+        (RankQuery("r", query="x", page_size=0), "page_size must be >= 1"),
+        (RankQuery("r", query="x", page_size=11, candidate_limit=10),
+         "page_size 11 exceeds candidate_limit 10"),
+        (RankQuery("r", query="x", candidate_limit=5001), "maximum of 5000"),
+        (RankQuery("r", query="x", candidate_limit=-1), "candidate_limit must be >= 0"),
+    ],
+)
+async def test_bad_requests_say_what_to_change(catalog, query, message):
+    with pytest.raises(InvalidArgument, match=message):
+        await make(catalog, FakeScorer()).rank(query)
+
+
+async def test_known_user_or_viewed_items_suffice(catalog):
+    r = make(catalog, FakeScorer())
+    assert (await r.rank(RankQuery("r", user_id="user-1", user_known=True, page_size=2))).items
+    assert (await r.rank(RankQuery("r", viewed_item_ids=("item-00001",), page_size=2))).items
+
+
+async def test_deadline_too_short_names_the_minimum(catalog):
+    q = RankQuery("r", query="x", deadline=time.monotonic() + 0.001)
+    with pytest.raises(DeadlineExceeded, match="at least 7 ms"):
+        await make(catalog, FakeScorer()).rank(q)
+
+
+async def test_timeouts_come_from_the_remaining_budget(catalog):
+    scorer = FakeScorer()
+    await make(catalog, scorer).rank(RankQuery("r", query="x", deadline=time.monotonic() + 0.3))
+    assert all(0.2 < c[2] < 0.3 for c in scorer.calls)
+
+
+async def test_hanging_scorer_is_abandoned_at_the_deadline(catalog):
+    scorer = FakeScorer(delay=30)
+    t0 = time.monotonic()
+    res = await make(catalog, scorer).rank(
+        RankQuery("r", query="red", candidate_limit=50, deadline=time.monotonic() + 0.1))
+    assert time.monotonic() - t0 < 1.0
+    assert res.degradation.reasons == ["2 of 2 batches failed: DEADLINE_EXCEEDED"]
+    assert res.degradation.fallback_candidates == 50 and res.model.version == 0
+
+
+@pytest.mark.parametrize("status", ["NOT_FOUND", "INVALID_ARGUMENT"])
+async def test_config_errors_on_every_batch_fail_the_request(catalog, status):
+    with pytest.raises(ScoringError, match="from the model server") as info:
+        await make(catalog, FakeScorer(fail=lambda row: status)).rank(RankQuery("r", query="x"))
+    assert info.value.status == status and "ranker@latest" in info.value.message
+
+
+async def test_transient_errors_on_every_batch_degrade(catalog):
+    res = await make(catalog, FakeScorer(fail=lambda row: "UNAVAILABLE")).rank(
+        RankQuery("r", query="x", page_size=5, candidate_limit=100))
+    assert [i.fallback for i in res.items] == [True] * 5
+    assert res.degradation.failed_batches == 4 and res.candidates_scored == 0
+
+
+async def test_mixed_failures_degrade(catalog):
+    seen = []
+
+    def fail(row):
+        seen.append(row)
+        return "NOT_FOUND" if len(seen) % 2 else "UNAVAILABLE"
+
+    res = await make(catalog, FakeScorer(fail=fail)).rank(
+        RankQuery("r", query="x", candidate_limit=50))
+    assert res.degradation.failed_batches == 2 and res.degradation.degraded
+
+
+async def test_semaphore_bounds_calls_in_flight(catalog):
+    active = peak = 0
+
+    class Counting(FakeScorer):
+        async def score(self, *a):
+            nonlocal active, peak
+            active += 1
+            peak = max(peak, active)
+            await asyncio.sleep(0.005)
+            active -= 1
+            return await super().score(*a)
+
+    await make(catalog, Counting(), max_in_flight=3).rank(RankQuery("r", query="x"))
+    assert peak == 3
+
+
+def test_non_finite_features_are_zeroed_and_counted(catalog):
+    block = sanitize(np.array([[1, np.nan], [np.inf, -np.inf], [2, 3]], np.float32))
+    assert block.values.tolist() == [[1, 0], [0, 0], [2, 3]]
+    assert block.nonfinite == 3 and block.nonfinite_rows == 2
+    store = CatalogFeatureStore(catalog, ContextEncoder(catalog))
+    out = store.candidates(np.array([5, 2, 5]))
+    assert out.values.flags.c_contiguous and out.values.flags.writeable
+    assert not isinstance(out.values, np.memmap) or out.values._mmap is None
+    np.testing.assert_array_equal(out.values[1], np.asarray(catalog.item_features)[2])
+
+
+async def test_non_finite_features_reach_the_reasons(catalog):
+    class Dirty(CatalogFeatureStore):
+        def candidates(self, rows):
+            values = np.asarray(self._features)[rows].copy()
+            values[0, 3] = np.nan
+            return sanitize(values)
+
+
+    from ranker.retrieval import EmbeddingRetriever
+
+    enc = ContextEncoder(catalog)
+    ranker = Ranker(RankerConfig(), encoder=enc, retriever=EmbeddingRetriever(catalog, enc),
+                    features=Dirty(catalog, enc), scorer=FakeScorer(), item_id=catalog.item_id)
+    res = await ranker.rank(RankQuery("r", query="x"))
+    assert res.degradation.reasons[0].startswith("retrieval: no query tokens")
+    assert "1 non-finite feature values replaced by 0 (1 candidates, 0 in the context)" in \
+        res.degradation.reasons
