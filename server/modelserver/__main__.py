@@ -1,0 +1,5 @@
+"""``python -m server.modelserver``: the model server's command line."""
+
+from .cli import main
+
+raise SystemExit(main())

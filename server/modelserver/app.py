@@ -1,0 +1,175 @@
+"""Composition root: builds the model server from one settings object, runs and stops it.
+
+Signal handling lives here and nowhere else. Shutdown order matters for load balancers: health
+goes NOT_SERVING first (watchers see it at once), then the server stops accepting and gives
+in-flight calls ``grace_s`` to finish, then versions are unloaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from tensorflow_serving.apis import (
+    model_service_pb2,
+    model_service_pb2_grpc,
+    prediction_service_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from . import config
+from .core import ModelServerCore
+from .interceptor import ErrorMappingInterceptor
+from .runtime import Runtime
+from .servicer import ModelServicer, PredictionServicer
+from .settings import ModelServerSettings
+from .versions import BatchOptions, VersionManager
+
+log = logging.getLogger(__name__)
+
+PREDICTION_SERVICE = prediction_service_pb2.DESCRIPTOR.services_by_name[
+    "PredictionService"
+].full_name
+MODEL_SERVICE = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
+HEALTH_SERVICES = ("", PREDICTION_SERVICE)
+
+
+def _config_reader(settings: ModelServerSettings):
+    if settings.model_config_file is not None:
+        path = settings.model_config_file
+        return lambda: config.read_config_file(path)
+    models = config.from_flags(
+        settings.model_name, settings.model_base_path, settings.version_policy
+    )
+    return lambda: models
+
+
+def _default_runtime() -> Runtime:
+    from .tf_runtime import TensorFlowRuntime
+
+    return TensorFlowRuntime()
+
+
+class ModelServerApp:
+    """The model server: gRPC server, health, reflection, version manager, runtime."""
+
+    def __init__(self, settings: ModelServerSettings, runtime: Runtime | None = None) -> None:
+        self.settings = settings
+        self.runtime = runtime if runtime is not None else _default_runtime()
+        self.manager = VersionManager(
+            self.runtime,
+            _config_reader(settings),
+            BatchOptions(settings.batch_max_rows, settings.batch_max_wait_ms / 1000.0),
+            poll_interval_s=settings.poll_interval_s,
+            on_change=self._on_versions_changed,
+        )
+        self.core = ModelServerCore(self.manager)
+        self.health = health.aio.HealthServicer()
+        self.port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._serving = asyncio.Event()
+        self._stopping = False
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.host}:{self.port}"
+
+    async def start(self) -> int:
+        """Bind, start serving (health NOT_SERVING until every model has a version), and
+        return the bound port. Versions load in the background."""
+        limit = self.settings.max_message_mb * 1024 * 1024
+        self._server = grpc.aio.server(
+            interceptors=[ErrorMappingInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+            ],
+        )
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionServicer(self.core), self._server
+        )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelServicer(self.core), self._server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (PREDICTION_SERVICE, MODEL_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            self._server,
+        )
+        for service in HEALTH_SERVICES:
+            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.port = self._server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        if self.port == 0:
+            raise OSError(f"cannot bind {self.settings.host}:{self.settings.port}")
+        await self._server.start()
+        log.info("model server listening on %s", self.address)
+        await self.manager.start()
+        return self.port
+
+    async def wait_serving(self) -> None:
+        """Return once every configured model has a version taking traffic."""
+        await self._serving.wait()
+
+    async def _on_versions_changed(self) -> None:
+        if self._stopping:
+            return
+        ready = self.manager.all_available()
+        serving = health_pb2.HealthCheckResponse.SERVING
+        status = serving if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in HEALTH_SERVICES:
+            await self.health.set(service, status)
+        if ready and not self._serving.is_set():
+            self._serving.set()
+            log.info("serving: every configured model has a version available")
+            if self.settings.ready_file is not None:
+                write_ready_file(self.settings.ready_file, self.address)
+
+    async def stop(self) -> None:
+        """NOT_SERVING, then stop(grace), then unload every version."""
+        if self._stopping:
+            return
+        self._stopping = True
+        await self.health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(self.settings.grace_s)
+        await self.manager.stop()
+        log.info("model server stopped")
+
+
+def write_ready_file(path: Path, address: str) -> None:
+    """Write {"address", "pid"} via a temporary file and rename, so readers never see half."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"address": address, "pid": os.getpid()}))
+    os.replace(tmp, path)
+
+
+def run(settings: ModelServerSettings) -> int:
+    """Run until SIGTERM or SIGINT; returns the process exit code."""
+    return asyncio.run(_serve(settings))
+
+
+async def _serve(settings: ModelServerSettings) -> int:
+    app = ModelServerApp(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await app.start()
+    except OSError as exc:
+        print(f"model-server: {exc}", file=sys.stderr)
+        await app.stop()
+        return 1
+    await stop.wait()
+    log.info("signal received; shutting down (grace %.1f s)", settings.grace_s)
+    await app.stop()
+    return 0

@@ -1,0 +1,214 @@
+"""Server-side micro-batching: concurrent Predict calls become one model call.
+
+The ranker sends one Rank's candidates as many small Predict calls that share their context. A
+model call has a fixed cost well above the per-row cost, so calls for the same (model, version,
+signature) that arrive within ``max_wait`` are stacked along the leading dim of their batched
+inputs (signature dim unknown) and run once; outputs are split back by row counts. Inputs with a
+fixed leading dim (the ``[1, C]`` context) cannot be stacked, so only calls whose fixed inputs
+are byte-identical merge. Model calls run on the version's executor, never on the event loop,
+and while one runs the next batch gathers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .runtime import Signature
+
+log = logging.getLogger(__name__)
+
+Arrays = Mapping[str, np.ndarray]
+
+
+def merge_key(signature: Signature, inputs: Arrays) -> tuple[Hashable, int]:
+    """(key, rows): calls with equal keys can share one model call of their summed rows.
+
+    A call that cannot be stacked (no batched input, or batched inputs disagreeing on rows)
+    gets a key of its own.
+    """
+    batched = [name for name, spec in signature.inputs.items() if spec.batched]
+    row_counts = {inputs[name].shape[0] for name in batched}
+    if len(row_counts) != 1:
+        return object(), 0
+    parts: list[Hashable] = []
+    for name in sorted(signature.inputs):
+        array = inputs[name]
+        if signature.inputs[name].batched:
+            parts.append((name, array.dtype.str, array.shape[1:]))
+        elif array.dtype.kind == "O":
+            parts.append((name, array.shape, tuple(array.ravel().tolist())))
+        else:
+            parts.append((name, array.dtype.str, array.shape, array.tobytes()))
+    return tuple(parts), row_counts.pop()
+
+
+def merge_inputs(signature: Signature, calls: Sequence[Arrays]) -> dict[str, np.ndarray]:
+    """Stack batched inputs along dim 0; fixed inputs are identical, so take the first."""
+    if len(calls) == 1:
+        return dict(calls[0])
+    merged = {}
+    for name, spec in signature.inputs.items():
+        if spec.batched:
+            merged[name] = np.concatenate([c[name] for c in calls], axis=0)
+        else:
+            merged[name] = calls[0][name]
+    return merged
+
+
+def split_outputs(outputs: Arrays, rows: Sequence[int]) -> list[dict[str, np.ndarray]]:
+    """Cut each output whose leading dim is the total row count back into per-call parts.
+
+    Any other output (a scalar, a fixed-size summary) cannot be attributed to rows and goes to
+    every call unchanged.
+    """
+    if len(rows) == 1:
+        return [dict(outputs)]
+    total = sum(rows)
+    bounds = np.cumsum(rows)[:-1]
+    parts: list[dict[str, np.ndarray]] = [{} for _ in rows]
+    for name, value in outputs.items():
+        value = np.asarray(value)
+        if value.ndim >= 1 and value.shape[0] == total:
+            for part, piece in zip(parts, np.split(value, bounds), strict=True):
+                part[name] = piece
+        else:
+            for part in parts:
+                part[name] = value
+    return parts
+
+
+@dataclass
+class _Call:
+    inputs: Arrays
+    key: Hashable
+    rows: int
+    future: asyncio.Future
+    enqueued: float = field(default=0.0)
+
+
+class Batcher:
+    """Gathers calls for one (version, signature) and runs merged calls on ``executor``.
+
+    ``model_calls`` counts the calls made to the model, so merging can be observed.
+    """
+
+    def __init__(
+        self,
+        signature: Signature,
+        call: Callable[[Arrays], Mapping[str, np.ndarray]],
+        executor: Executor,
+        max_rows: int = 1000,
+        max_wait_s: float = 0.001,
+    ) -> None:
+        self._signature = signature
+        self._call = call
+        self._executor = executor
+        self._max_rows = max(1, max_rows)
+        self._max_wait = max(0.0, max_wait_s)
+        self._pending: deque[_Call] = deque()
+        self._pending_rows = 0
+        self._wakeup = asyncio.Event()
+        self._full = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._closed = False
+        self.model_calls = 0
+        self.calls = 0
+
+    async def submit(self, inputs: Arrays) -> dict[str, np.ndarray]:
+        """Queue validated inputs; returns this call's share of the merged outputs."""
+        if self._closed:
+            raise RuntimeError("batcher is closed")
+        loop = asyncio.get_running_loop()
+        key, rows = merge_key(self._signature, inputs)
+        call = _Call(inputs, key, rows, loop.create_future(), loop.time())
+        self._pending.append(call)
+        self._pending_rows += rows
+        self.calls += 1
+        if self._task is None:
+            self._task = asyncio.create_task(self._work(), name="rankserve-batcher")
+        self._wakeup.set()
+        if self._pending_rows >= self._max_rows:
+            self._full.set()
+        return await call.future
+
+    async def close(self) -> None:
+        """Finish what is queued or running, then stop the worker."""
+        self._closed = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                if self._closed:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            wait = self._pending[0].enqueued + self._max_wait - loop.time()
+            if wait > 0 and self._pending_rows < self._max_rows and not self._closed:
+                self._full.clear()
+                try:
+                    await asyncio.wait_for(self._full.wait(), wait)
+                except TimeoutError:
+                    pass
+            for chunk in self._take():
+                try:
+                    await self._run(chunk)
+                except Exception as exc:  # keep the worker alive; fail only this chunk
+                    for call in chunk:
+                        if not call.future.done():
+                            call.future.set_exception(exc)
+
+    def _take(self) -> list[list[_Call]]:
+        """Everything queued, grouped by key, cut into chunks of at most max_rows rows."""
+        groups: dict[Hashable, list[list[_Call]]] = {}
+        while self._pending:
+            call = self._pending.popleft()
+            self._pending_rows -= call.rows
+            if call.future.done():  # the caller went away
+                continue
+            chunks = groups.setdefault(call.key, [[]])
+            last = chunks[-1]
+            if last and sum(c.rows for c in last) + call.rows > self._max_rows:
+                chunks.append([call])
+            else:
+                last.append(call)
+        return [chunk for chunks in groups.values() for chunk in chunks if chunk]
+
+    async def _run(self, chunk: list[_Call]) -> None:
+        loop = asyncio.get_running_loop()
+        merged = merge_inputs(self._signature, [c.inputs for c in chunk])
+        self.model_calls += 1
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._call, merged)
+        except Exception as exc:
+            if len(chunk) > 1:
+                # One call's data may be what the model rejects: retry alone, fail only that one.
+                log.warning("merged call of %d requests failed, retrying them alone", len(chunk))
+                for call in chunk:
+                    await self._run([call])
+                return
+            if not chunk[0].future.done():
+                chunk[0].future.set_exception(exc)
+            return
+        try:
+            parts = split_outputs(outputs, [c.rows for c in chunk])
+        except Exception as exc:  # outputs that do not split: an internal error for all
+            parts = [exc] * len(chunk)
+        for call, part in zip(chunk, parts, strict=True):
+            if call.future.done():
+                continue
+            if isinstance(part, Exception):
+                call.future.set_exception(part)
+            else:
+                call.future.set_result(part)

@@ -1,0 +1,69 @@
+"""Settings of the model server: one class, read from RANKSERVE_MODELSERVER_* and overridden by
+command-line flags. Built explicitly by the caller, never at import time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ModelServerSettings(BaseSettings):
+    """Everything the model server process can be told. Serve one model with ``model_name`` +
+    ``model_base_path``, or several with ``model_config_file`` (TF Serving's format)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RANKSERVE_MODELSERVER_", extra="forbid", protected_namespaces=()
+    )
+
+    host: str = Field("127.0.0.1", description="Address to bind; loopback unless exposed.")
+    port: int = Field(
+        8500, ge=0, le=65535, description="gRPC port (TF Serving's default); 0 picks a free one."
+    )
+    model_name: str | None = Field(
+        None, description="Name clients put in ModelSpec.name (with model_base_path)."
+    )
+    model_base_path: Path | None = Field(
+        None, description="Directory holding <version>/saved_model.pb for model_name."
+    )
+    model_config_file: Path | None = Field(
+        None,
+        description="TF Serving ModelServerConfig text file (models, policies, labels); "
+        "re-read on every poll.",
+    )
+    version_policy: str = Field(
+        "latest:1",
+        description="Versions of model_name to serve: 'latest:N', 'all' or 'specific:1,3'.",
+    )
+    poll_interval_s: float = Field(
+        2.0, gt=0, description="Seconds between scans of base paths and re-reads of the config."
+    )
+    batch_max_rows: int = Field(
+        1000, ge=1, description="Most rows one merged model call may hold."
+    )
+    batch_max_wait_ms: float = Field(
+        1.0, ge=0, description="Longest a call waits for others to merge with; 0 = no waiting."
+    )
+    max_message_mb: int = Field(
+        64, ge=1, description="Largest request accepted, in MiB; bigger gets RESOURCE_EXHAUSTED."
+    )
+    grace_s: float = Field(
+        5.0, ge=0, description="On SIGTERM/SIGINT, seconds in-flight calls get to finish."
+    )
+    ready_file: Path | None = Field(
+        None,
+        description='Once SERVING, write {"address": "HOST:PORT", "pid": PID} here atomically.',
+    )
+
+    @model_validator(mode="after")
+    def _one_model_source(self) -> ModelServerSettings:
+        """Exactly one way of naming models, so nothing is silently ignored."""
+        single = self.model_name is not None or self.model_base_path is not None
+        if single and self.model_config_file is not None:
+            raise ValueError("give either model_name + model_base_path or model_config_file")
+        if single and (self.model_name is None or self.model_base_path is None):
+            raise ValueError("model_name and model_base_path go together")
+        if not single and self.model_config_file is None:
+            raise ValueError("name a model (model_name + model_base_path) or model_config_file")
+        return self
