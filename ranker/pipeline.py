@@ -51,8 +51,9 @@ class RankerConfig:
     default_deadline_s: float = 1.0
     # Scoring needs at least this much of the budget; less fails fast with DEADLINE_EXCEEDED.
     min_score_budget_s: float = 0.005
-    # Kept back from the Predict deadlines for merging and answering.
-    merge_reserve_s: float = 0.002
+    # Kept back from the Predict deadlines for merging and answering, so a degraded page still
+    # reaches the caller before its deadline.
+    merge_reserve_s: float = 0.005
 
 
 class Ranker:
@@ -154,7 +155,8 @@ class Ranker:
         return RankResult(
             request_id=request_id,
             items=page.items,
-            model=ModelRef(model.name, page.model_version, model.label),
+            model=model,
+            model_version=page.model_version,
             candidates_retrieved=n,
             candidates_scored=page.candidates_scored,
             degradation=page.degradation,

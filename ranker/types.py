@@ -104,10 +104,13 @@ class StageTimings:
 class RankResult:
     request_id: str
     items: list[RankedItem]
-    # Resolved model: name, the version that scored (0 when nothing was scored), asked label.
+    # The routed model as asked: name plus the requested version or label, if any.
     model: ModelRef
     candidates_retrieved: int
     candidates_scored: int
     degradation: Degradation
     timings: StageTimings
     trace_id: str = ""
+    # The concrete version that scored (the most rows when versions differed); 0 when nothing
+    # was scored. Separate from ``model`` because a label request answers with a version too.
+    model_version: int = 0

@@ -42,6 +42,7 @@ def ranker_config(settings: RankerSettings) -> RankerConfig:
         max_candidates=settings.max_candidates,
         default_deadline_s=settings.default_deadline_ms / 1e3,
         min_score_budget_s=settings.min_score_budget_ms / 1e3,
+        merge_reserve_s=settings.merge_reserve_ms / 1e3,
     )
 
 

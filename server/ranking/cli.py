@@ -38,7 +38,8 @@ _METAVARS = {
     "model_name": "NAME", "model_label": "LABEL", "model_version": "N", "batch_size": "N",
     "max_in_flight": "N", "compression": "{none,gzip}", "gzip_min_bytes": "BYTES",
     "default_candidates": "N", "max_candidates": "N", "default_deadline_ms": "MS",
-    "min_score_budget_ms": "MS", "grace_s": "SECONDS", "max_message_mb": "MIB",
+    "min_score_budget_ms": "MS", "merge_reserve_ms": "MS", "grace_s": "SECONDS",
+    "max_message_mb": "MIB",
 }
 
 

@@ -48,7 +48,7 @@ def to_response(res: RankResult) -> ranking_pb2.RankResponse:
                                    retrieval_rank=i.retrieval_rank)
             for i in res.items
         ],
-        model=ranking_pb2.ModelVersion(name=res.model.name, version=res.model.version or 0,
+        model=ranking_pb2.ModelVersion(name=res.model.name, version=res.model_version,
                                        label=res.model.label or ""),
         candidates_retrieved=res.candidates_retrieved,
         candidates_scored=res.candidates_scored,

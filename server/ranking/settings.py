@@ -44,6 +44,9 @@ class RankerSettings(BaseSettings):
     min_score_budget_ms: float = Field(
         5.0, ge=0,
         description="Least budget left for scoring; less fails fast with DEADLINE_EXCEEDED.")
+    merge_reserve_ms: float = Field(
+        5.0, ge=0,
+        description="Budget kept back from Predict deadlines to merge and answer in time.")
     grace_s: float = Field(
         5.0, ge=0, description="On SIGTERM, how long in-flight calls may finish.")
     max_message_mb: int = Field(

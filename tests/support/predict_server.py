@@ -36,7 +36,6 @@ class NumpyModel:
     # Version answering a "latest" request; defaults to the highest.
     version_for: Callable[[np.ndarray], int] | None = None
     requests: int = 0
-    compressed: int = 0
 
 
 class NumpyPredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -47,9 +46,6 @@ class NumpyPredictionService(prediction_service_pb2_grpc.PredictionServiceServic
                       ) -> predict_pb2.PredictResponse:
         m = self.model
         m.requests += 1
-        meta = dict(context.invocation_metadata() or ())
-        if "gzip" in meta.get("grpc-encoding", ""):
-            m.compressed += 1
         spec = request.model_spec
         if spec.name != m.name:
             await context.abort(grpc.StatusCode.NOT_FOUND,
