@@ -15,7 +15,7 @@ import numpy as np
 from google.protobuf import wrappers_pb2
 
 from ranker.errors import ScoringError
-from ranker.tensors import TensorFormatError, from_tensor_proto, to_tensor_proto
+from ranker.tensors import TensorFormatError, fill_tensor_proto, from_tensor_proto
 from ranker.types import ModelRef, ScoredBatch
 from rankserve.tfserving.v1 import model_pb2, predict_pb2, prediction_service_pb2_grpc
 
@@ -44,8 +44,8 @@ def build_request(
     elif model.label:
         spec.version_label = model.label
     req = predict_pb2.PredictRequest(model_spec=spec)
-    req.inputs[CONTEXT_INPUT].CopyFrom(to_tensor_proto(np.asarray(context).reshape(1, -1)))
-    req.inputs[CANDIDATES_INPUT].CopyFrom(to_tensor_proto(candidates))
+    fill_tensor_proto(req.inputs[CONTEXT_INPUT], np.asarray(context).reshape(1, -1))
+    fill_tensor_proto(req.inputs[CANDIDATES_INPUT], candidates)
     return req
 
 

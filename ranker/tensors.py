@@ -32,11 +32,16 @@ class TensorFormatError(ValueError):
 
 
 def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
+    return fill_tensor_proto(tensor_pb2.TensorProto(), array)
+
+
+def fill_tensor_proto(proto: tensor_pb2.TensorProto, array: np.ndarray) -> tensor_pb2.TensorProto:
+    """Writes ``array`` into an empty ``proto`` (e.g. a request's map entry, saving a copy)."""
     arr = np.asarray(array)
     dtype = _TO_DTYPE.get(arr.dtype.newbyteorder("="))
     if dtype is None:
         raise TensorFormatError(f"unsupported dtype {arr.dtype}")
-    proto = tensor_pb2.TensorProto(dtype=dtype)
+    proto.dtype = dtype
     for size in arr.shape:
         proto.tensor_shape.dim.add(size=int(size))
     proto.tensor_content = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
