@@ -8,15 +8,11 @@ in-flight calls ``grace_s`` to finish, then versions are unloaded.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
-import signal
 import sys
-from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection
 from tensorflow_serving.apis import (
     model_service_pb2,
@@ -24,6 +20,10 @@ from tensorflow_serving.apis import (
     prediction_service_pb2,
     prediction_service_pb2_grpc,
 )
+
+from server.common.health import HealthState
+from server.common.readyfile import write_ready_file
+from server.common.shutdown import run_until_signal
 
 from . import config
 from .core import ModelServerCore
@@ -39,7 +39,6 @@ PREDICTION_SERVICE = prediction_service_pb2.DESCRIPTOR.services_by_name[
     "PredictionService"
 ].full_name
 MODEL_SERVICE = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
-HEALTH_SERVICES = ("", PREDICTION_SERVICE)
 
 
 def _config_reader(settings: ModelServerSettings):
@@ -72,7 +71,7 @@ class ModelServerApp:
             on_change=self._on_versions_changed,
         )
         self.core = ModelServerCore(self.manager)
-        self.health = health.aio.HealthServicer()
+        self.health: HealthState | None = None
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._serving = asyncio.Event()
@@ -99,16 +98,19 @@ class ModelServerApp:
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(self.core), self._server
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        self.health = HealthState(self._server, [PREDICTION_SERVICE])
         reflection.enable_server_reflection(
             (PREDICTION_SERVICE, MODEL_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME),
             self._server,
         )
-        for service in HEALTH_SERVICES:
-            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.port = self._server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        await self.health.set(False)
+        target = f"{self.settings.host}:{self.settings.port}"
+        try:
+            self.port = self._server.add_insecure_port(target)
+        except RuntimeError as exc:  # grpc reports a failed bind this way
+            raise OSError(f"cannot bind {target}: {exc}") from exc
         if self.port == 0:
-            raise OSError(f"cannot bind {self.settings.host}:{self.settings.port}")
+            raise OSError(f"cannot bind {target}")
         await self._server.start()
         log.info("model server listening on %s", self.address)
         await self.manager.start()
@@ -122,10 +124,7 @@ class ModelServerApp:
         if self._stopping:
             return
         ready = self.manager.all_available()
-        serving = health_pb2.HealthCheckResponse.SERVING
-        status = serving if ready else health_pb2.HealthCheckResponse.NOT_SERVING
-        for service in HEALTH_SERVICES:
-            await self.health.set(service, status)
+        await self.health.set(ready)
         if ready and not self._serving.is_set():
             self._serving.set()
             log.info("serving: every configured model has a version available")
@@ -137,19 +136,12 @@ class ModelServerApp:
         if self._stopping:
             return
         self._stopping = True
-        await self.health.enter_graceful_shutdown()
+        if self.health is not None:
+            await self.health.servicer.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(self.settings.grace_s)
         await self.manager.stop()
         log.info("model server stopped")
-
-
-def write_ready_file(path: Path, address: str) -> None:
-    """Write {"address", "pid"} via a temporary file and rename, so readers never see half."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"address": address, "pid": os.getpid()}))
-    os.replace(tmp, path)
 
 
 def run(settings: ModelServerSettings) -> int:
@@ -159,17 +151,9 @@ def run(settings: ModelServerSettings) -> int:
 
 async def _serve(settings: ModelServerSettings) -> int:
     app = ModelServerApp(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await app.start()
+        await run_until_signal(app.start, app.stop)
     except OSError as exc:
         print(f"model-server: {exc}", file=sys.stderr)
-        await app.stop()
         return 1
-    await stop.wait()
-    log.info("signal received; shutting down (grace %.1f s)", settings.grace_s)
-    await app.stop()
     return 0
