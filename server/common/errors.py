@@ -8,6 +8,7 @@ meant for the caller becomes that status. Anything else is a bug: the caller get
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -74,10 +75,16 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
 
         inner_stream = handler.unary_stream or handler.stream_stream
 
+        # A streaming handler is either an async generator or a coroutine that calls
+        # context.write(); writing from a coroutine here serves both styles.
         async def stream_response(request_or_iter: Any, context: grpc.aio.ServicerContext):
             try:
-                async for item in inner_stream(request_or_iter, context):
-                    yield item
+                result = inner_stream(request_or_iter, context)
+                if inspect.isasyncgen(result):
+                    async for item in result:
+                        await context.write(item)
+                else:
+                    await result
             except Exception as exc:
                 if _passthrough(exc):
                     raise

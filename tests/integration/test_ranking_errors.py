@@ -23,14 +23,19 @@ def _raise(exc):
         yield b"first"
         raise exc
 
-    return unary, stream
+    async def writer(request, context):
+        await context.write(b"first")
+        raise exc
+
+    return unary, stream, writer
 
 
 def _handler(exc):
-    unary, stream = _raise(exc)
+    unary, stream, writer = _raise(exc)
     return grpc.method_handlers_generic_handler(SERVICE, {
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
         "Stream": grpc.unary_stream_rpc_method_handler(stream),
+        "Writer": grpc.unary_stream_rpc_method_handler(writer),
     })
 
 
@@ -44,7 +49,7 @@ def _handler(exc):
         (Boom("secret detail /etc/passwd"), grpc.StatusCode.INTERNAL, "internal error"),
     ],
 )
-@pytest.mark.parametrize("method", ["Unary", "Stream"])
+@pytest.mark.parametrize("method", ["Unary", "Stream", "Writer"])
 async def test_exceptions_become_statuses(exc, code, details, method, caplog):
     server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
     server.add_generic_rpc_handlers((_handler(exc),))
@@ -57,7 +62,7 @@ async def test_exceptions_become_statuses(exc, code, details, method, caplog):
                 with pytest.raises(grpc.aio.AioRpcError) as info:
                     await call
             else:
-                call = channel.unary_stream(f"/{SERVICE}/Stream")(b"", timeout=5)
+                call = channel.unary_stream(f"/{SERVICE}/{method}")(b"", timeout=5)
                 with pytest.raises(grpc.aio.AioRpcError) as info:
                     assert await call.read() == b"first"
                     await call.read()

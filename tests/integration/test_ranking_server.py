@@ -274,13 +274,15 @@ async def test_stop_turns_health_not_serving_before_draining(catalog_dir):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = ranking_pb2_grpc.RankingServiceStub(channel)
             health = health_pb2_grpc.HealthStub(channel)
+            watch = health.Watch(health_pb2.HealthCheckRequest(), timeout=5)
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
             in_flight = asyncio.ensure_future(stub.Rank(request(candidate_limit=50), timeout=5))
             await asyncio.sleep(0.1)
             stopping = asyncio.ensure_future(app.stop())
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
             await asyncio.sleep(0.05)
             with pytest.raises(grpc.aio.AioRpcError):
-                # New calls are refused once stop began; health said NOT_SERVING first.
                 await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-            res = await in_flight
+            res = await in_flight  # the call in flight finishes within the grace period
             await stopping
     assert res.candidates_scored == 50
