@@ -280,6 +280,7 @@ async def test_stop_turns_health_not_serving_before_draining(catalog_dir):
             await asyncio.sleep(0.1)
             stopping = asyncio.ensure_future(app.stop())
             assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            watch.cancel()  # an open Watch stream would hold the server for the whole grace
             await asyncio.sleep(0.05)
             with pytest.raises(grpc.aio.AioRpcError):
                 await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
