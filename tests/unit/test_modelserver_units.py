@@ -1,0 +1,289 @@
+"""Model server pieces without sockets: tensors, validation, batching, policies, config, CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tensorflow.core.framework import tensor_pb2
+
+from server.modelserver import cli
+from server.modelserver.batching import Batcher, merge_key, split_outputs
+from server.modelserver.config import VersionPolicy, parse_policy, read_config_file
+from server.modelserver.errors import ConfigError, InvalidInput
+from server.modelserver.runtime import Signature, TensorSpec, warm_up_inputs
+from server.modelserver.tensors import from_numpy, to_numpy
+from server.modelserver.validation import check_inputs
+from server.modelserver.versions import scan_versions
+
+PACKAGE = Path(__file__).resolve().parents[2] / "server" / "modelserver"
+F32 = np.dtype(np.float32)
+SIG = Signature(
+    "serving_default",
+    inputs={
+        "context": TensorSpec(F32, 1, (1, 3)),
+        "candidates": TensorSpec(F32, 1, (None, 2)),
+    },
+    outputs={"scores": TensorSpec(F32, 1, (None,))},
+)
+
+
+def test_only_tf_runtime_imports_tensorflow() -> None:
+    pattern = re.compile(r"^\s*(import tensorflow\b|from tensorflow import)", re.M)
+    importing = sorted(p.name for p in PACKAGE.glob("*.py") if pattern.search(p.read_text()))
+    assert importing == ["tf_runtime.py"]
+
+
+# ---- tensors ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content", [True, False])
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(6, dtype=np.float32).reshape(2, 3),
+        np.arange(4, dtype=np.float64),
+        np.array([[1, -2]], dtype=np.int32),
+        np.array([5, 2**40], dtype=np.int64),
+        np.array([0.5, -1.5], dtype=np.float16),
+        np.array([True, False]),
+        np.zeros((0, 3), np.float32),
+    ],
+)
+def test_tensor_round_trip(array: np.ndarray, content: bool) -> None:
+    proto = from_numpy(array, use_tensor_content=content)
+    assert bool(proto.tensor_content) == (content and array.size > 0)
+    back = to_numpy("x", proto)
+    assert back.dtype == array.dtype and back.shape == array.shape
+    np.testing.assert_array_equal(back, array)
+
+
+def test_strings_use_string_val() -> None:
+    proto = from_numpy(np.array([b"a", b"bc"], dtype=object))
+    assert list(proto.string_val) == [b"a", b"bc"]
+    assert to_numpy("s", proto).tolist() == [b"a", b"bc"]
+
+
+def test_typed_fields_follow_tensorflow_fill_rules() -> None:
+    proto = tensor_pb2.TensorProto(dtype=1, tensor_shape={"dim": [{"size": 2}, {"size": 2}]})
+    np.testing.assert_array_equal(to_numpy("x", proto), np.zeros((2, 2), np.float32))
+    proto.float_val.extend([1.0, 2.0])
+    np.testing.assert_array_equal(to_numpy("x", proto), [[1, 2], [2, 2]])
+    proto.float_val.extend([3, 4, 5])
+    with pytest.raises(InvalidInput, match="5 values but shape \\[2, 2\\] holds 4"):
+        to_numpy("x", proto)
+
+
+def test_bad_tensor_protos_are_invalid_input() -> None:
+    proto = from_numpy(np.ones((2, 2), np.float32), use_tensor_content=True)
+    proto.tensor_content = proto.tensor_content[:-1]
+    with pytest.raises(InvalidInput, match="tensor_content has 15 bytes.*needs 16"):
+        to_numpy("x", proto)
+    with pytest.raises(InvalidInput, match="unknown rank"):
+        to_numpy("x", tensor_pb2.TensorProto(dtype=1, tensor_shape={"unknown_rank": True}))
+    with pytest.raises(InvalidInput, match="unsupported dtype"):
+        to_numpy("x", tensor_pb2.TensorProto(dtype=14))  # DT_BFLOAT16
+
+
+# ---- validation ------------------------------------------------------------------------------
+
+
+def _inputs(**overrides):
+    inputs = {"context": np.zeros((1, 3), np.float32), "candidates": np.zeros((4, 2), np.float32)}
+    inputs.update(overrides)
+    return {k: v for k, v in inputs.items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        (_inputs(context=None), "missing input 'context'.*expects inputs 'candidates', 'context'"),
+        (_inputs(extra=np.zeros(1, np.float32)), "unknown input 'extra'"),
+        (_inputs(candidates=np.zeros((4, 2), np.int64)), "DT_INT64.*expects DT_FLOAT"),
+        (_inputs(candidates=np.zeros(2, np.float32)), "shape \\[2\\].*expects \\[\\?, 2\\]"),
+        (_inputs(context=np.zeros((1, 4), np.float32)), "shape \\[1, 4\\].*expects \\[1, 3\\]"),
+        (
+            _inputs(candidates=np.array([[np.nan, np.inf], [1, -np.inf]], np.float32)),
+            "'candidates' has 3 non-finite value\\(s\\) \\(1 NaN, 2 infinite\\) of 4",
+        ),
+    ],
+)
+def test_validation_says_what_to_change(inputs, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        check_inputs(SIG, inputs)
+
+
+def test_valid_inputs_pass_and_warm_up_uses_ones_for_unknown_dims() -> None:
+    check_inputs(SIG, _inputs())
+    warm = warm_up_inputs(SIG)
+    assert warm["context"].shape == (1, 3) and warm["candidates"].shape == (1, 2)
+    check_inputs(SIG, warm)
+
+
+# ---- batching --------------------------------------------------------------------------------
+
+
+def test_merge_key_separates_contexts_and_split_restores_rows() -> None:
+    a = _inputs(candidates=np.ones((2, 2), np.float32))
+    b = _inputs(candidates=np.ones((3, 2), np.float32))
+    c = _inputs(context=np.ones((1, 3), np.float32))
+    assert merge_key(SIG, a)[0] == merge_key(SIG, b)[0] != merge_key(SIG, c)[0]
+    assert merge_key(SIG, b)[1] == 3
+    parts = split_outputs({"scores": np.arange(5.0), "total": np.float32(7)}, [2, 3])
+    assert [p["scores"].tolist() for p in parts] == [[0, 1], [2, 3, 4]]
+    assert all(p["total"] == 7 for p in parts)
+
+
+class FakeModel:
+    """scores = row sums + context sum; fails on any -1 in the candidates; records batches."""
+
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, inputs):
+        with self.lock:
+            self.rows.append(len(inputs["candidates"]))
+        if (inputs["candidates"] == -1).any():
+            raise ValueError("bad row")
+        return {"scores": inputs["candidates"].sum(axis=1) + inputs["context"].sum()}
+
+
+async def _burst(batcher: Batcher, calls):
+    return await asyncio.gather(*(batcher.submit(c) for c in calls), return_exceptions=True)
+
+
+async def test_batcher_merges_splits_and_respects_max_rows() -> None:
+    model = FakeModel()
+    with ThreadPoolExecutor(1) as executor:
+        batcher = Batcher(SIG, model, executor, max_rows=10, max_wait_s=0.05)
+        calls = [_inputs(candidates=np.full((5, 2), i, np.float32)) for i in range(8)]
+        results = await _burst(batcher, calls)
+        for i, result in enumerate(results):
+            np.testing.assert_array_equal(result["scores"], np.full(5, 2.0 * i))
+        assert batcher.model_calls == len(model.rows) == 4
+        assert max(model.rows) <= 10
+        other = [_inputs(context=np.full((1, 3), i, np.float32)) for i in range(3)]
+        await _burst(batcher, other)
+        assert batcher.model_calls == 7  # different contexts: one call each
+        await batcher.close()
+
+
+async def test_a_failing_call_does_not_fail_the_calls_merged_with_it() -> None:
+    model = FakeModel()
+    with ThreadPoolExecutor(1) as executor:
+        batcher = Batcher(SIG, model, executor, max_rows=100, max_wait_s=0.05)
+        calls = [_inputs(candidates=np.full((2, 2), v, np.float32)) for v in (1, -1, 2)]
+        ok1, bad, ok2 = await _burst(batcher, calls)
+        assert isinstance(bad, ValueError)
+        np.testing.assert_array_equal(ok1["scores"], [2, 2])
+        np.testing.assert_array_equal(ok2["scores"], [4, 4])
+        assert model.rows == [6, 2, 2, 2]
+        await batcher.close()
+
+
+# ---- versions, policies, config --------------------------------------------------------------
+
+
+def test_policies() -> None:
+    on_disk = [1, 2, 3, 10]
+    assert parse_policy("latest:2").select(on_disk) == {3, 10}
+    assert parse_policy("latest").select(on_disk) == {10}
+    assert parse_policy("all").select(on_disk) == {1, 2, 3, 10}
+    assert parse_policy("specific:1,3,7").select(on_disk) == {1, 3}
+    assert VersionPolicy().describe() == "latest:1"
+    for bad in ("latest:0", "newest", "specific:", "specific:a", "all:2"):
+        with pytest.raises(ConfigError, match="latest:N"):
+            parse_policy(bad)
+
+
+def test_scan_ignores_other_names_and_versions_still_being_copied(tmp_path: Path) -> None:
+    for name in ("1", "12", "tmp", "3"):
+        (tmp_path / name).mkdir()
+    for name in ("1", "12", "tmp"):
+        (tmp_path / name / "saved_model.pb").write_bytes(b"x")
+    assert sorted(scan_versions(tmp_path)) == [1, 12]
+    assert scan_versions(tmp_path / "missing") == {}
+
+
+def test_tf_serving_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "models.config"
+    path.write_text(
+        """
+        model_config_list {
+          config {
+            name: "ranker" base_path: "/models/ranker" model_platform: "tensorflow"
+            model_version_policy { specific { versions: 1 versions: 2 } }
+            version_labels { key: "stable" value: 1 }
+            version_labels { key: "canary" value: 2 }
+          }
+          config { name: "other" base_path: "/models/other"
+                   model_version_policy { latest { num_versions: 3 } } }
+          config { name: "third" base_path: "/models/third" model_version_policy { all {} } }
+        }
+        """
+    )
+    ranker, other, third = read_config_file(path)
+    assert ranker.name == "ranker" and str(ranker.base_path) == "/models/ranker"
+    assert ranker.policy.describe() == "specific:1,2"
+    assert ranker.labels == {"stable": 1, "canary": 2}
+    assert other.policy.describe() == "latest:3" and third.policy.describe() == "all"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model_config_list { config { name: ", "models.config"),
+        ('model_config_list { config { name: "a" } }', "name and a base_path"),
+        (
+            'model_config_list { config { name: "a" base_path: "/a" model_platform: "onnx" } }',
+            "only 'tensorflow'",
+        ),
+        (
+            'model_config_list { config { name: "a" base_path: "/a" } '
+            'config { name: "a" base_path: "/b" } }',
+            "names a model twice",
+        ),
+    ],
+)
+def test_bad_config_files_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "models.config"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        read_config_file(path)
+
+
+# ---- settings and command line ---------------------------------------------------------------
+
+
+def _args(*argv: str):
+    return cli.configure_parser(__import__("argparse").ArgumentParser()).parse_args(argv)
+
+
+def test_flags_override_environment(monkeypatch) -> None:
+    monkeypatch.setenv("RANKSERVE_MODELSERVER_PORT", "9000")
+    monkeypatch.setenv("RANKSERVE_MODELSERVER_GRACE_S", "2.5")
+    settings = cli.settings_from_args(
+        _args("--model-name", "m", "--model-base-path", "/models/m", "--port", "0")
+    )
+    assert settings.port == 0 and settings.grace_s == 2.5
+    assert settings.version_policy == "latest:1" and settings.batch_max_wait_ms == 1.0
+
+
+def test_settings_need_exactly_one_model_source(capsys) -> None:
+    assert cli.handle(_args("--port", "0")) == 2
+    assert cli.handle(_args("--model-name", "m")) == 2
+    assert cli.handle(_args("--model-config-file", "c", "--model-name", "m")) == 2
+    assert "model_base_path" in capsys.readouterr().err
+
+
+def test_settings_fields_are_documented() -> None:
+    from server.modelserver.settings import ModelServerSettings
+
+    for name, field in ModelServerSettings.model_fields.items():
+        assert field.description, name
