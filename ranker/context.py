@@ -55,17 +55,26 @@ class ContextEncoder:
         self.dim = m.context_dim
 
     def encode(
-        self, query: str, user_id: str, user_known: bool, viewed_item_ids: tuple[str, ...] | list[str]
+        self,
+        query: str,
+        user_id: str,
+        user_known: bool,
+        viewed_item_ids: tuple[str, ...] | list[str],
     ) -> EncodedRequest:
         cat = self._cat
         d = self._d
         tokens = [cat.vocab[t] for t in tokenize(query) if t in cat.vocab]
-        q = _normalise(cat.token_embeddings[tokens].mean(axis=0)) if tokens else np.zeros(d, np.float32)
+        q = np.zeros(d, np.float32)
+        if tokens:
+            q = _normalise(cat.token_embeddings[tokens].mean(axis=0))
         row = cat.user_row(user_id) if (user_known and user_id) else None
         u = np.asarray(cat.user_embeddings[row]) if row is not None else np.zeros(d, np.float32)
         rows = [r for r in (cat.item_row(i) for i in viewed_item_ids) if r is not None]
-        v = _normalise(np.asarray(cat.item_embeddings[rows]).mean(axis=0)) if rows else np.zeros(d, np.float32)
-        return EncodedRequest(q.astype(np.float32), u.astype(np.float32), v.astype(np.float32), row, len(tokens))
+        v = np.zeros(d, np.float32)
+        if rows:
+            v = _normalise(np.asarray(cat.item_embeddings[rows]).mean(axis=0))
+        f32 = np.float32
+        return EncodedRequest(q.astype(f32), u.astype(f32), v.astype(f32), row, len(tokens))
 
     def retrieval_vector(self, enc: EncodedRequest) -> np.ndarray:
         """The vector retrieval searches with; all zeros when the request says nothing usable."""

@@ -14,7 +14,9 @@ from ranker.catalog import Catalog
 from ranker.context import ContextEncoder, EncodedRequest
 from ranker.types import Candidates
 
-_POPULARITY_REASON = "no query tokens, user or viewed items matched the catalog: popularity retrieval"
+_POPULARITY_REASON = (
+    "no query tokens, user or viewed items matched the catalog: popularity retrieval"
+)
 
 
 class CandidateSource(Protocol):
