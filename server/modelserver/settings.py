@@ -64,6 +64,10 @@ class ModelServerSettings(BaseSettings):
             raise ValueError("give either model_name + model_base_path or model_config_file")
         if single and (self.model_name is None or self.model_base_path is None):
             raise ValueError("model_name and model_base_path go together")
+        if self.model_config_file is not None and "version_policy" in self.model_fields_set:
+            raise ValueError(
+                "version_policy applies to model_name; a config file sets model_version_policy"
+            )
         if not single and self.model_config_file is None:
             raise ValueError("name a model (model_name + model_base_path) or model_config_file")
         return self

@@ -140,6 +140,7 @@ class VersionManager:
         self._retiring: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
         self._missing_paths: set[Path] = set()
+        self._config_error: str | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -172,14 +173,15 @@ class VersionManager:
         """One pass: re-read config, scan base paths, load wanted versions, retire the rest."""
         try:
             self._configs = self._read_config()
+            self._config_error = None
         except ModelServerError as exc:
-            log.error("keeping the previous model config: %s", exc.message)
+            if exc.message != self._config_error:  # once per distinct problem, not every poll
+                log.error("keeping the previous model config: %s", exc.message)
+            self._config_error = exc.message
         configured = {c.name: c for c in self._configs}
         for name in [n for n in self._models if n not in configured]:
             log.info("model '%s' left the config; unloading its versions", name)
-            model = self._models.pop(name)
-            for version in list(model.available):
-                self._retire(model, version)
+            self._retire_model(self._models.pop(name))
         for config in self._configs:
             model = self._models.get(config.name)
             if model is None:
@@ -258,10 +260,23 @@ class VersionManager:
 
         return make
 
-    def _retire(self, model: _Model, version: int) -> None:
+    def _retire(self, model: _Model, version: int) -> asyncio.Task:
+        """Take a version out of routing now; unload it once its requests are done."""
         entry = model.available.pop(version)
         model.status[version] = VersionStatus(version, UNLOADING)
         task = asyncio.create_task(self._unload(model, entry))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+        return task
+
+    def _retire_model(self, model: _Model) -> None:
+        tasks = [self._retire(model, version) for version in list(model.available)]
+
+        async def release() -> None:
+            await asyncio.gather(*tasks, return_exceptions=True)
+            model.executor.shutdown(wait=False)
+
+        task = asyncio.create_task(release())
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
