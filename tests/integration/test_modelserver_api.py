@@ -282,3 +282,32 @@ async def test_concurrent_calls_sharing_a_context_merge_into_few_model_calls(bas
         assert 1 <= shared <= 8, f"40 calls sharing a context took {shared} model calls"
         distinct = [CTX + i for i in range(40)]
         assert await burst(distinct) == 40  # different contexts are never merged
+
+
+async def test_unexpected_errors_are_internal_without_detail(base: Path, caplog) -> None:
+    from server.modelserver.tf_runtime import TensorFlowRuntime
+
+    class Exploding(TensorFlowRuntime):
+        def predict(self, model, signature, inputs):
+            if (inputs["candidates"] == 42).any():
+                raise RuntimeError("secret detail of the failure")
+            return super().predict(model, signature, inputs)
+
+    settings = ModelServerSettings(
+        host="127.0.0.1", port=0, model_name="m", model_base_path=base, poll_interval_s=0.1
+    )
+    app = ModelServerApp(settings, runtime=Exploding())
+    port = await app.start()
+    try:
+        await asyncio.wait_for(app.wait_serving(), 60)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            boom = np.full_like(CANDS, 42)
+            details = await expect_error(
+                stub.Predict(support.predict_request("m", CTX, boom)), grpc.StatusCode.INTERNAL
+            )
+            assert details == "internal error"
+            assert "secret detail" in caplog.text
+            assert (await stub.Predict(support.predict_request("m", CTX, CANDS))).outputs
+    finally:
+        await app.stop()
