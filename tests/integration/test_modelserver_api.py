@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -37,6 +38,7 @@ def library(tmp_path_factory) -> Path:
 
 class Client:
     def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.channel = channel
         self.predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         self.models = model_service_pb2_grpc.ModelServiceStub(channel)
         self.health = health_pb2_grpc.HealthStub(channel)
@@ -117,6 +119,12 @@ async def test_predict_metadata_and_status_as_tf_serving(base: Path) -> None:
         assert list(statuses) == [1]
         assert statuses[1].state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
         assert statuses[1].status.error_code == 0
+        reflection = reflection_pb2_grpc.ServerReflectionStub(client.channel)
+        async for answer in reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+        ):
+            listed = {s.name for s in answer.list_services_response.service}
+            assert {"tensorflow.serving.PredictionService", "grpc.health.v1.Health"} <= listed
         serving_ = health_pb2.HealthCheckResponse.SERVING
         assert await client.health_status() == serving_
         assert await client.health_status("tensorflow.serving.PredictionService") == serving_
