@@ -287,7 +287,7 @@ async def test_concurrent_calls_sharing_a_context_merge_into_few_model_calls(bas
             return app.runtime.calls - before
 
         shared = await burst([CTX] * 40)
-        assert 1 <= shared <= 8, f"40 calls sharing a context took {shared} model calls"
+        assert 1 <= shared <= 12, f"40 calls sharing a context took {shared} model calls"
         distinct = [CTX + i for i in range(40)]
         assert await burst(distinct) == 40  # different contexts are never merged
 
