@@ -74,6 +74,10 @@ def random_requests(n: int, *, seed: int, num_items: int, num_users: int) -> lis
             viewed = tuple(
                 item_id(int(x)) for x in rng.integers(num_items, size=rng.integers(1, 4))
             )
+        if not words and not uid and not viewed:
+            # The API rejects a request that says nothing; traffic like that comes from a new
+            # visitor with a fresh id (same context vector, so training data is unchanged).
+            uid = "guest-new"
         device = str(rng.choice(vocab.DEVICES, p=[0.45, 0.45, 0.10]))
         locale = str(rng.choice(vocab.LOCALES))
         out.append(DemoRequest(" ".join(words), uid, known, device, locale, viewed))

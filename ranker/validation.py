@@ -26,11 +26,10 @@ def candidate_count(query: RankQuery, default_candidates: int, max_candidates: i
             f"page_size {query.page_size} exceeds candidate_limit {k}; lower page_size or raise"
             " candidate_limit"
         )
-    known_user = query.user_known and bool(query.user_id)
-    if not query.query.strip() and not known_user and not query.viewed_item_ids:
+    # A new user with no query is valid: retrieval falls back to popularity and says so.
+    if not query.query.strip() and not query.user_id and not query.viewed_item_ids:
         raise InvalidArgument(
-            "the request says nothing to rank for: send a query, a known user id or viewed item"
-            " ids"
+            "the request says nothing to rank for: send a query, a user id or viewed item ids"
         )
     if query.model is not None and query.model.version is not None and query.model.version < 0:
         raise InvalidArgument(f"model version must be >= 0, got {query.model.version}")

@@ -156,9 +156,7 @@ async def test_model_rejecting_inputs_is_invalid_argument(catalog_dir):
     ("req", "message"),
     [
         (ranking_pb2.RankRequest(page_size=10),
-         "send a query, a known user id or viewed item ids"),
-        (ranking_pb2.RankRequest(page_size=10, user=ranking_pb2.User(id="user-1")),
-         "send a query, a known user id or viewed item ids"),
+         "send a query, a user id or viewed item ids"),
         (request(page_size=0), "page_size must be >= 1, got 0"),
         (request(page_size=-3), "page_size must be >= 1, got -3"),
         (request(page_size=20, candidate_limit=10), "page_size 20 exceeds candidate_limit 10"),
@@ -184,6 +182,15 @@ async def test_user_or_viewed_items_without_query_are_enough(catalog_dir):
             timeout=10)
     assert len(a.items) == 3 and len(b.items) == 3
     assert a.request_id and a.request_id != b.request_id
+
+
+async def test_new_user_without_query_gets_a_popularity_page(catalog_dir):
+    async with stack(catalog_dir) as (stub, _, _):
+        resp = await stub.Rank(ranking_pb2.RankRequest(
+            page_size=5, user=ranking_pb2.User(id="brand-new-user", known=False)), timeout=10)
+    assert len(resp.items) == 5
+    assert resp.candidates_scored == resp.candidates_retrieved > 0
+    assert any("popularity retrieval" in r for r in resp.degradation.reasons)
 
 
 async def test_deadline_too_short_to_score(catalog_dir):

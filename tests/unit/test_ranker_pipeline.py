@@ -61,8 +61,7 @@ async def test_ranks_by_model_score(catalog):
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        (RankQuery("r", page_size=3), "send a query, a known user id or viewed item ids"),
-        (RankQuery("r", user_id="u", user_known=False, page_size=3), "send a query"),
+        (RankQuery("r", page_size=3), "send a query, a user id or viewed item ids"),
         (RankQuery("r", query="x", page_size=0), "page_size must be >= 1"),
         (RankQuery("r", query="x", page_size=11, candidate_limit=10),
          "page_size 11 exceeds candidate_limit 10"),
