@@ -1,0 +1,1 @@
+"""Benchmarks: figures only, no pass/fail. Results go to bench/results/."""

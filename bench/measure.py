@@ -1,0 +1,73 @@
+"""Small measuring helpers shared by the benchmarks: percentiles, process CPU, Envoy bytes."""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of the given processes so far (from /proc; children not included)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / _TICK
+    return total
+
+
+def self_cpu_seconds() -> float:
+    return time.process_time()
+
+
+def envoy_counter(admin: str, name: str) -> int:
+    """One counter from Envoy's admin /stats (plain text `name: value`)."""
+    with urllib.request.urlopen(f"http://{admin}/stats?filter=^{name}$", timeout=2) as r:
+        for line in r.read().decode().splitlines():
+            key, _, value = line.partition(": ")
+            if key == name:
+                return int(value)
+    raise KeyError(f"envoy has no counter {name}")
+
+
+@dataclass
+class Row:
+    path: str
+    p50_ms: float
+    p99_ms: float
+    ranks_per_s: float
+    cpu_s_per_rank: float
+    bytes_per_rank: float
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def percentiles(latencies_s: list[float]) -> tuple[float, float]:
+    a = np.asarray(latencies_s) * 1000
+    return float(np.percentile(a, 50)), float(np.percentile(a, 99))
+
+
+def table(rows: list[Row]) -> str:
+    head = (
+        f"| {'path':<44} | {'p50 ms':>7} | {'p99 ms':>7} | {'Ranks/s':>7} | {'CPU s/Rank':>10} "
+        f"| {'bytes/Rank':>10} |"
+    )
+    sep = "|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|"
+    out = [head, sep]
+    for r in rows:
+        out.append(
+            f"| {r.path:<44} | {r.p50_ms:7.2f} | {r.p99_ms:7.2f} | {r.ranks_per_s:7.1f} "
+            f"| {r.cpu_s_per_rank:10.4f} | {r.bytes_per_rank:10,.0f} |"
+        )
+    return "\n".join(out)

@@ -1,0 +1,211 @@
+"""Rank of 1000 candidates x 300 features through the stack, beside the compute floor and a
+naive client.
+
+Rows (all on this machine, in one run, so they compare as ratios):
+  stack, gzip off / on  ranker -> Envoy -> 2 model servers, 40 batches of 25 in flight at once
+  compute floor         the same 1000 rows in ONE in-process call of the SavedModel signature
+  naive client          the same 40 batches sent one after another with the official
+                        tensorflow-serving-api stubs and tf.make_tensor_proto, through Envoy
+
+Latency: sequential calls (p50, p99). Throughput: a closed loop at a fixed concurrency for a
+fixed time. CPU: user + system seconds of every process involved (client included) per Rank.
+Bytes: what Envoy received from its client per Rank (HTTP/2 framing included).
+
+    python -m bench.rank_bench [--latency-calls 200] [--throughput-s 10] [--concurrency 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from bench.measure import Row, cpu_seconds, envoy_counter, percentiles, self_cpu_seconds, table
+from demo.build import DemoPaths, ensure_demo
+from demo.queries import SAMPLE_REQUESTS
+from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
+from server.stack.local import LocalStack, StackInputs
+from server.stack.settings import StackSettings
+
+RESULTS = Path(__file__).parent / "results"
+ENVOY_RX = "http.model_ingress.downstream_cx_rx_bytes_total"
+
+
+def rank_request(i: int) -> ranking_pb2.RankRequest:
+    s = SAMPLE_REQUESTS[i % len(SAMPLE_REQUESTS)]
+    return ranking_pb2.RankRequest(
+        request_id=f"bench-{i}",
+        query=s.query,
+        user=ranking_pb2.User(id=s.user_id, known=s.user_known),
+        context=ranking_pb2.Context(device=s.device, locale=s.locale,
+                                    viewed_item_ids=list(s.viewed_item_ids)),
+        page_size=10,
+        candidate_limit=1000,
+    )
+
+
+async def _closed_loop(target: str, concurrency: int, seconds: float) -> int:
+    """Ranks completed by `concurrency` callers in `seconds`; any failure aborts the bench."""
+    done = 0
+    stop_at = time.monotonic() + seconds
+    async with grpc.aio.insecure_channel(target) as ch:
+        stub = ranking_pb2_grpc.RankingServiceStub(ch)
+
+        async def caller(k: int) -> None:
+            nonlocal done
+            i = k
+            while time.monotonic() < stop_at:
+                resp = await stub.Rank(rank_request(i), timeout=10)
+                if resp.degradation.degraded:
+                    raise RuntimeError(f"degraded Rank during the bench: {resp.degradation}")
+                done += 1
+                i += concurrency
+
+        await asyncio.gather(*(caller(k) for k in range(concurrency)))
+    return done
+
+
+def bench_stack(paths: DemoPaths, compression: str, args: argparse.Namespace) -> Row:
+    settings = StackSettings(ranker_port=0, compression=compression,
+                             run_dir=Path(tempfile.mkdtemp(prefix=f"bench-{compression}-")))
+    with LocalStack(settings, StackInputs(paths.catalog_dir, paths.model_config_file),
+                    out=lambda _l: None) as stack:
+        assert stack.ranker is not None
+        target = stack.ranker.address
+        pids = [c.pid for c in stack.children]
+        with grpc.insecure_channel(target) as ch:
+            stub = ranking_pb2_grpc.RankingServiceStub(ch)
+            for i in range(20):
+                stub.Rank(rank_request(i), timeout=30)
+            lat = []
+            for i in range(args.latency_calls):
+                t = time.perf_counter()
+                stub.Rank(rank_request(i), timeout=10)
+                lat.append(time.perf_counter() - t)
+        cpu0, self0 = cpu_seconds(pids), self_cpu_seconds()
+        rx0 = envoy_counter(stack.envoy_admin, ENVOY_RX)
+        t0 = time.perf_counter()
+        done = asyncio.run(_closed_loop(target, args.concurrency, args.throughput_s))
+        wall = time.perf_counter() - t0
+        cpu = cpu_seconds(pids) - cpu0 + self_cpu_seconds() - self0
+        rx = envoy_counter(stack.envoy_admin, ENVOY_RX) - rx0
+    p50, p99 = percentiles(lat)
+    return Row(f"stack: ranker+Envoy+2 servers, gzip {'on' if compression == 'gzip' else 'off'}",
+               p50, p99, done / wall, cpu / done, rx / done,
+               f"{args.concurrency} callers for {args.throughput_s:g} s")
+
+
+def _inputs(paths: DemoPaths) -> tuple[np.ndarray, np.ndarray]:
+    from demo.candidates import CandidateMaker
+
+    maker = CandidateMaker.open(paths.catalog_dir)
+    got = maker(SAMPLE_REQUESTS[0])
+    return got.context[None, :].astype(np.float32), maker.features(got.rows)
+
+
+def bench_floor(paths: DemoPaths, args: argparse.Namespace) -> Row:
+    import tensorflow as tf  # the benchmark process may load TensorFlow; the ranker never does
+
+    context, cands = _inputs(paths)
+    version_dir = max((p for p in (paths.model_base_path).iterdir() if p.name.isdigit()),
+                      key=lambda p: int(p.name))
+    fn = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    ctx_t, cand_t = tf.constant(context), tf.constant(cands)
+    for _ in range(20):
+        fn(context=ctx_t, candidates=cand_t)
+    lat = []
+    c0 = self_cpu_seconds()
+    for _ in range(args.latency_calls):
+        t = time.perf_counter()
+        fn(context=ctx_t, candidates=cand_t)["scores"].numpy()
+        lat.append(time.perf_counter() - t)
+    cpu = (self_cpu_seconds() - c0) / args.latency_calls
+    p50, p99 = percentiles(lat)
+    return Row("compute floor: 1 in-process call, 1000 rows", p50, p99,
+               1 / float(np.mean(lat)), cpu, 0.0, "one thread, sequential")
+
+
+def bench_naive(paths: DemoPaths, args: argparse.Namespace) -> Row:
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    context, cands = _inputs(paths)
+    settings = StackSettings(ranker_port=0, run_dir=Path(tempfile.mkdtemp(prefix="bench-naive-")))
+    with LocalStack(settings, StackInputs(paths.catalog_dir, paths.model_config_file),
+                    out=lambda _l: None) as stack:
+        assert stack.envoy is not None
+        pids = [c.pid for c in stack.children]
+        with grpc.insecure_channel(stack.envoy.address) as ch:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+
+            def one_rank() -> None:
+                for start in range(0, cands.shape[0], 25):
+                    req = predict_pb2.PredictRequest()
+                    req.model_spec.name = "ranker"
+                    req.inputs["context"].CopyFrom(tf.make_tensor_proto(context))
+                    req.inputs["candidates"].CopyFrom(tf.make_tensor_proto(cands[start:start + 25]))
+                    stub.Predict(req, timeout=10)
+
+            for _ in range(3):
+                one_rank()
+            n = max(args.latency_calls // 4, 20)
+            cpu0, self0 = cpu_seconds(pids), self_cpu_seconds()
+            rx0 = envoy_counter(stack.envoy_admin, ENVOY_RX)
+            lat = []
+            for _ in range(n):
+                t = time.perf_counter()
+                one_rank()
+                lat.append(time.perf_counter() - t)
+            cpu = cpu_seconds(pids) - cpu0 + self_cpu_seconds() - self0
+            rx = envoy_counter(stack.envoy_admin, ENVOY_RX) - rx0
+    p50, p99 = percentiles(lat)
+    return Row("naive: 40 sequential Predicts, official stubs", p50, p99,
+               1 / float(np.mean(lat)), cpu / n, rx / n, "one caller, sequential")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--latency-calls", type=int, default=200, help="Sequential calls per path.")
+    p.add_argument("--throughput-s", type=float, default=10.0, help="Closed-loop duration.")
+    p.add_argument("--concurrency", type=int, default=4, help="Closed-loop callers.")
+    args = p.parse_args(argv)
+    paths = ensure_demo()
+    rows = []
+    for name, fn in (
+        ("stack, gzip off", lambda: bench_stack(paths, "none", args)),
+        ("stack, gzip on", lambda: bench_stack(paths, "gzip", args)),
+        ("compute floor", lambda: bench_floor(paths, args)),
+        ("naive client", lambda: bench_naive(paths, args)),
+    ):
+        print(f"measuring {name} ...", file=sys.stderr, flush=True)
+        rows.append(fn())
+    text = table(rows)
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    meta = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores",
+        "python": platform.python_version(),
+        "args": vars(args),
+    }
+    (RESULTS / "rank_bench.json").write_text(
+        json.dumps({**meta, "rows": [r.as_dict() for r in rows]}, indent=2))
+    (RESULTS / "rank_bench.md").write_text(
+        f"# Rank benchmark ({meta['date']}, {meta['machine']})\n\n"
+        "`make bench` (python -m bench.rank_bench). Rank = 1000 candidates x 300 features,"
+        " batch 25.\n\n" + text + "\n\n" + "\n".join(f"- {r.path}: {r.note}" for r in rows) + "\n")
+    print(f"wrote {RESULTS / 'rank_bench.json'} and {RESULTS / 'rank_bench.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
