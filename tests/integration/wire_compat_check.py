@@ -15,7 +15,13 @@ from tensorflow.core.framework import types_pb2 as tf_types_pb2
 from tensorflow_serving.apis import get_model_status_pb2 as tf_status_pb2
 from tensorflow_serving.apis import predict_pb2 as tf_predict_pb2
 
-from rankserve.tfserving.v1 import get_model_status_pb2, predict_pb2, tensor_pb2
+from rankserve.tfserving.v1 import (
+    get_model_status_pb2,
+    model_service_pb2,
+    predict_pb2,
+    prediction_service_pb2,
+    tensor_pb2,
+)
 
 FAILED: list[str] = []
 
@@ -143,6 +149,17 @@ def main() -> int:
     sreq2.model_spec.name = "ranker"
     sreq2.model_spec.version.value = 2
     roundtrip("GetModelStatusRequest slim->official", sreq2, tf_status_pb2.GetModelStatusRequest)
+
+    # The services keep TF Serving's wire names, so the paths on the wire are TF Serving's.
+    predict = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]
+    check("PredictionService wire name",
+          predict.full_name == "tensorflow.serving.PredictionService")
+    check("Predict takes the slim request",
+          predict.methods_by_name["Predict"].input_type.full_name
+          == "rankserve.tfserving.v1.PredictRequest")
+    status = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"]
+    check("ModelService wire name", status.full_name == "tensorflow.serving.ModelService")
+    check("ModelService has GetModelStatus", "GetModelStatus" in status.methods_by_name)
 
     print(f"{len(FAILED)} failed")
     return 1 if FAILED else 0
