@@ -22,11 +22,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 # Bump when the generator, relevance or model changes what a build produces.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 SEED = 7
 TRAIN_SEED = 11
 NUM_USERS = 10_000
@@ -75,9 +76,10 @@ def default_home() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "rankserve"
 
 
-def build_spec(num_items: int) -> dict[str, int]:
+def build_spec(num_items: int) -> dict[str, int | str]:
     return {
         "build_version": BUILD_VERSION,
+        "sources": source_fingerprint(),
         "num_items": num_items,
         "num_users": NUM_USERS,
         "seed": SEED,
@@ -87,7 +89,25 @@ def build_spec(num_items: int) -> dict[str, int]:
     }
 
 
-def _key(spec: dict[str, int]) -> str:
+# Sources whose change alters what a build produces: the generator, relevance, training, and
+# the ranker code that makes the model's inputs. Their hash is part of the cache key, so a
+# stale model can never be served beside a newer context layout or relevance.
+_SOURCES = (
+    "demo/vocab.py", "demo/ids.py", "demo/synth.py", "demo/relevance.py", "demo/queries.py",
+    "demo/candidates.py", "demo/trainset.py", "demo/model.py", "ranker/catalog.py",
+    "ranker/context.py", "ranker/retrieval.py",
+)  # fmt: skip
+
+
+def source_fingerprint() -> str:
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for rel in _SOURCES:
+        h.update(rel.encode() + b"\0" + (root / rel).read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _key(spec: dict[str, int | str]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -158,7 +178,7 @@ def ensure_demo(
     return paths
 
 
-def _build(tmp: Path, final: Path, spec: dict[str, int], progress: Progress) -> None:
+def _build(tmp: Path, final: Path, spec: dict[str, Any], progress: Progress) -> None:
     # Imported here: generating data needs only numpy; TensorFlow loads for training only.
     from demo.candidates import CandidateMaker
     from demo.synth import generate

@@ -21,17 +21,18 @@ from demo.vocab import DEVICES, LOCALES, VOCAB
 from ranker.context import tokenize
 
 TRUTH_VERSION = 1
-_VOCAB_INDEX = {t: i for i, t in enumerate(VOCAB)}
 
 
 @dataclass(frozen=True)
 class Weights:
     """Coefficients of the hidden utility; grades cut it at ``thresholds``."""
 
-    query: float = 3.0
-    # Bonus per query word that is an attribute of the item (noun, colour, material, style).
-    word_match: float = 0.6
-    quality: float = 0.6
+    query: float = 2.5
+    # Bonus when a query word names the item's noun: a shopper asking for a bag wants bags.
+    noun_match: float = 1.5
+    # Bonus per other query word that is an attribute of the item (colour, material, style).
+    attribute_match: float = 0.6
+    quality: float = 0.5
     user: float = 1.6
     viewed: float = 1.4
     price_sensitivity: float = 0.9
@@ -57,7 +58,12 @@ class Truth:
     user_true: np.ndarray  # [U, D] float32, L2-normalised
     user_price_sensitivity: np.ndarray  # [U] float32, centred on 0
     token_embeddings: np.ndarray  # [V, D] float32
+    # The query words the token ids above refer to, as built (not as the code now lists them).
+    vocab: tuple[str, ...] = VOCAB
     weights: Weights = field(default_factory=Weights)
+
+    def __post_init__(self) -> None:
+        self._vocab_index = {t: i for i, t in enumerate(self.vocab)}
 
     @property
     def num_items(self) -> int:
@@ -77,6 +83,7 @@ class Truth:
         path.mkdir(parents=True, exist_ok=True)
         for name in self._ARRAYS:
             np.save(path / f"{name}.npy", getattr(self, name))
+        (path / "vocab.txt").write_text("\n".join(self.vocab) + "\n")
         meta = {"truth_version": TRUTH_VERSION, "weights": asdict(self.weights)}
         (path / "params.json").write_text(json.dumps(meta, indent=1))
 
@@ -89,7 +96,8 @@ class Truth:
             )
         w = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["weights"].items()}
         arrays = {name: np.load(Path(path) / f"{name}.npy") for name in cls._ARRAYS}
-        return cls(**arrays, weights=Weights(**w))
+        vocab = tuple((Path(path) / "vocab.txt").read_text().split())
+        return cls(**arrays, vocab=vocab, weights=Weights(**w))
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -104,13 +112,14 @@ def utility(truth: Truth, request: DemoRequest, rows: np.ndarray) -> np.ndarray:
     emb = truth.item_true[rows]
     u = w.quality * truth.item_quality[rows] + truth.tag_effect @ truth.item_tags[rows].T
 
-    tokens = [_VOCAB_INDEX[t] for t in tokenize(request.query) if t in _VOCAB_INDEX]
+    index = truth._vocab_index
+    tokens = [index[t] for t in tokenize(request.query) if t in index]
     if tokens:
         q = _unit(truth.token_embeddings[tokens].mean(axis=0))
         u = u + w.query * (emb @ q)
         attrs = truth.item_attrs[rows]
-        matches = np.isin(attrs, tokens).sum(axis=1)
-        u = u + w.word_match * matches
+        u = u + w.noun_match * np.isin(attrs[:, 0], tokens)
+        u = u + w.attribute_match * np.isin(attrs[:, 1:], tokens).sum(axis=1)
 
     urow = user_row(request.user_id, truth.num_users) if request.user_known else None
     if urow is not None:

@@ -33,11 +33,17 @@ GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("boots", "sneakers", "sandals", "loafers", "slippers"),
         ("leather", "suede", "canvas", "wool"),
     ),
-    "home": (
-        ("mug", "lamp", "chair", "table", "sofa", "rug", "pillow", "blanket", "curtain", "vase",
-         "shelf", "desk", "candle", "basket", "teapot", "kettle", "bowl", "mirror"),
-        ("oak", "walnut", "bamboo", "ceramic", "glass", "steel", "cotton", "wool", "linen",
-         "velvet"),
+    "furniture": (
+        ("chair", "table", "sofa", "shelf", "desk", "mirror", "lamp"),
+        ("oak", "walnut", "bamboo", "steel", "glass", "velvet"),
+    ),
+    "textiles": (
+        ("rug", "pillow", "blanket", "curtain", "basket"),
+        ("cotton", "wool", "linen", "velvet", "bamboo"),
+    ),
+    "kitchen": (
+        ("mug", "teapot", "kettle", "bowl", "vase", "candle"),
+        ("ceramic", "glass", "steel", "bamboo"),
     ),
     "tech": (
         ("headphones", "speaker", "keyboard", "mouse", "charger", "tablet stand"),
