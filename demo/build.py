@@ -164,6 +164,7 @@ def ensure_demo(
         return paths
     with _locked(home / f".demo-{key}.lock"):
         if (final / "build.json").is_file():  # another process built it while we waited
+            progress(f"demo: built meanwhile by another process {final}")
             return paths
         # Under the lock any leftover of this key is from a build that died.
         for stale in home.glob(f".demo-{key}.tmp-*"):
