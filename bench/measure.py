@@ -60,14 +60,14 @@ def percentiles(latencies_s: list[float]) -> tuple[float, float]:
 
 def table(rows: list[Row]) -> str:
     head = (
-        f"| {'path':<44} | {'p50 ms':>7} | {'p99 ms':>7} | {'Ranks/s':>7} | {'CPU s/Rank':>10} "
+        f"| {'path':<46} | {'p50 ms':>7} | {'p99 ms':>7} | {'Ranks/s':>7} | {'CPU s/Rank':>10} "
         f"| {'bytes/Rank':>10} |"
     )
     sep = "|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|"
     out = [head, sep]
     for r in rows:
         out.append(
-            f"| {r.path:<44} | {r.p50_ms:7.2f} | {r.p99_ms:7.2f} | {r.ranks_per_s:7.1f} "
+            f"| {r.path:<46} | {r.p50_ms:7.2f} | {r.p99_ms:7.2f} | {r.ranks_per_s:7.1f} "
             f"| {r.cpu_s_per_rank:10.4f} | {r.bytes_per_rank:10,.0f} |"
         )
     return "\n".join(out)
