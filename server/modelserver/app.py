@@ -51,10 +51,10 @@ def _config_reader(settings: ModelServerSettings):
     return lambda: models
 
 
-def _default_runtime() -> Runtime:
+def _default_runtime(settings: ModelServerSettings) -> Runtime:
     from .tf_runtime import TensorFlowRuntime
 
-    return TensorFlowRuntime()
+    return TensorFlowRuntime(settings.intra_op_threads, settings.inter_op_threads)
 
 
 class ModelServerApp:
@@ -62,7 +62,7 @@ class ModelServerApp:
 
     def __init__(self, settings: ModelServerSettings, runtime: Runtime | None = None) -> None:
         self.settings = settings
-        self.runtime = runtime if runtime is not None else _default_runtime()
+        self.runtime = runtime if runtime is not None else _default_runtime(settings)
         self.manager = VersionManager(
             self.runtime,
             _config_reader(settings),

@@ -83,6 +83,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         help="largest request accepted, in MiB; larger ones get RESOURCE_EXHAUSTED (default 64)",
     )
     add(
+        "--intra-op-threads",
+        type=int,
+        help="threads TensorFlow uses inside one op, like TF Serving's"
+        " --tensorflow_intra_op_parallelism (default 0: one per core). With several replicas"
+        " on few cores, 1 stops idle pool threads from spinning on cores that serve requests",
+    )
+    add(
+        "--inter-op-threads",
+        type=int,
+        help="ops TensorFlow runs at once, like TF Serving's --tensorflow_inter_op_parallelism"
+        " (default 0: one per core)",
+    )
+    add(
         "--grace-s",
         type=float,
         help="on SIGTERM/SIGINT, seconds in-flight calls get to finish (default 5)",
@@ -118,6 +131,8 @@ _FIELDS = (
     "batch_max_rows",
     "batch_max_wait_ms",
     "max_message_mb",
+    "intra_op_threads",
+    "inter_op_threads",
     "grace_s",
     "ready_file",
 )

@@ -48,6 +48,18 @@ class ModelServerSettings(BaseSettings):
     max_message_mb: int = Field(
         64, ge=1, description="Largest request accepted, in MiB; bigger gets RESOURCE_EXHAUSTED."
     )
+    intra_op_threads: int = Field(
+        0,
+        ge=0,
+        description="Threads TensorFlow uses inside one op (TF Serving's"
+        " --tensorflow_intra_op_parallelism); 0 = one per core.",
+    )
+    inter_op_threads: int = Field(
+        0,
+        ge=0,
+        description="Ops TensorFlow runs at once (TF Serving's"
+        " --tensorflow_inter_op_parallelism); 0 = one per core.",
+    )
     grace_s: float = Field(
         5.0, ge=0, description="On SIGTERM/SIGINT, seconds in-flight calls get to finish."
     )

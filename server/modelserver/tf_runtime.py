@@ -30,7 +30,14 @@ _INIT_OP = "__saved_model_init_op"
 class TensorFlowRuntime:
     """Runtime backed by TensorFlow SavedModels; counts model calls for observability."""
 
-    def __init__(self) -> None:
+    def __init__(self, intra_op_threads: int = 0, inter_op_threads: int = 0) -> None:
+        # TensorFlow fixes its thread pools at first use, so this must run before any load.
+        # Idle pool threads spin before they sleep: with several replicas on few cores, one
+        # thread each keeps the cores for serving instead of spinning (0 = one per core).
+        if intra_op_threads:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+        if inter_op_threads:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
         self._lock = threading.Lock()
         self.calls = 0
         """Number of ``predict`` calls made (warm-up calls included)."""

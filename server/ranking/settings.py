@@ -47,6 +47,11 @@ class RankerSettings(BaseSettings):
     merge_reserve_ms: float = Field(
         5.0, ge=0,
         description="Budget kept back from Predict deadlines to merge and answer in time.")
+    blas_threads: int = Field(
+        1, ge=0,
+        description="Threads numpy's BLAS may use (retrieval's matrix-vector product); 0 keeps"
+                    " the library default. Idle BLAS threads spin, costing more CPU than the"
+                    " parallelism saves at this size.")
     grace_s: float = Field(
         5.0, ge=0, description="On SIGTERM, how long in-flight calls may finish.")
     max_message_mb: int = Field(

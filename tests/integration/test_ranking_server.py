@@ -294,3 +294,14 @@ async def test_stop_turns_health_not_serving_before_draining(catalog_dir):
             res = await in_flight  # the call in flight finishes within the grace period
             await stopping
     assert res.candidates_scored == 50
+
+
+async def test_ranker_pins_blas_to_one_thread(catalog_dir):
+    """Idle OpenBLAS threads spin after each retrieval product; the ranker runs BLAS on one."""
+    from threadpoolctl import threadpool_info
+
+    async with stack(catalog_dir, blas_threads=1) as (stub, _, _):
+        await stub.Rank(request(), timeout=10)
+        blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    assert blas, "numpy exposes no BLAS thread pool"
+    assert all(p["num_threads"] == 1 for p in blas), blas
