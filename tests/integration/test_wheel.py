@@ -40,7 +40,8 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_wheel_ships_generated_protos_and_no_tests(venv: tuple[Path, Path]) -> None:
     wheel, _ = venv
     names = set(zipfile.ZipFile(wheel).namelist())
-    for module in ("rankserve/ranking/v1/ranking_pb2.py", "rankserve/ranking/v1/ranking_pb2_grpc.py",
+    for module in ("rankserve/ranking/v1/ranking_pb2.py",
+                   "rankserve/ranking/v1/ranking_pb2_grpc.py",
                    "rankserve/ranking/v1/ranking.proto",
                    "rankserve/tfserving/v1/predict_pb2.py"):
         assert module in names, f"{module} missing from {wheel.name}"
