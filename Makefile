@@ -32,6 +32,16 @@ proto-check: $(STAMP) ## Fail when the generated code under protos/ is stale
 	@git diff --exit-code --stat -- protos || { echo "generated code is stale: run 'make proto' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain --untracked-files=all -- protos)" || { git status --short -- protos; echo "untracked generated files: run 'make proto' and commit"; exit 1; }
 
+.PHONY: chart-envoy
+chart-envoy: $(STAMP) ## Regenerate the chart's Envoy template from server/stack/envoy_config.render()
+	$(PY) -m deploy.envoy_chart
+
+.PHONY: helm-lint
+helm-lint: $(STAMP) ## Chart checks: render every ci/ scenario with Helm, lint, strict k8s schemas, Envoy, k8s/ kustomize, images
+	$(PY) -m deploy.envoy_chart --check
+	$(PYTEST) -q tests/integration/test_helm_chart.py tests/integration/test_k8s_kustomize.py \
+		tests/integration/test_wheel.py tests/e2e/test_chart_envoy.py
+
 .PHONY: demo
 demo: $(STAMP) ## Build the demo catalog and model (once), run the local stack, rank sample queries
 	$(VENV)/bin/rankserve demo
@@ -47,6 +57,7 @@ lint: $(STAMP) ## Lint with ruff
 .PHONY: test
 test: $(STAMP) ## Run every test: unit, integration and e2e
 	$(MAKE) proto-check
+	$(PY) -m deploy.envoy_chart --check
 	$(PYTEST) -q tests
 
 .PHONY: test-unit
