@@ -141,20 +141,33 @@ class VersionedRetriever:
 
     def pick(self, snap: _Snapshot, query: RankQuery, tokens: list[str], user_needed: bool
              ) -> Pick:
-        """The highest version with an item index and every query side the request needs."""
-        newest = max(snap.items, default=None)
+        """The highest version with an item index and every query side the request needs.
+
+        ``reason`` is set when the newest version of some side was passed over: a system
+        without pairing would have compared it with another version's embeddings.
+        """
+        newest = {"item index": max(snap.items, default=None)}
+        if tokens:
+            newest["query tower"] = max(snap.towers, default=None)
+        if user_needed:
+            newest["user embedding"] = max(
+                (v for v, (_, u) in snap.users.items() if u.get(query.user_id) is not None),
+                default=None)
+        top = max((v for v in newest.values() if v is not None), default=None)
+        chosen = None
         for v in sorted(snap.items, reverse=True):
             if tokens and v not in snap.towers:
                 continue
             if user_needed and (v not in snap.users or snap.users[v][1].get(query.user_id)
                                 is None):
                 continue
-            if v == newest:
-                return Pick(v, newest)
-            missing = ("query tower" if tokens and newest not in snap.towers
-                       else "user embedding")
-            return Pick(v, newest, f"no {missing} at version {newest}")
-        return Pick(None, newest)
+            chosen = v
+            break
+        unpaired = [f"{side} {v}" for side, v in newest.items() if v is not None and v != chosen]
+        if chosen is None or not unpaired:
+            return Pick(chosen, top)
+        return Pick(chosen, top, "newest versions are not paired: " + ", ".join(
+            f"{side} at version {v}" for side, v in newest.items() if v is not None))
 
     def retrieve_query(self, query: RankQuery, encoded: EncodedRequest, k: int) -> Candidates:
         span = trace.get_current_span()
@@ -190,7 +203,7 @@ class VersionedRetriever:
         vec = self._vector(snap, version, items, tokens, query, user_needed, viewed_rows)
         sims = items.embeddings @ vec
         pos = top_k(sims, k)
-        reason = (f"embedding version {version} used instead of {pick.newest}: {pick.reason}"
+        reason = (f"embedding version {version} used for query and items: {pick.reason}"
                   if pick.reason else None)
         return Candidates(items.rows[pos], sims[pos].astype(np.float32), str(version), reason)
 

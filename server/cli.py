@@ -12,6 +12,7 @@ import logging
 import sys
 
 from server.client import rank as rank_cmd
+from server.embeddings import cli as embeddings_cli
 from server.modelserver import cli as modelserver_cli
 from server.ranking import cli as ranking_cli
 from server.stack import demo as demo_cmd
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     rank_cmd.add_parser(sub)
     modelserver_cli.add_parser(sub)
     ranking_cli.add_parser(sub)
+    embeddings_cli.add_parser(sub)
     return parser
 
 
