@@ -14,6 +14,7 @@ import sys
 from server.client import rank as rank_cmd
 from server.embeddings import cli as embeddings_cli
 from server.modelserver import cli as modelserver_cli
+from server.modelserver import warmup_cli
 from server.ranking import cli as ranking_cli
 from server.stack import demo as demo_cmd
 from server.stack import up as up_cmd
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     modelserver_cli.add_parser(sub)
     ranking_cli.add_parser(sub)
     embeddings_cli.add_parser(sub)
+    warmup_cli.add_parser(sub)
     return parser
 
 
