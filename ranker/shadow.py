@@ -1,8 +1,8 @@
 """Shadow scoring: a copy of a request's candidates scored by another model, off the answer path.
 
-The copy is sent after the response is built, in a task of its own, bounded by its own limit of
-requests in flight (a shadow must never take model-call slots from live traffic); over the limit
-it is dropped and counted. Every outcome is counted and none reaches the caller.
+The copy is sent in a task of its own that the response never waits for, bounded by its own
+limit of requests in flight (a shadow must never take model-call slots from live traffic); over
+the limit it is dropped and counted. Every outcome is counted and none reaches the caller.
 """
 
 from __future__ import annotations
