@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from opentelemetry import trace
 
 from ranker.catalog import Catalog
 from ranker.context import ContextEncoder
@@ -22,10 +23,12 @@ from ranker.features import CatalogFeatureStore, FeatureStore
 from ranker.merge import BatchOutcome, merge
 from ranker.planner import plan_batches
 from ranker.retrieval import CandidateSource, EmbeddingRetriever
-from ranker.routing import Router, RouteRule
+from ranker.routing import Decision, Router, RouteRule
 from ranker.scoring import SIGNATURE_MISMATCH, Scorer
+from ranker.shadow import ShadowRunner
 from ranker.types import ModelRef, RankQuery, RankResult, StageTimings
 from ranker.validation import candidate_count
+from ranker.version_metrics import VersionMetrics
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +69,16 @@ class Ranker:
         features: FeatureStore,
         scorer: Scorer,
         item_id: Callable[[int], str],
+        router: Callable[[], Router] | None = None,
+        metrics: VersionMetrics | None = None,
     ) -> None:
         plan_batches(0, config.batch_size)  # validates batch_size early
         self.config = config
-        self._router = Router(config.default_model, config.rules)
+        static = Router(config.default_model, config.rules)
+        # A callable so a reloaded routing file takes effect on the next request.
+        self._router = router or (lambda: static)
+        self._metrics = metrics
+        self.shadow = ShadowRunner(scorer, metrics)
         self._encoder = encoder
         self._retriever = retriever
         self._features = features
@@ -91,21 +100,43 @@ class Ranker:
         )
 
     async def rank(self, query: RankQuery) -> RankResult:
-        cfg = self.config
         t0 = time.monotonic()
+        decision = self._router().decide(query)
+        if not decision.experiment:
+            return await self._rank(query, decision, t0)
+        span = trace.get_current_span()
+        span.set_attribute("rankserve.experiment", decision.experiment)
+        span.set_attribute("rankserve.experiment.arm", decision.arm)
+        try:
+            res = await self._rank(query, decision, t0)
+        except Exception:
+            if self._metrics:
+                self._metrics.observe_arm(decision.experiment, decision.arm,
+                                          time.monotonic() - t0, "error", [])
+            raise
+        if self._metrics:
+            outcome = "degraded" if res.degradation.degraded else "ok"
+            self._metrics.observe_arm(decision.experiment, decision.arm, time.monotonic() - t0,
+                                      outcome, [i.score for i in res.items if not i.fallback])
+        return res
+
+    async def _rank(self, query: RankQuery, decision: Decision, t0: float) -> RankResult:
+        cfg = self.config
         deadline = query.deadline if query.deadline is not None else t0 + cfg.default_deadline_s
         request_id = query.request_id or uuid.uuid4().hex
         timings = StageTimings()
         k = candidate_count(query, cfg.default_candidates, cfg.max_candidates)
 
-        model = self._router.route(query)
+        model = decision.model
         t1 = time.monotonic()
         timings.route_ms = (t1 - t0) * 1e3
 
         encoded = self._encoder.encode(
             query.query, query.user_id, query.user_known, query.viewed_item_ids
         )
-        cands = self._retriever.retrieve(encoded, k)
+        retrieve_query = getattr(self._retriever, "retrieve_query", None)
+        cands = (retrieve_query(query, encoded, k) if retrieve_query is not None
+                 else self._retriever.retrieve(encoded, k))
         t2 = time.monotonic()
         timings.retrieve_ms = (t2 - t1) * 1e3
 
@@ -137,6 +168,10 @@ class Ranker:
             if len(statuses) == 1 and (status := statuses.pop()) in CONFIG_ERRORS:
                 raise ScoringError(status, f"model {model}: {outcomes[0].error_message}")
 
+        self._observe_scores(model, outcomes)
+        if decision.shadow is not None and batches:
+            self.shadow.submit(decision.experiment, decision.shadow, ctx.values, feats.values,
+                               batches)
         page = merge(outcomes, n, query.page_size, lambda pos: self._item_id(int(cands.rows[pos])),
                      cands.scores, query.debug)
         reasons = page.degradation.reasons
@@ -161,7 +196,22 @@ class Ranker:
             candidates_scored=page.candidates_scored,
             degradation=page.degradation,
             timings=timings,
+            embedding_version=int(cands.embedding_version or 0)
+            if (cands.embedding_version or "").isdigit() else 0,
+            experiment=decision.experiment,
+            experiment_arm=decision.arm,
         )
+
+    def _observe_scores(self, model: ModelRef, outcomes: list[BatchOutcome]) -> None:
+        """Score health per model version: one observation set per version per request."""
+        if self._metrics is None:
+            return
+        by_version: dict[int, list[np.ndarray]] = {}
+        for o in outcomes:
+            if o.ok:
+                by_version.setdefault(o.model_version, []).append(o.scores)
+        for version, parts in by_version.items():
+            self._metrics.observe_scores(model.name, version, np.concatenate(parts))
 
     async def _score(
         self, model: ModelRef, context: np.ndarray, candidates: np.ndarray, batch: slice,

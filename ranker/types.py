@@ -114,3 +114,9 @@ class RankResult:
     # The concrete version that scored (the most rows when versions differed); 0 when nothing
     # was scored. Separate from ``model`` because a label request answers with a version too.
     model_version: int = 0
+    # The embedding model version retrieval used; 0 for non-embedding (popularity) retrieval
+    # or a single-version catalog.
+    embedding_version: int = 0
+    # The experiment and arm that chose ``model``; empty when no experiment did.
+    experiment: str = ""
+    experiment_arm: str = ""

@@ -12,7 +12,9 @@ import logging
 import sys
 
 from server.client import rank as rank_cmd
+from server.embeddings import cli as embeddings_cli
 from server.modelserver import cli as modelserver_cli
+from server.modelserver import warmup_cli
 from server.ranking import cli as ranking_cli
 from server.stack import demo as demo_cmd
 from server.stack import up as up_cmd
@@ -49,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     rank_cmd.add_parser(sub)
     modelserver_cli.add_parser(sub)
     ranking_cli.add_parser(sub)
+    embeddings_cli.add_parser(sub)
+    warmup_cli.add_parser(sub)
     return parser
 
 

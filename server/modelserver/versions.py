@@ -23,6 +23,7 @@ from .batching import Batcher
 from .config import ModelConfig
 from .errors import LoadFailed, ModelServerError, NotFound, Unavailable
 from .runtime import DEFAULT_SIGNATURE, LoadedModel, Runtime, warm_up_inputs
+from .warmup import WARMUP_PATH, read_warmup
 
 log = logging.getLogger(__name__)
 
@@ -244,9 +245,30 @@ class VersionManager:
                         "FAILED_PRECONDITION",
                     ) from exc
                 log.warning("warm-up of signature '%s' failed: %s", signature.name, exc)
+        self._replay_warmup(loaded, path)
         if not self._runtime.ready(loaded):
             raise LoadFailed(f"{path} loaded but the runtime does not report it ready")
         return loaded
+
+    def _replay_warmup(self, loaded: LoadedModel, path: Path) -> None:
+        """Replays the version's warm-up file (TF Serving's assets.extra mechanism)."""
+        try:
+            calls = read_warmup(path)
+            for i, call in enumerate(calls):
+                if call.signature not in loaded.signatures:
+                    raise LoadFailed(f"warm-up record {i} names signature '{call.signature}',"
+                                     f" which the model lacks", "INVALID_ARGUMENT")
+                try:
+                    self._runtime.predict(loaded, call.signature, call.inputs)
+                except Exception as exc:
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                    raise LoadFailed(f"warm-up record {i} failed: {first}",
+                                     "FAILED_PRECONDITION") from exc
+        except LoadFailed:
+            self._runtime.unload(loaded)
+            raise
+        if calls:
+            log.info("replayed %d warm-up requests from %s", len(calls), path / WARMUP_PATH)
 
     def _new_batcher(self, model: _Model):
         def make(version: LoadedVersion, signature: str) -> Batcher:

@@ -12,12 +12,20 @@ import sys
 
 import grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 from threadpoolctl import threadpool_limits
 
 from ranker.catalog import Catalog, CatalogFormatError
+from ranker.context import ContextEncoder
+from ranker.embedding_store import EmbeddingStore
+from ranker.features import CatalogFeatureStore
 from ranker.pipeline import Ranker, RankerConfig
+from ranker.retrieval import EmbeddingRetriever
+from ranker.routing_config import RoutingConfigError, RoutingPolicyFile
 from ranker.scoring import PredictScorer
 from ranker.types import ModelRef
+from ranker.version_metrics import VersionMetrics
+from ranker.versioned_retrieval import VersionedRetriever
 from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
 from server.common import ErrorMappingInterceptor, HealthState, run_until_signal, write_ready_file
 from server.ranking.servicer import RankingServicer
@@ -50,8 +58,14 @@ def ranker_config(settings: RankerSettings) -> RankerConfig:
 class RankingApp:
     """The ranking gRPC server: ``port = await app.start()`` ... ``await app.stop()``."""
 
-    def __init__(self, settings: RankerSettings, *, ready_file: str | None = None) -> None:
+    def __init__(self, settings: RankerSettings, *, ready_file: str | None = None,
+                 registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
+        # One registry per process, never the global one; the metrics port serves it.
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = VersionMetrics(self.registry)
+        self.ranker: Ranker | None = None
+        self.routing: RoutingPolicyFile | None = None
         self.ready_file = ready_file
         self.port = 0
         self.address = ""
@@ -72,7 +86,7 @@ class RankingApp:
         self._scorer = PredictScorer(
             s.model_target, compression=s.compression, gzip_min_bytes=s.gzip_min_bytes,
             max_message_bytes=max_bytes)
-        ranker = Ranker.from_catalog(catalog, self._scorer, ranker_config(s))
+        ranker = self._build_ranker(catalog)
 
         server = grpc.aio.server(
             interceptors=[ErrorMappingInterceptor()],
@@ -96,6 +110,25 @@ class RankingApp:
             write_ready_file(self.ready_file, self.address, os.getpid())
         return self.port
 
+    def _build_ranker(self, catalog: Catalog) -> Ranker:
+        s = self.settings
+        encoder = ContextEncoder(catalog)
+        if s.embeddings_root:
+            retriever = VersionedRetriever(
+                catalog, EmbeddingStore(s.embeddings_root, s.embedding_model),
+                refresh_s=s.embedding_refresh_s, metrics=self.metrics)
+        else:
+            retriever = EmbeddingRetriever(catalog, encoder)
+        router = None
+        if s.routing_config:
+            self.routing = RoutingPolicyFile(s.routing_config, s.routing_check_s)
+            router = self.routing.current
+        self.ranker = Ranker(
+            ranker_config(s), encoder=encoder, retriever=retriever,
+            features=CatalogFeatureStore(catalog, encoder), scorer=self._scorer,
+            item_id=catalog.item_id, router=router, metrics=self.metrics)
+        return self.ranker
+
     async def stop(self, grace_s: float | None = None) -> None:
         """NOT_SERVING first so load balancers drain us, then let in-flight calls finish."""
         grace = self.settings.grace_s if grace_s is None else grace_s
@@ -104,6 +137,8 @@ class RankingApp:
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+        if self.ranker is not None:
+            await self.ranker.shadow.drain()
         if self._scorer is not None:
             await self._scorer.close()
             self._scorer = None
@@ -117,7 +152,7 @@ def run(settings: RankerSettings, ready_file: str | None = None) -> int:
     app = RankingApp(settings, ready_file=ready_file)
     try:
         asyncio.run(run_until_signal(app.start, app.stop))
-    except (CatalogFormatError, FileNotFoundError) as exc:
+    except (CatalogFormatError, FileNotFoundError, RoutingConfigError) as exc:
         print(f"rankserve ranker: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:

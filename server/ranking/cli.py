@@ -20,6 +20,30 @@ compatible model server) and answer the ranked page. Health (grpc.health.v1) and
 served on the same port. SIGTERM or Ctrl-C: health turns NOT_SERVING, in-flight calls get
 --grace-s seconds, then the process exits 0.
 
+Routing (--routing-config FILE, YAML or JSON; edits take effect without a restart, a broken
+edit keeps the previous policy and is logged):
+
+  default: {model: ranker, label: stable}        # or {experiment: NAME}
+  rules:                                          # first match wins
+    - {name: new-users, when: {user_known: false}, model: ranker-generic, version: 1}
+    - {name: item-page, when: {has_viewed_items: true}, model: item2item, label: stable}
+    - {name: personal, when: {user_known: true}, experiment: ranker-v2}
+  experiments:
+    ranker-v2:
+      salt: "2026-11"                             # users split by hash(name, salt, user id)
+      arms:
+        - {name: control, model: ranker, label: stable, weight: 90}
+        - {name: treatment, model: ranker, label: canary, weight: 10}
+      shadow: {name: next, model: ranker, version: 3}   # scores a copy; never answers
+
+  when: user_known, has_query, has_viewed_items (true/false), devices, locales (lists).
+  The response names the arm (RankResponse.experiment) and the version that scored it.
+
+Versioned embeddings (--embeddings-root DIR): retrieval uses the highest version of
+--embedding-model that has both the item index and the query/user embeddings the request
+needs, falls back to older versions, never mixes two; with none it retrieves by popularity and
+says so in degradation.reasons. Publish versions with `rankserve embeddings publish`.
+
 Every flag can also be set as an environment variable RANKSERVE_RANKER_<FLAG> (upper case,
 underscores), e.g. RANKSERVE_RANKER_MODEL_TARGET=127.0.0.1:10000; flags win.
 """
@@ -39,7 +63,9 @@ _METAVARS = {
     "max_in_flight": "N", "compression": "{none,gzip}", "gzip_min_bytes": "BYTES",
     "default_candidates": "N", "max_candidates": "N", "default_deadline_ms": "MS",
     "min_score_budget_ms": "MS", "merge_reserve_ms": "MS", "grace_s": "SECONDS",
-    "max_message_mb": "MIB", "blas_threads": "N",
+    "max_message_mb": "MIB", "blas_threads": "N", "routing_config": "FILE",
+    "routing_check_s": "SECONDS", "embeddings_root": "DIR", "embedding_model": "NAME",
+    "embedding_refresh_s": "SECONDS",
 }
 
 

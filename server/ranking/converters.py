@@ -59,4 +59,7 @@ def to_response(res: RankResult) -> ranking_pb2.RankResponse:
             route_ms=t.route_ms, retrieve_ms=t.retrieve_ms, features_ms=t.features_ms,
             plan_ms=t.plan_ms, score_ms=t.score_ms, merge_ms=t.merge_ms, total_ms=t.total_ms),
         trace_id=res.trace_id,
+        experiment=ranking_pb2.ExperimentArm(name=res.experiment, arm=res.experiment_arm)
+        if res.experiment else None,
+        embedding_version=res.embedding_version,
     )

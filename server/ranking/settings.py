@@ -54,6 +54,19 @@ class RankerSettings(BaseSettings):
                     " parallelism saves at this size.")
     grace_s: float = Field(
         5.0, ge=0, description="On SIGTERM, how long in-flight calls may finish.")
+    routing_config: str = Field(
+        "", description="Routing policy file (YAML or JSON): rules, experiments, default model;"
+        " re-read when it changes. Empty: every request goes to --model-name.")
+    routing_check_s: float = Field(
+        1.0, gt=0, description="How often, at most, the routing file is checked for changes.")
+    embeddings_root: str = Field(
+        "", description="Root of versioned embeddings (<root>/<model>/<version>/items|tower|users"
+        ", written by `rankserve embeddings publish`). Empty: the catalog's own embeddings.")
+    embedding_model: str = Field(
+        "retrieval", description="Embedding model under --embeddings-root to retrieve with.")
+    embedding_refresh_s: float = Field(
+        1.0, ge=0, description="How often, at most, newly published embedding versions are"
+        " picked up.")
     max_message_mb: int = Field(
         64, ge=1, description="Largest gRPC message, in MiB, received or sent on any channel.")
 

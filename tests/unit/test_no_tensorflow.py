@@ -5,8 +5,8 @@ import sys
 
 CHECK = """
 import importlib, pkgutil, sys
-import ranker, server.ranking, server.common
-for pkg in (ranker, server.ranking, server.common):
+import ranker, server.ranking, server.common, server.embeddings
+for pkg in (ranker, server.ranking, server.common, server.embeddings):
     for mod in pkgutil.iter_modules(pkg.__path__):
         if mod.name != "__main__":
             importlib.import_module(f"{pkg.__name__}.{mod.name}")

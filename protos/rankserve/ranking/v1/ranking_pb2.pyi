@@ -55,7 +55,7 @@ class ModelSelector(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., label: _Optional[str] = ...) -> None: ...
 
 class RankResponse(_message.Message):
-    __slots__ = ("request_id", "items", "model", "candidates_retrieved", "candidates_scored", "degradation", "timings", "trace_id")
+    __slots__ = ("request_id", "items", "model", "candidates_retrieved", "candidates_scored", "degradation", "timings", "trace_id", "experiment", "embedding_version")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +64,8 @@ class RankResponse(_message.Message):
     DEGRADATION_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_VERSION_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     items: _containers.RepeatedCompositeFieldContainer[RankedItem]
     model: ModelVersion
@@ -72,7 +74,17 @@ class RankResponse(_message.Message):
     degradation: Degradation
     timings: StageTimings
     trace_id: str
-    def __init__(self, request_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[RankedItem, _Mapping]]] = ..., model: _Optional[_Union[ModelVersion, _Mapping]] = ..., candidates_retrieved: _Optional[int] = ..., candidates_scored: _Optional[int] = ..., degradation: _Optional[_Union[Degradation, _Mapping]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., trace_id: _Optional[str] = ...) -> None: ...
+    experiment: ExperimentArm
+    embedding_version: int
+    def __init__(self, request_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[RankedItem, _Mapping]]] = ..., model: _Optional[_Union[ModelVersion, _Mapping]] = ..., candidates_retrieved: _Optional[int] = ..., candidates_scored: _Optional[int] = ..., degradation: _Optional[_Union[Degradation, _Mapping]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., trace_id: _Optional[str] = ..., experiment: _Optional[_Union[ExperimentArm, _Mapping]] = ..., embedding_version: _Optional[int] = ...) -> None: ...
+
+class ExperimentArm(_message.Message):
+    __slots__ = ("name", "arm")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    arm: str
+    def __init__(self, name: _Optional[str] = ..., arm: _Optional[str] = ...) -> None: ...
 
 class RankedItem(_message.Message):
     __slots__ = ("item_id", "score", "fallback", "retrieval_score", "retrieval_rank")

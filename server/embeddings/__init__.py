@@ -1,0 +1,1 @@
+"""The embedding refresh job: compute a model version's embeddings and publish them atomically."""

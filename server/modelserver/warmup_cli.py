@@ -1,0 +1,110 @@
+"""``rankserve warmup-file``: write a version's TF Serving warm-up file from a catalog.
+
+The requests are what the ranker would send: contexts of sample queries and known users,
+candidate features of what retrieval returns for them, at the batch sizes Rank calls use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DESCRIPTION = """\
+Write <version-dir>/assets.extra/tf_serving_warmup_requests: a TFRecord file of PredictionLog
+records that the model server (and TF Serving itself) replays when it loads the version, before
+the version takes traffic. A record that fails to replay fails the load, so a version that
+cannot score what the ranker sends never goes live.
+
+Requests are synthesized as the ranker makes them: sample query words and known users from the
+catalog, retrieval, and the candidates' features, split into batches of --batch-sizes.
+"""
+
+EPILOG = """\
+example:
+  rankserve warmup-file --catalog-dir CATALOG --version-dir /models/ranker/2 --requests 32
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "warmup-file", help="write a model version's warm-up requests (assets.extra)",
+        description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--catalog-dir", required=True, metavar="DIR",
+                        help="Catalog the ranker serves (contexts and features come from it).")
+    parser.add_argument("--version-dir", required=True, metavar="DIR",
+                        help="The model version directory (holding saved_model.pb).")
+    parser.add_argument("--model-name", default="ranker", metavar="NAME",
+                        help="Model name put in each request (default %(default)s).")
+    parser.add_argument("--requests", type=int, default=32, metavar="N",
+                        help="Number of Predict requests, at most 1000 (default %(default)s).")
+    parser.add_argument("--batch-sizes", default="25,10,5", metavar="B,B,..",
+                        help="Candidate rows per request, cycled (default %(default)s).")
+    parser.add_argument("--seed", type=int, default=0, metavar="N",
+                        help="Seed of the sample queries (default %(default)s).")
+    parser.set_defaults(func=handle)
+    return parser
+
+
+def synthesize(catalog_dir: str, model_name: str, count: int, batch_sizes: list[int],
+               seed: int = 0) -> list[bytes]:
+    import numpy as np
+
+    from ranker.catalog import Catalog
+    from ranker.context import ContextEncoder
+    from ranker.features import CatalogFeatureStore
+    from ranker.retrieval import EmbeddingRetriever
+    from ranker.scoring import build_request
+    from ranker.types import ModelRef, RankQuery
+
+    catalog = Catalog.open(catalog_dir)
+    enc = ContextEncoder(catalog)
+    retriever = EmbeddingRetriever(catalog, enc)
+    features = CatalogFeatureStore(catalog, enc)
+    rng = np.random.default_rng(seed)
+    words = sorted(catalog.vocab)
+    users = [s.decode() for s in catalog.user_ids.tolist()]
+    out = []
+    for i in range(count):
+        text = " ".join(rng.choice(words, size=int(rng.integers(1, 4))).tolist())
+        user = users[int(rng.integers(len(users)))] if users and i % 2 else ""
+        query = RankQuery(f"warmup-{i}", query=text, user_id=user, user_known=bool(user))
+        encoded = enc.encode(query.query, query.user_id, query.user_known, ())
+        b = batch_sizes[i % len(batch_sizes)]
+        rows = retriever.retrieve(encoded, b).rows
+        ctx = features.context(query, encoded).values
+        request = build_request(ModelRef(model_name), ctx, features.candidates(rows).values)
+        out.append(request.SerializeToString())
+    return out
+
+
+def handle(args: argparse.Namespace) -> int:
+    try:
+        sizes = [int(x) for x in args.batch_sizes.split(",") if x.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        print("rankserve warmup-file: --batch-sizes takes positive integers, e.g. 25,10,5",
+              file=sys.stderr)
+        return 2
+    if not 1 <= args.requests <= 1000:
+        print("rankserve warmup-file: --requests must be 1..1000 (TF Serving reads at most"
+              " 1000 records)", file=sys.stderr)
+        return 2
+    if not (Path(args.version_dir) / "saved_model.pb").is_file():
+        print(f"rankserve warmup-file: {args.version_dir} holds no saved_model.pb",
+              file=sys.stderr)
+        return 2
+    from ranker.catalog import CatalogFormatError
+
+    try:
+        requests = synthesize(args.catalog_dir, args.model_name, args.requests, sizes, args.seed)
+    except CatalogFormatError as exc:
+        print(f"rankserve warmup-file: {exc}", file=sys.stderr)
+        return 2
+    from server.modelserver.warmup import write_warmup
+
+    path = write_warmup(Path(args.version_dir), requests)
+    print(f"wrote {len(requests)} warm-up requests to {path}")
+    return 0
