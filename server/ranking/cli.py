@@ -39,7 +39,8 @@ _METAVARS = {
     "max_in_flight": "N", "compression": "{none,gzip}", "gzip_min_bytes": "BYTES",
     "default_candidates": "N", "max_candidates": "N", "default_deadline_ms": "MS",
     "min_score_budget_ms": "MS", "merge_reserve_ms": "MS", "grace_s": "SECONDS",
-    "max_message_mb": "MIB",
+    "max_message_mb": "MIB", "capture_dir": "DIR", "capture_rate": "FRACTION",
+    "capture_max_per_minute": "N",
 }
 
 
