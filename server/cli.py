@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 
+from loadtest import cli as loadtest_cli
 from server.client import rank as rank_cmd
 from server.modelserver import cli as modelserver_cli
 from server.ranking import cli as ranking_cli
@@ -28,6 +29,7 @@ quick start:
   rankserve demo                 build the demo catalog and model, run the stack, rank samples
   rankserve up                   run the local stack until Ctrl-C
   rankserve rank "red leather bag" --target 127.0.0.1:50051
+  rankserve loadtest run --target 127.0.0.1:50051 --kind rank --rate 20
 """
 
 
@@ -49,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     rank_cmd.add_parser(sub)
     modelserver_cli.add_parser(sub)
     ranking_cli.add_parser(sub)
+    loadtest_cli.add_parser(sub)
     return parser
 
 
