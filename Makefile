@@ -44,8 +44,19 @@ up: $(STAMP) ## Run the local stack (ranker, Envoy, two model servers) until Ctr
 lint: $(STAMP) ## Lint with ruff
 	$(PY) -m ruff check .
 
+# Debian packages the tests use: chromium renders the load-test report. Installed only when
+# missing, and only as root (CI); elsewhere the message says how.
+.PHONY: system-deps
+system-deps: ## Install the Debian packages the tests need (chromium) when missing
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update && apt-get install -y --no-install-recommends chromium; \
+	  else \
+	    echo "chromium is missing: run 'sudo make system-deps' (the report rendering test skips without it)"; \
+	  fi; }
+
 .PHONY: test
-test: $(STAMP) ## Run every test: unit, integration and e2e
+test: $(STAMP) system-deps ## Run every test: unit, integration and e2e
 	$(MAKE) proto-check
 	$(PYTEST) -q tests
 

@@ -11,6 +11,7 @@ reserves.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,8 @@ def parse_quantity(value: Any, what: str) -> float:
 def _lookup(values: dict, dotted: str, path: Path) -> Any:
     node: Any = values
     parts: list[str] = []
-    for raw in dotted.replace('["', ".").replace('"]', "").split("."):
+    for quoted, plain in re.findall(r'\["([^"]+)"\]|([^.\[\]]+)', dotted):
+        raw = quoted or plain
         parts.append(raw)
         if not isinstance(node, dict) or raw not in node:
             raise CostInputError(

@@ -44,7 +44,8 @@ class _Item:
     request_id: str
     unix_ns: int
     mono_ns: int
-    batch_index: int  # -1 for the Rank request itself
+    kind: str  # "rank" or "predict"
+    batch_index: int  # of a Predict request; -1 when not known
     message: Any
 
 
@@ -85,7 +86,8 @@ class RequestCapture:
         self._seq = itertools.count()
         self.dropped = Counter(
             "rankserve_capture_dropped_total",
-            "Capture records lost: queue_full (the writer fell behind) or write_error.",
+            "Capture records lost: queue_full (the writer fell behind) or write_error"
+            " (the file or the record could not be written).",
             ["reason"], registry=registry)
         self.written = Counter(
             "rankserve_capture_records_total",
@@ -123,7 +125,8 @@ class RequestCapture:
         if not self._sampled():
             yield
             return
-        self._put(_Item(request_id, time.time_ns(), time.monotonic_ns(), -1, request))
+        self._put(_Item(request_id, time.time_ns(), time.monotonic_ns(), "rank", -1,
+                        request))
         token = _CAPTURING.set(request_id)
         try:
             yield
@@ -134,8 +137,8 @@ class RequestCapture:
         """Scorer hook: records a Predict request of a sampled Rank call."""
         request_id = _CAPTURING.get()
         if request_id is not None:
-            self._put(_Item(request_id, time.time_ns(), time.monotonic_ns(), BATCH_INDEX.get(),
-                            request))
+            self._put(_Item(request_id, time.time_ns(), time.monotonic_ns(), "predict",
+                            BATCH_INDEX.get(), request))
 
     def _put(self, item: _Item) -> None:
         try:
@@ -176,14 +179,14 @@ class RequestCapture:
                     out = _File.open(self.directory, next(self._seq))
                 out.write(_record(item))
                 failed = False
-            except OSError as exc:
+            except Exception as exc:  # the writer must outlive any bad record
                 self.dropped.labels("write_error").inc()
                 if not failed:
                     log.error("capture: cannot write under %s: %s", self.directory, exc)
                 failed = True
                 out = self._finish(out) if out is not None else None
                 continue
-            self.written.labels("rank" if item.batch_index < 0 else "predict").inc()
+            self.written.labels(item.kind).inc()
             if out.size >= self._max_file_bytes:
                 out = self._finish(out)
 
@@ -199,7 +202,7 @@ class RequestCapture:
 def _record(item: _Item) -> bytes:
     rec = capture_pb2.CaptureRecord(request_id=item.request_id, unix_time_ns=item.unix_ns,
                                     monotonic_ns=item.mono_ns)
-    if item.batch_index < 0:
+    if item.kind == "rank":
         rec.rank.request.CopyFrom(item.message)
     else:
         rec.predict.batch_index = item.batch_index
