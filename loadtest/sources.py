@@ -122,6 +122,7 @@ def _rebatch(reqs: list[predict_pb2.PredictRequest], batch_size: int
     for b in plan_batches(cands.shape[0], batch_size):
         req = predict_pb2.PredictRequest()
         req.CopyFrom(reqs[0])
+        req.inputs["candidates"].Clear()  # fill_tensor_proto writes into an empty tensor
         fill_tensor_proto(req.inputs["candidates"], cands[b])
         out.append(req)
     return out
