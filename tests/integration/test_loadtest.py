@@ -79,21 +79,28 @@ def test_a_server_slower_than_the_arrivals_shows_its_queueing(tmp_path, payloads
 
 
 def test_step_mode_finds_where_a_slow_server_breaks_the_budget(tmp_path, payloads):
-    with predict_process(tmp_path, "--service-ms", "20", "--workers", "1") as srv:
+    """One worker x 40 ms serves at most 25 req/s. Steps of 4, 8, 16, 32 req/s against a
+    200 ms budget (loose enough for a shared machine's stalls): the search must break at or
+    before 32 and the rate it reports as held must be below the server's capacity."""
+    with predict_process(tmp_path, "--service-ms", "40", "--workers", "1") as srv:
         target = Target("predict", srv["address"])
 
         async def one(spec, _name):
             return await run(target, payloads, spec)
 
         summary, runs = asyncio.run(step_search(
-            one, LoadSpec(duration_s=1.5, warmup_s=0.3, timeout_s=5), start_rps=10, factor=2,
-            max_rps=200, budget_p99_ms=75, refine=1))
-    # Capacity is 50 req/s: 10, 20 and 40 hold; 80 breaks; the bisection tries 60.
-    assert summary["max_rate_held_rps"] in (20, 40), summary["steps"]
-    assert summary["lowest_rate_broken_rps"] in (60, 80), summary["steps"]
-    assert [s["held"] for s in summary["steps"]][:3] == [True, True, True]
-    assert not summary["steps"][3]["held"] and summary["steps"][3]["p99_ms"] > 75
-    assert len(runs) == len(summary["steps"])
+            one, LoadSpec(duration_s=1.5, warmup_s=0.3, timeout_s=5), start_rps=4, factor=2,
+            max_rps=200, budget_p99_ms=200, refine=1))
+    steps = summary["steps"]
+    assert steps[0]["held"] and steps[0]["p99_ms"] < 200, steps
+    assert summary["lowest_rate_broken_rps"] is not None, steps
+    assert summary["lowest_rate_broken_rps"] <= 32, steps
+    assert 4 <= summary["max_rate_held_rps"] < 25, steps
+    # Past capacity (when the search got there) the backlog shows: p99 far over the budget.
+    for s in steps:
+        if s["rate_rps"] >= 32:
+            assert s["p99_ms"] > 300, steps
+    assert len(runs) == len(steps)
 
 
 def run_cli(*argv: str) -> int:
