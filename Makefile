@@ -54,8 +54,25 @@ up: $(STAMP) ## Run the local stack (ranker, Envoy, two model servers) until Ctr
 lint: $(STAMP) ## Lint with ruff
 	$(PY) -m ruff check .
 
+# Debian packages the tests use: chromium renders the load-test report. Installed only when
+# missing, and only as root (CI); elsewhere the message says how.
+# Debian packages the tests run for real: chromium renders the load-test report; prometheus
+# evaluates dashboard queries and ships promtool for the alert-rule tests.
+SYSTEM_DEPS := chromium:chromium promtool:prometheus
+
+.PHONY: system-deps
+system-deps: ## Install the Debian packages the tests need (chromium, prometheus) when missing
+	@missing=""; for dep in $(SYSTEM_DEPS); do \
+	  command -v $${dep%%:*} >/dev/null 2>&1 || missing="$$missing $${dep#*:}"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	else \
+	  echo "missing Debian packages:$$missing; run 'sudo make system-deps' (tests that need them skip)"; \
+	fi
+
 .PHONY: test
-test: $(STAMP) ## Run every test: unit, integration and e2e
+test: $(STAMP) system-deps ## Run every test: unit, integration and e2e
 	$(MAKE) proto-check
 	$(PY) -m deploy.envoy_chart --check
 	$(PYTEST) -q tests

@@ -24,7 +24,7 @@ from ranker.merge import BatchOutcome, merge
 from ranker.planner import plan_batches
 from ranker.retrieval import CandidateSource, EmbeddingRetriever
 from ranker.routing import Decision, Router, RouteRule
-from ranker.scoring import SIGNATURE_MISMATCH, Scorer
+from ranker.scoring import BATCH_INDEX, SIGNATURE_MISMATCH, Scorer
 from ranker.shadow import ShadowRunner
 from ranker.types import ModelRef, RankQuery, RankResult, StageTimings
 from ranker.validation import candidate_count
@@ -158,7 +158,8 @@ class Ranker:
                 f" scoring needs at least {need_ms:.0f} ms: raise the call's deadline"
             )
         outcomes = await asyncio.gather(
-            *(self._score(model, ctx.values, feats.values[b], b, deadline) for b in batches)
+            *(self._score(model, ctx.values, feats.values[b], b, i, deadline)
+              for i, b in enumerate(batches))
         )
         t5 = time.monotonic()
         timings.score_ms = (t5 - t4) * 1e3
@@ -215,8 +216,9 @@ class Ranker:
 
     async def _score(
         self, model: ModelRef, context: np.ndarray, candidates: np.ndarray, batch: slice,
-        deadline: float,
+        index: int, deadline: float,
     ) -> BatchOutcome:
+        BATCH_INDEX.set(index)  # this coroutine runs as its own task: the value stays local
         async with self._in_flight:
             # Measured after the wait for a slot: time spent queued is time the call lacks.
             timeout = deadline - self.config.merge_reserve_s - time.monotonic()

@@ -7,7 +7,9 @@ cost more than a 25-row inference. There are no retries here: Envoy retries mode
 
 from __future__ import annotations
 
+import contextvars
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 import grpc
@@ -27,6 +29,10 @@ SCORES_OUTPUT = "scores"
 # A model whose outputs do not match the scoring signature is a deployment error, not a
 # transient one: the pipeline fails the request instead of hiding it behind fallback scores.
 SIGNATURE_MISMATCH = "FAILED_PRECONDITION"
+# Index of the batch a Predict call scores within its request, set by the pipeline in the task
+# of that call, so observers of Predict requests (request capture) can tell batches apart.
+BATCH_INDEX: contextvars.ContextVar[int] = contextvars.ContextVar("rankserve_batch_index",
+                                                                  default=-1)
 
 
 class Scorer(Protocol):
@@ -80,7 +86,8 @@ class PredictScorer:
     """A ``Scorer`` that sends one Predict call per batch to ``target`` (Envoy or a server).
 
     ``gzip_min_bytes``: requests at least this large are sent gzip-compressed when
-    ``compression`` is "gzip"; smaller ones are not worth the CPU.
+    ``compression`` is "gzip"; smaller ones are not worth the CPU. ``on_request`` sees every
+    request before it is sent (request capture); it must return at once and never raise.
     """
 
     def __init__(
@@ -91,6 +98,7 @@ class PredictScorer:
         gzip_min_bytes: int = 16384,
         max_message_bytes: int = 64 * 1024 * 1024,
         signature_name: str = "",
+        on_request: Callable[[predict_pb2.PredictRequest], None] | None = None,
     ) -> None:
         if compression not in ("none", "gzip"):
             raise ValueError(f"compression must be 'none' or 'gzip', got {compression!r}")
@@ -98,6 +106,7 @@ class PredictScorer:
         self._gzip = compression == "gzip"
         self._gzip_min = gzip_min_bytes
         self._signature = signature_name
+        self._on_request = on_request
         self._channel = grpc.aio.insecure_channel(
             target,
             options=[
@@ -120,6 +129,8 @@ class PredictScorer:
         self, model: ModelRef, context: np.ndarray, candidates: np.ndarray, timeout_s: float
     ) -> ScoredBatch:
         req = build_request(model, context, candidates, self._signature)
+        if self._on_request is not None:
+            self._on_request(req)
         # Tensor bytes dominate the message; counting them avoids serialising twice.
         size = context.nbytes + candidates.nbytes
         compression = grpc.Compression.Gzip if self._gzip and size >= self._gzip_min else None

@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 
+from loadtest import cli as loadtest_cli
 from server.client import rank as rank_cmd
 from server.embeddings import cli as embeddings_cli
 from server.modelserver import cli as modelserver_cli
@@ -30,6 +31,7 @@ quick start:
   rankserve demo                 build the demo catalog and model, run the stack, rank samples
   rankserve up                   run the local stack until Ctrl-C
   rankserve rank "red leather bag" --target 127.0.0.1:50051
+  rankserve loadtest run --target 127.0.0.1:50051 --kind rank --rate 20
 """
 
 
@@ -53,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     ranking_cli.add_parser(sub)
     embeddings_cli.add_parser(sub)
     warmup_cli.add_parser(sub)
+    loadtest_cli.add_parser(sub)
     return parser
 
 

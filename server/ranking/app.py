@@ -9,6 +9,7 @@ import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 
 import grpc
 from grpc_reflection.v1alpha import reflection
@@ -28,6 +29,7 @@ from ranker.version_metrics import VersionMetrics
 from ranker.versioned_retrieval import VersionedRetriever
 from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
 from server.common import ErrorMappingInterceptor, HealthState, run_until_signal, write_ready_file
+from server.ranking.capture import RequestCapture
 from server.ranking.servicer import RankingServicer
 from server.ranking.settings import RankerSettings
 
@@ -56,7 +58,10 @@ def ranker_config(settings: RankerSettings) -> RankerConfig:
 
 
 class RankingApp:
-    """The ranking gRPC server: ``port = await app.start()`` ... ``await app.stop()``."""
+    """The ranking gRPC server: ``port = await app.start()`` ... ``await app.stop()``.
+
+    ``registry``: where the server's Prometheus metrics live (a fresh one when not given).
+    """
 
     def __init__(self, settings: RankerSettings, *, ready_file: str | None = None,
                  registry: CollectorRegistry | None = None) -> None:
@@ -67,6 +72,7 @@ class RankingApp:
         self.ranker: Ranker | None = None
         self.routing: RoutingPolicyFile | None = None
         self.ready_file = ready_file
+        self.capture: RequestCapture | None = None
         self.port = 0
         self.address = ""
         self._server: grpc.aio.Server | None = None
@@ -83,9 +89,14 @@ class RankingApp:
             # about 20 ms of CPU per Rank, twice the rest of the ranker's work.
             threadpool_limits(limits=s.blas_threads, user_api="blas")
         max_bytes = s.max_message_mb * 1024 * 1024
+        if s.capture_dir:
+            self.capture = RequestCapture(
+                Path(s.capture_dir), rate=s.capture_rate,
+                max_per_minute=s.capture_max_per_minute, registry=self.registry)
         self._scorer = PredictScorer(
             s.model_target, compression=s.compression, gzip_min_bytes=s.gzip_min_bytes,
-            max_message_bytes=max_bytes)
+            max_message_bytes=max_bytes,
+            on_request=self.capture.predict if self.capture else None)
         ranker = self._build_ranker(catalog)
 
         server = grpc.aio.server(
@@ -94,7 +105,7 @@ class RankingApp:
                      ("grpc.max_receive_message_length", max_bytes)],
         )
         ranking_pb2_grpc.add_RankingServiceServicer_to_server(
-            RankingServicer(ranker, s.default_deadline_ms / 1e3), server)
+            RankingServicer(ranker, s.default_deadline_ms / 1e3, self.capture), server)
         self._health = HealthState(server, [SERVICE_NAME])
         reflection.enable_server_reflection(
             [SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME], server)
@@ -142,6 +153,10 @@ class RankingApp:
         if self._scorer is not None:
             await self._scorer.close()
             self._scorer = None
+        if self.capture is not None:
+            # Completes the current file so replay sees every record captured so far.
+            await asyncio.to_thread(self.capture.close)
+            self.capture = None
 
 
 def run(settings: RankerSettings, ready_file: str | None = None) -> int:

@@ -66,6 +66,8 @@ _METAVARS = {
     "max_message_mb": "MIB", "blas_threads": "N", "routing_config": "FILE",
     "routing_check_s": "SECONDS", "embeddings_root": "DIR", "embedding_model": "NAME",
     "embedding_refresh_s": "SECONDS",
+    "capture_dir": "DIR", "capture_rate": "FRACTION",
+    "capture_max_per_minute": "N",
 }
 
 

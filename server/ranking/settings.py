@@ -70,6 +70,15 @@ class RankerSettings(BaseSettings):
     max_message_mb: int = Field(
         64, ge=1, description="Largest gRPC message, in MiB, received or sent on any channel.")
 
+    capture_dir: str = Field(
+        "", description="Write a sample of Rank calls and their Predict calls to zstd files in"
+        " this directory, for replay with `rankserve loadtest`; empty turns capture off.")
+    capture_rate: float = Field(
+        0.01, ge=0.0, le=1.0,
+        description="Fraction of Rank calls captured when --capture-dir is set (0..1).")
+    capture_max_per_minute: int = Field(
+        600, ge=0, description="At most this many Rank calls captured per minute.")
+
     @model_validator(mode="after")
     def _one_version(self) -> RankerSettings:
         if self.model_label and self.model_version:

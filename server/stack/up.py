@@ -105,8 +105,11 @@ def run(args: argparse.Namespace) -> int:
     settings = stack_settings(args)
     inputs = resolve_inputs(settings, args.home)
     stop = threading.Event()
-    # SIGTERM behaves like Ctrl-C: stop what was started, in order, then exit.
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # SIGTERM and SIGINT stop what was started, in order, then exit. SIGINT is set explicitly:
+    # a shell starts background jobs with it ignored, and Python then never raises
+    # KeyboardInterrupt.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     stack = LocalStack(settings, inputs)
     print(f"starting the local stack (logs in {stack.run_dir}) ...", file=sys.stderr, flush=True)
     try:
@@ -127,8 +130,6 @@ def run(args: argparse.Namespace) -> int:
                     print(f"warning: {child.name} (pid {child.pid}) exited with code "
                           f"{child.proc.returncode if child.proc else '?'}; see {child.log_path}",
                           file=sys.stderr, flush=True)
-    except KeyboardInterrupt:
-        pass
     finally:
         print("stopping ...", file=sys.stderr, flush=True)
         stack.stop()

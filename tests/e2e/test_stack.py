@@ -138,12 +138,16 @@ def test_bad_requests_get_precise_statuses(stack) -> None:
     assert all(c.alive() for c in stack.children)
 
 
-def test_up_prints_processes_and_stops_them_on_sigterm(demo_paths, tmp_path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_up_prints_processes_and_stops_them_on_signal(demo_paths, tmp_path, sig) -> None:
+    # Started like a background job of a shell: SIGINT ignored on entry. `up` must still stop
+    # on it (Ctrl-C), so it installs its own handler.
     proc = subprocess.Popen(
         [sys.executable, "-m", "server", "up", "--ranker-port", "0", "--run-dir", str(tmp_path),
          "--catalog-dir", str(demo_paths.catalog_dir),
          "--model-config-file", str(demo_paths.model_config_file)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     lines: list[str] = []
     try:
@@ -165,7 +169,7 @@ def test_up_prints_processes_and_stops_them_on_sigterm(demo_paths, tmp_path) -> 
         with grpc.insecure_channel(address) as ch:
             resp = ranking_pb2_grpc.RankingServiceStub(ch).Rank(rank_request(), timeout=10)
         assert resp.candidates_scored == 1000
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         assert proc.wait(timeout=60) == 0
         for pid in pids:
             with pytest.raises(ProcessLookupError):

@@ -1,16 +1,18 @@
-"""The ranker's process must never load TensorFlow (DESIGN decision 1)."""
+"""The ranker's and the load generator's processes never load TensorFlow (DESIGN decision 1)."""
 
 import subprocess
 import sys
 
 CHECK = """
 import importlib, pkgutil, sys
-import ranker, server.ranking, server.common, server.embeddings
-for pkg in (ranker, server.ranking, server.common, server.embeddings):
+import ranker, server.ranking, server.common, server.embeddings, loadtest, loadtest.report
+for pkg in (ranker, server.ranking, server.common, server.embeddings, loadtest, loadtest.report):
     for mod in pkgutil.iter_modules(pkg.__path__):
         if mod.name != "__main__":
             importlib.import_module(f"{pkg.__name__}.{mod.name}")
 import server.ranking.app
+import server.cli
+from rankserve.capture.v1 import capture_pb2
 from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
 from rankserve.tfserving.v1 import (get_model_status_pb2, model_pb2, model_service_pb2_grpc,
     predict_pb2, prediction_service_pb2_grpc, tensor_pb2)

@@ -1,0 +1,395 @@
+"""`rankserve loadtest`: run, step, sweep and compare.
+
+The handlers build a target, a traffic source and a load spec from the flags, run, and write
+the report; nothing here imports TensorFlow (the demo catalog is built in a child process when
+it is missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+DESCRIPTION = """\
+Load-test a model before launch: send real or synthetic traffic to a model server (Predict,
+directly or through Envoy; TF Serving or rankserve's model server answer the same calls) or to
+the ranker (Rank), and report latency, errors, bytes, CPU and cost as HTML, JSON and CSV.
+
+  run      one load: open loop at --rate, or closed loop at --concurrency
+  step     raise the rate until p99 breaks --budget-p99-ms; report the highest rate that held
+  sweep    one run per batch size x compression (Predict targets)
+  compare  two reports side by side, regressions marked
+"""
+
+EPILOG = """\
+examples:
+  rankserve up   # in another terminal: prints every process with its address and pid
+  rankserve loadtest run --target 127.0.0.1:PORT --kind predict --rate 200 --duration 20 \\
+      --server-pid PID --price-core-hour 0.04 --replica-cpu 2 --peak-rps 5000 --out runs/v1
+  rankserve loadtest step --target 127.0.0.1:PORT --budget-p99-ms 75 --start-rate 50
+  rankserve loadtest sweep --target 127.0.0.1:PORT --batch-sizes 5,10,25 --compressions none,gzip
+  rankserve loadtest run --kind rank --target 127.0.0.1:50051 --replay /var/capture --rate 20
+  rankserve loadtest compare runs/v1/report.json runs/v2/report.json
+"""
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    t = p.add_argument_group("target")
+    t.add_argument("--target", required=True, metavar="HOST:PORT",
+                   help="Address to load: a model server or Envoy for --kind predict, the"
+                        " ranker for --kind rank.")
+    t.add_argument("--kind", choices=["predict", "rank"], default="predict",
+                   help="predict: TF Serving Predict calls, one per batch (a model alone);"
+                        " rank: Rank calls (the whole ranker). Default: %(default)s.")
+    t.add_argument("--server-pid", type=int, action="append", default=[], metavar="PID",
+                   help="A local process serving the target (repeat for each replica, Envoy,"
+                        " the ranker); its CPU time per request goes in the report. Without it"
+                        " the report says server CPU was not measured.")
+    t.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="How long to wait for the target to accept a connection. Default:"
+                        " %(default)s.")
+    s = p.add_argument_group("traffic")
+    s.add_argument("--replay", type=Path, metavar="PATH",
+                   help="Replay captured traffic: a capture file or a directory written by"
+                        " `rankserve ranker --capture-dir`. Without it, traffic is synthesised"
+                        " from the demo catalog.")
+    s.add_argument("--catalog-dir", type=Path, metavar="DIR",
+                   help="Catalog to synthesise from (default: the demo catalog, built on first"
+                        " use).")
+    s.add_argument("--requests-pool", type=int, default=8, metavar="N",
+                   help="Distinct synthetic Rank requests (each gives ~1000/B Predict"
+                        " requests); the load cycles through them. Default: %(default)s.")
+    s.add_argument("--model", default=None, metavar="NAME[@VERSION|@LABEL]",
+                   help="Model the requests ask for; with --replay it re-addresses captured"
+                        " traffic (e.g. ranker@2 to test v2 with v1's traffic). Default: ranker"
+                        " (synthetic) or as captured.")
+    s.add_argument("--batch-size", type=int, default=25, metavar="B",
+                   help="Candidates per Predict request, 5..25 (synthetic, or re-split"
+                        " replay). Default: %(default)s.")
+    s.add_argument("--seed", type=int, default=1,
+                   help="Seed of synthetic requests and Poisson arrivals. Default: %(default)s.")
+    lo = p.add_argument_group("load")
+    lo.add_argument("--mode", choices=["open", "closed"], default="open",
+                    help="open: send at --rate whatever the answers do (latency from the due"
+                         " time); closed: --concurrency callers, each waiting for its answer."
+                         " Default: %(default)s.")
+    lo.add_argument("--rate", type=float, default=50.0, metavar="RPS",
+                    help="Open loop: requests per second. Default: %(default)s.")
+    lo.add_argument("--arrivals", choices=["constant", "poisson"], default="constant",
+                    help="Open loop: evenly spaced or Poisson (random, like independent users)"
+                         " arrivals. Default: %(default)s.")
+    lo.add_argument("--concurrency", type=int, default=8, metavar="N",
+                    help="Closed loop: requests in flight. Default: %(default)s.")
+    lo.add_argument("--duration", type=float, default=10.0, metavar="SECONDS",
+                    help="Measured seconds (per step in step mode). Default: %(default)s.")
+    lo.add_argument("--warmup", type=float, default=2.0, metavar="SECONDS",
+                    help="Seconds of load before measuring (not counted). Default: %(default)s.")
+    lo.add_argument("--max-requests", type=int, default=None, metavar="N",
+                    help="Stop after N requests in all, warm-up included.")
+    lo.add_argument("--timeout-ms", type=float, default=1000.0, metavar="MS",
+                    help="Deadline of each call; a late answer counts as DEADLINE_EXCEEDED."
+                         " Default: %(default)s.")
+    lo.add_argument("--compression", choices=["none", "gzip"], default="none",
+                    help="gRPC compression of requests. Default: %(default)s.")
+    lo.add_argument("--max-in-flight", type=int, default=1000, metavar="N",
+                    help="Open loop: requests in flight at most; beyond it due requests wait"
+                         " and the wait counts in their latency. Default: %(default)s.")
+    c = p.add_argument_group("cost (per replica resource requests and prices)")
+    c.add_argument("--price-core-hour", type=float, default=None, metavar="PRICE",
+                   help="Price of one CPU core for an hour; enables the cost estimate.")
+    c.add_argument("--price-gpu-hour", type=float, default=0.0, metavar="PRICE",
+                   help="Price of one GPU for an hour. Default: %(default)s.")
+    c.add_argument("--replicas", type=int, default=1, metavar="N",
+                   help="Model-server replicas that served the test. Default: %(default)s.")
+    c.add_argument("--replica-cpu", type=str, default=None, metavar="CORES",
+                   help="CPU request of one model-server replica (2, 1.5, 500m).")
+    c.add_argument("--replica-gpu", type=str, default=None, metavar="GPUS",
+                   help="GPUs of one model-server replica. Default: 0.")
+    c.add_argument("--ranker-replicas", type=int, default=1, metavar="N",
+                   help="Ranker replicas that served the test (--kind rank). Default:"
+                        " %(default)s.")
+    c.add_argument("--ranker-cpu", type=str, default=None, metavar="CORES",
+                   help="CPU request of one ranker replica (--kind rank).")
+    c.add_argument("--chart-values", type=Path, default=None, metavar="FILE",
+                   help="Helm values file to read the requests from: modelServer.resources."
+                        "requests.cpu, modelServer.resources.limits[\"nvidia.com/gpu\"],"
+                        " ranker.resources.requests.cpu. Flags override it.")
+    c.add_argument("--peak-rps", type=float, default=None, metavar="RPS",
+                   help="Target peak rate: the report gives the replicas it needs.")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", type=Path, default=Path("loadtest-report"), metavar="DIR",
+                   help="Directory for report.html, report.json and report.csv. Default:"
+                        " %(default)s.")
+    o.add_argument("--name", default="report", help="Base name of the report files.")
+    o.add_argument("--title", default="", help="Title of the report.")
+    o.add_argument("--no-progress", action="store_true", help="Do not print the progress line.")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Registers ``loadtest`` on a parent CLI's subparsers."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = subparsers.add_parser(
+        "loadtest", help="load-test a model or the ranker; HTML/JSON/CSV reports with cost",
+        description=DESCRIPTION, epilog=EPILOG, formatter_class=fmt)
+    sub = parser.add_subparsers(dest="loadtest_command", metavar="SUBCOMMAND", required=True)
+    run_p = sub.add_parser("run", help="one load at a rate or a concurrency",
+                           description="One load: open loop at --rate or closed loop at"
+                           " --concurrency, then the report.", epilog=EPILOG, formatter_class=fmt)
+    _add_common(run_p)
+    run_p.set_defaults(func=handle_run)
+    step_p = sub.add_parser("step", help="find the highest rate within a p99 budget",
+                            description="Open loop at rising rates (--start-rate, x --factor)"
+                            " until p99 exceeds --budget-p99-ms or errors exceed"
+                            " --max-error-rate; bisects between the last rate that held and the"
+                            " first that broke.", epilog=EPILOG, formatter_class=fmt)
+    _add_common(step_p)
+    step_p.add_argument("--budget-p99-ms", type=float, required=True, metavar="MS",
+                        help="Latency budget: p99 (from due time) must stay at or below it.")
+    step_p.add_argument("--start-rate", type=float, default=20.0, metavar="RPS",
+                        help="First rate. Default: %(default)s.")
+    step_p.add_argument("--factor", type=float, default=1.5,
+                        help="Each step multiplies the rate by this. Default: %(default)s.")
+    step_p.add_argument("--max-rate", type=float, default=5000.0, metavar="RPS",
+                        help="Stop rising here. Default: %(default)s.")
+    step_p.add_argument("--max-error-rate", type=float, default=0.001, metavar="FRACTION",
+                        help="A step with more errors than this breaks. Default: %(default)s.")
+    step_p.add_argument("--refine", type=int, default=2, metavar="N",
+                        help="Bisection steps after the first break. Default: %(default)s.")
+    step_p.set_defaults(func=handle_step, duration=5.0, warmup=1.0)
+    sweep_p = sub.add_parser("sweep", help="one run per batch size x compression",
+                             description="The same load once per batch size and compression:"
+                             " which batch size serves the most candidates per second within"
+                             " latency, and what gzip costs.", epilog=EPILOG, formatter_class=fmt)
+    _add_common(sweep_p)
+    sweep_p.add_argument("--batch-sizes", default="5,10,15,20,25", metavar="LIST",
+                         help="Comma-separated batch sizes, each 5..25. Default: %(default)s.")
+    sweep_p.add_argument("--compressions", default="none,gzip", metavar="LIST",
+                         help="Comma-separated: none, gzip. Default: %(default)s.")
+    sweep_p.set_defaults(func=handle_sweep, duration=5.0, warmup=1.0)
+    cmp_p = sub.add_parser("compare", help="two reports side by side, regressions marked",
+                           description="Puts report B next to report A (e.g. model v2 against"
+                           " v1): every figure, its relative change, and REGRESSION where B is"
+                           " worse by more than --threshold.", formatter_class=fmt)
+    cmp_p.add_argument("a", type=Path, metavar="A.json", help="The baseline report.")
+    cmp_p.add_argument("b", type=Path, metavar="B.json", help="The candidate report.")
+    cmp_p.add_argument("--threshold", type=float, default=5.0, metavar="PERCENT",
+                       help="Changes smaller than this are not marked. Default: %(default)s.")
+    cmp_p.add_argument("--html", type=Path, default=None, metavar="FILE",
+                       help="Also write the comparison as an HTML page.")
+    cmp_p.add_argument("--fail-on-regression", action="store_true",
+                       help="Exit with code 1 when any regression is marked (for CI gates).")
+    cmp_p.set_defaults(func=handle_compare)
+    return parser
+
+
+# -- building blocks ---------------------------------------------------------------------------
+
+
+def _err(msg: str) -> int:
+    print(f"rankserve loadtest: {msg}", file=sys.stderr)
+    return 2
+
+
+def _spec(args: argparse.Namespace) -> Any:
+    from loadtest.runner import LoadSpec
+
+    spec = LoadSpec(mode=args.mode, rate=args.rate, arrivals=args.arrivals,
+                    concurrency=args.concurrency, duration_s=args.duration,
+                    warmup_s=args.warmup, max_requests=args.max_requests,
+                    timeout_s=args.timeout_ms / 1e3, compression=args.compression,
+                    max_in_flight=args.max_in_flight, seed=args.seed)
+    spec.validate()
+    return spec
+
+
+def _payloads(args: argparse.Namespace, batch_size: int | None = None) -> Any:
+    from loadtest.sources import demo_catalog_dir, parse_model, replay, synthesize
+
+    b = batch_size or args.batch_size
+    if not 5 <= b <= 25:
+        raise ValueError(f"batch size must be within 5..25, got {b}")
+    model = parse_model(args.model) if args.model else None
+    if args.replay:
+        rebatch = b if (batch_size or args.batch_size != 25) else None
+        return replay(args.replay, args.kind, model=model, batch_size=rebatch)
+    catalog = args.catalog_dir or demo_catalog_dir()
+    return synthesize(args.kind, catalog, requests=args.requests_pool, batch_size=b,
+                      model=model, seed=args.seed)
+
+
+def _target(args: argparse.Namespace) -> Any:
+    from loadtest.targets import Target
+
+    return Target(args.kind, args.target, tuple(args.server_pid))
+
+
+def _tiers(args: argparse.Namespace) -> list[Any]:
+    from loadtest.cost import CostInputError, Tier, parse_quantity, tier_from_values
+
+    tiers = []
+    names = ["model-server"] + (["ranker"] if args.kind == "rank" else [])
+    for name in names:
+        replicas = args.replicas if name == "model-server" else args.ranker_replicas
+        cpu_flag = args.replica_cpu if name == "model-server" else args.ranker_cpu
+        gpu_flag = args.replica_gpu if name == "model-server" else None
+        base = None
+        if args.chart_values is not None:
+            base = tier_from_values(args.chart_values, name, replicas)
+        cpu = parse_quantity(cpu_flag, "cpu") if cpu_flag is not None else (
+            base.cpu if base else None)
+        if cpu is None:
+            flag = "--replica-cpu" if name == "model-server" else "--ranker-cpu"
+            raise CostInputError(f"the cost estimate needs the CPU request of a {name} replica:"
+                                 f" pass {flag} or --chart-values")
+        gpu = parse_quantity(gpu_flag, "gpu") if gpu_flag is not None else (
+            base.gpu if base else 0.0)
+        tiers.append(Tier(name, replicas, cpu, gpu))
+    return tiers
+
+
+def _cost(args: argparse.Namespace, capacity: float, basis: str) -> dict[str, Any] | None:
+    from loadtest.cost import Prices, estimate
+
+    if args.price_core_hour is None:
+        return None
+    return estimate(capacity, basis, _tiers(args), Prices(args.price_core_hour,
+                                                          args.price_gpu_hour), args.peak_rps)
+
+
+def _write(args: argparse.Namespace, kind: str, runs: list[dict[str, Any]], **sections: Any
+           ) -> int:
+    from loadtest.report import build_document, write_all
+
+    doc = build_document(kind, runs, command=["rankserve", "loadtest", *sys.argv[2:]],
+                         title=args.title, **sections)
+    paths = write_all(doc, args.out, args.name)
+    for p in paths.values():
+        print(f"wrote {p}")
+    return 0
+
+
+async def _run_once(args: argparse.Namespace, payloads: Any, spec: Any, label: str) -> Any:
+    from loadtest.progress import Live, show
+    from loadtest.runner import run
+
+    live = Live()
+    async with show(live, label, spec.warmup_s + spec.duration_s,
+                    enabled=not args.no_progress):
+        return await run(_target(args), payloads, spec, live=live,
+                         connect_timeout_s=args.connect_timeout)
+
+
+def _guard(fn):  # noqa: ANN001, ANN202 - wraps the handlers below
+    def handler(args: argparse.Namespace) -> int:
+        from loadtest.cost import CostInputError
+        from loadtest.sources import SourceError
+        from server.ranking.capture_files import CaptureFormatError
+
+        try:
+            return fn(args)
+        except (ValueError, SourceError, CostInputError, CaptureFormatError,
+                FileNotFoundError, ConnectionError) as exc:
+            return _err(str(exc))
+
+    return handler
+
+
+# -- handlers ----------------------------------------------------------------------------------
+
+
+@_guard
+def handle_run(args: argparse.Namespace) -> int:
+    from loadtest.stats import summarize
+
+    spec = _spec(args)
+    if args.price_core_hour is not None:
+        _tiers(args)  # fail on missing cost inputs before the load, not after
+    payloads = _payloads(args)
+    outcome = asyncio.run(_run_once(args, payloads, spec, "run"))
+    s = summarize(outcome, args.title or "run")
+    basis = ("throughput of this run (a lower bound of capacity unless the run saturated the"
+             " target; `loadtest step` measures capacity within a latency budget)")
+    cost = _cost(args, s["throughput_rps"], basis)
+    _print_summary(s)
+    return _write(args, "run", [s], cost=cost)
+
+
+@_guard
+def handle_step(args: argparse.Namespace) -> int:
+    from loadtest.step import step_search
+
+    spec = _spec(args)
+    if args.price_core_hour is not None:
+        _tiers(args)
+    payloads = _payloads(args)
+
+    async def one(step_spec: Any, name: str) -> Any:
+        return await _run_once(args, payloads, step_spec, name)
+
+    summary, runs = asyncio.run(step_search(
+        one, spec, start_rps=args.start_rate, factor=args.factor, max_rps=args.max_rate,
+        budget_p99_ms=args.budget_p99_ms, max_error_rate=args.max_error_rate,
+        refine=args.refine))
+    print(summary["verdict"])
+    cost = None
+    if summary["max_rate_held_rps"]:
+        cost = _cost(args, summary["max_rate_held_rps"],
+                     f"highest rate that held p99 <= {args.budget_p99_ms:g} ms")
+    return _write(args, "step", runs, step=summary, cost=cost)
+
+
+@_guard
+def handle_sweep(args: argparse.Namespace) -> int:
+    from loadtest.sweep import sweep
+
+    sizes = [int(x) for x in args.batch_sizes.split(",") if x.strip()]
+    comps = [x.strip() for x in args.compressions.split(",") if x.strip()]
+    bad = [c for c in comps if c not in ("none", "gzip")]
+    if bad:
+        raise ValueError(f"--compressions: unknown {bad}; use none and/or gzip")
+    if args.kind == "rank" and sizes != [args.batch_size] and len(sizes) > 1:
+        raise ValueError("a Rank target batches by the ranker's own --batch-size: sweep batch"
+                         " sizes against a Predict target, or pass one --batch-sizes value")
+    spec = _spec(args)
+
+    async def go() -> Any:
+        async def run_with(payloads: Any, s: Any, name: str) -> Any:
+            return await _run_once(args, payloads, s, name)
+
+        return await sweep(run_with, lambda b: _payloads(args, b), spec,
+                           batch_sizes=sizes, compressions=comps)
+
+    table, runs = asyncio.run(go())
+    for row in table["rows"]:
+        print(f"batch {row['batch_size']:>2} {row['compression']:<5} {row['throughput_rps']:9.1f}"
+              f" req/s {row['candidates_per_s']:10.1f} cand/s  p50 {row['p50_ms']} ms"
+              f"  p99 {row['p99_ms']} ms  errors {row['error_rate']:.2%}")
+    return _write(args, "sweep", runs, sweep=table)
+
+
+def handle_compare(args: argparse.Namespace) -> int:
+    from loadtest.compare import compare, format_rows, load, render_html
+
+    try:
+        a, b = load(args.a), load(args.b)
+    except ValueError as exc:
+        return _err(str(exc))
+    rows = compare(a, b, args.threshold / 100.0)
+    print(format_rows(rows, str(args.a), str(args.b)))
+    if args.html:
+        args.html.write_text(render_html(rows, str(args.a), str(args.b)))
+        print(f"wrote {args.html}")
+    regressions = sum(r["mark"] == "REGRESSION" for r in rows)
+    return 1 if regressions and args.fail_on_regression else 0
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    lat = s["latency_ms"]
+    print(f"{s['requests']['counted']} requests, {s['throughput_rps']:.1f} ok/s, errors"
+          f" {s['error_rate']:.2%} {s['status_codes']}")
+    print("latency ms: " + "  ".join(f"{k} {v}" for k, v in lat.items()))
+    print(f"CPU ms/request: client {s['cpu']['client_ms_per_request']}, server"
+          f" {s['cpu']['server_ms_per_request']}")

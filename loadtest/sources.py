@@ -1,0 +1,201 @@
+"""Where the requests of a load test come from: captured traffic, or the demo catalog.
+
+A source yields ``Payloads``: serialised requests of one kind, sent in turn (cycling when the
+test needs more than there are). Serialising up front keeps the generator's own cost out of the
+measurement and tells exactly how many bytes each request puts on the wire.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from google.protobuf import wrappers_pb2
+
+from loadtest.targets import Kind
+from ranker.planner import plan_batches
+from ranker.scoring import build_request
+from ranker.tensors import fill_tensor_proto, from_tensor_proto
+from ranker.types import ModelRef
+from rankserve.ranking.v1 import ranking_pb2
+from rankserve.tfserving.v1 import predict_pb2
+from server.ranking.capture_files import list_capture_files, read_records
+
+
+class SourceError(ValueError):
+    """The requested traffic cannot be produced (empty capture, wrong kind, bad model)."""
+
+
+@dataclass
+class Payloads:
+    kind: Kind
+    items: list[bytes]
+    description: str
+    # Candidates per Predict request (predict payloads), for the report.
+    batch_sizes: list[int] = field(default_factory=list)
+    _gzip_sizes: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> bytes:
+        return self.items[i % len(self.items)]
+
+    def gzip_size(self, i: int) -> int:
+        """Size of request ``i`` after gRPC's gzip (zlib, default level): its wire bytes."""
+        if self._gzip_sizes is None:
+            self._gzip_sizes = [_gzip_len(p) for p in self.items]
+        return self._gzip_sizes[i % len(self.items)]
+
+
+def _gzip_len(data: bytes) -> int:
+    c = zlib.compressobj(wbits=31)
+    return len(c.compress(data)) + len(c.flush())
+
+
+def parse_model(text: str) -> ModelRef:
+    """NAME, NAME@VERSION (digits) or NAME@LABEL."""
+    name, _, choice = text.partition("@")
+    if not name:
+        raise SourceError(f"model {text!r}: expected NAME, NAME@VERSION or NAME@LABEL")
+    if choice.isdigit():
+        return ModelRef(name, version=int(choice))
+    return ModelRef(name, label=choice or None)
+
+
+# -- replay ------------------------------------------------------------------------------------
+
+
+def replay(where: Path, kind: Kind, *, model: ModelRef | None = None,
+           batch_size: int | None = None) -> Payloads:
+    """The captured requests of ``kind`` under ``where`` (a file or a capture directory), in
+    capture order. ``model`` re-addresses them to another model or version (a load test of v2
+    with v1's traffic); ``batch_size`` re-splits each Rank call's candidates (predict only)."""
+    files = list_capture_files(where)
+    if not files:
+        raise SourceError(f"no capture files (*.capture.zst) under {where}")
+    ranks: list[ranking_pb2.RankRequest] = []
+    batches: dict[str, list[tuple[int, predict_pb2.PredictRequest]]] = defaultdict(list)
+    for rec in read_records(files):
+        which = rec.WhichOneof("record")
+        if which == "rank":
+            ranks.append(rec.rank.request)
+        elif which == "predict":
+            batches[rec.request_id].append((rec.predict.batch_index, rec.predict.request))
+    desc = f"replay of {len(files)} capture file(s) under {where}"
+    if kind == "rank":
+        if not ranks:
+            raise SourceError(f"{where}: the capture holds no Rank requests")
+        for r in ranks:
+            if model is not None:
+                _select_rank_model(r, model)
+        return Payloads("rank", [r.SerializeToString() for r in ranks], desc)
+    if not batches:
+        raise SourceError(f"{where}: the capture holds no Predict requests")
+    out: list[predict_pb2.PredictRequest] = []
+    for parts in batches.values():
+        parts.sort(key=lambda p: p[0])
+        reqs = [p[1] for p in parts]
+        out.extend(_rebatch(reqs, batch_size) if batch_size else reqs)
+    if model is not None:
+        for req in out:
+            _select_predict_model(req, model)
+    return Payloads("predict", [r.SerializeToString() for r in out], desc,
+                    [_rows(r) for r in out])
+
+
+def _rows(req: predict_pb2.PredictRequest) -> int:
+    dims = req.inputs["candidates"].tensor_shape.dim
+    return int(dims[0].size) if dims else 0
+
+
+def _rebatch(reqs: list[predict_pb2.PredictRequest], batch_size: int
+             ) -> list[predict_pb2.PredictRequest]:
+    """One Rank call's batches, re-split at another batch size (same candidates, same order)."""
+    cands = np.concatenate([from_tensor_proto(r.inputs["candidates"]) for r in reqs])
+    out = []
+    for b in plan_batches(cands.shape[0], batch_size):
+        req = predict_pb2.PredictRequest()
+        req.CopyFrom(reqs[0])
+        req.inputs["candidates"].Clear()  # fill_tensor_proto writes into an empty tensor
+        fill_tensor_proto(req.inputs["candidates"], cands[b])
+        out.append(req)
+    return out
+
+
+def _select_predict_model(req: predict_pb2.PredictRequest, model: ModelRef) -> None:
+    spec = req.model_spec
+    spec.name = model.name
+    spec.ClearField("version_choice")
+    if model.version is not None:
+        spec.version.CopyFrom(wrappers_pb2.Int64Value(value=model.version))
+    elif model.label:
+        spec.version_label = model.label
+
+
+def _select_rank_model(req: ranking_pb2.RankRequest, model: ModelRef) -> None:
+    req.model.Clear()
+    req.model.name = model.name
+    if model.version is not None:
+        req.model.version = model.version
+    elif model.label:
+        req.model.label = model.label
+
+
+# -- synthesis ---------------------------------------------------------------------------------
+
+
+def demo_catalog_dir() -> Path:
+    """The demo catalog, built first if this machine has none yet.
+
+    The build runs in a child process: training the demo model imports TensorFlow, which this
+    process never loads.
+    """
+    out = subprocess.run([sys.executable, "-m", "demo.build"], capture_output=True, text=True,
+                         check=False)
+    if out.returncode != 0:
+        raise SourceError(f"building the demo catalog failed:\n{out.stderr[-2000:]}")
+    for line in out.stdout.splitlines():
+        if line.startswith("catalog_dir: "):
+            return Path(line.split(": ", 1)[1])
+    raise SourceError("the demo build did not report its catalog directory")
+
+
+def synthesize(kind: Kind, catalog_dir: Path, *, requests: int = 8, batch_size: int = 25,
+               model: ModelRef | None = None, candidates: int = 1000, page_size: int = 20,
+               seed: int = 1) -> Payloads:
+    """Traffic made like the ranker makes it: seeded random demo requests; for ``predict``,
+    their candidates' features split into batches exactly as the pipeline would."""
+    from demo.candidates import CandidateMaker
+    from demo.queries import random_requests
+
+    maker = CandidateMaker.open(catalog_dir)
+    cat = maker.catalog
+    demo = random_requests(requests, seed=seed, num_items=cat.manifest.num_items,
+                           num_users=len(cat.user_ids))
+    model = model or ModelRef("ranker")
+    desc = f"synthetic: {requests} demo requests (seed {seed}) from {catalog_dir}"
+    if kind == "rank":
+        items = []
+        for d in demo:
+            req = ranking_pb2.RankRequest(
+                query=d.query, user=ranking_pb2.User(id=d.user_id, known=d.user_known),
+                context=ranking_pb2.Context(device=d.device, locale=d.locale,
+                                            viewed_item_ids=list(d.viewed_item_ids)),
+                page_size=page_size, candidate_limit=candidates)
+            _select_rank_model(req, model)
+            items.append(req.SerializeToString())
+        return Payloads("rank", items, desc)
+    items, sizes = [], []
+    for d in demo:
+        got = maker(d, candidates)
+        feats = maker.features(got.rows)
+        for b in plan_batches(feats.shape[0], batch_size):
+            items.append(build_request(model, got.context, feats[b]).SerializeToString())
+            sizes.append(b.stop - b.start)
+    return Payloads("predict", items, desc + f", batches of {batch_size}", sizes)
