@@ -13,8 +13,11 @@ from typing import Protocol
 import grpc
 import numpy as np
 from google.protobuf import wrappers_pb2
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ranker.errors import ScoringError
+from ranker.metrics import RankerMetrics
 from ranker.tensors import TensorFormatError, fill_tensor_proto, from_tensor_proto
 from ranker.types import ModelRef, ScoredBatch
 from rankserve.tfserving.v1 import model_pb2, predict_pb2, prediction_service_pb2_grpc
@@ -27,6 +30,8 @@ SCORES_OUTPUT = "scores"
 # A model whose outputs do not match the scoring signature is a deployment error, not a
 # transient one: the pipeline fails the request instead of hiding it behind fallback scores.
 SIGNATURE_MISMATCH = "FAILED_PRECONDITION"
+PREDICT_METHOD = "tensorflow.serving.PredictionService/Predict"
+_PROPAGATOR = TraceContextTextMapPropagator()
 
 
 class Scorer(Protocol):
@@ -91,6 +96,7 @@ class PredictScorer:
         gzip_min_bytes: int = 16384,
         max_message_bytes: int = 64 * 1024 * 1024,
         signature_name: str = "",
+        metrics: RankerMetrics | None = None,
     ) -> None:
         if compression not in ("none", "gzip"):
             raise ValueError(f"compression must be 'none' or 'gzip', got {compression!r}")
@@ -98,6 +104,7 @@ class PredictScorer:
         self._gzip = compression == "gzip"
         self._gzip_min = gzip_min_bytes
         self._signature = signature_name
+        self._metrics = metrics
         self._channel = grpc.aio.insecure_channel(
             target,
             options=[
@@ -123,8 +130,20 @@ class PredictScorer:
         # Tensor bytes dominate the message; counting them avoids serialising twice.
         size = context.nbytes + candidates.nbytes
         compression = grpc.Compression.Gzip if self._gzip and size >= self._gzip_min else None
+        codec = "gzip" if compression is not None else "none"
+        # The caller's batch span (if any) is current: it becomes the model server's parent.
+        carrier: dict[str, str] = {}
+        _PROPAGATOR.inject(carrier)
+        span = trace.get_current_span()
+        if span.is_recording() or self._metrics is not None:
+            request_bytes = req.ByteSize()
+            span.set_attribute("rankserve.request.bytes", request_bytes)
+            span.set_attribute("rankserve.request.compression", codec)
+            if self._metrics is not None:
+                self._metrics.request_bytes.labels(codec).observe(request_bytes)
         try:
-            resp = await self._stub.Predict(req, timeout=timeout_s, compression=compression)
+            resp = await self._stub.Predict(req, timeout=timeout_s, compression=compression,
+                                            metadata=tuple(carrier.items()) or None)
         except grpc.aio.AioRpcError as exc:
             raise ScoringError(exc.code().name, exc.details() or exc.code().name) from None
         return parse_response(model, resp, candidates.shape[0])

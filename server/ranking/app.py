@@ -12,18 +12,25 @@ import sys
 
 import grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 
 from ranker.catalog import Catalog, CatalogFormatError
+from ranker.metrics import RankerMetrics
 from ranker.pipeline import Ranker, RankerConfig
 from ranker.scoring import PredictScorer
 from ranker.types import ModelRef
 from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
 from server.common import ErrorMappingInterceptor, HealthState, run_until_signal, write_ready_file
+from server.ranking.metrics import RankMetricsInterceptor
 from server.ranking.servicer import RankingServicer
 from server.ranking.settings import RankerSettings
+from server.telemetry.interceptors import TracingServerInterceptor
+from server.telemetry.metrics_http import MetricsServer
+from server.telemetry.tracing import make_provider, shutdown_provider, tracer_of
 
 log = logging.getLogger("rankserve.ranker")
 
+TRACE_SERVICE_NAME = "rankserve-ranker"
 SERVICE_NAME = ranking_pb2.DESCRIPTOR.services_by_name["RankingService"].full_name
 _WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}
 
@@ -47,13 +54,26 @@ def ranker_config(settings: RankerSettings) -> RankerConfig:
 
 
 class RankingApp:
-    """The ranking gRPC server: ``port = await app.start()`` ... ``await app.stop()``."""
+    """The ranking gRPC server: ``port = await app.start()`` ... ``await app.stop()``.
 
-    def __init__(self, settings: RankerSettings, *, ready_file: str | None = None) -> None:
+    ``registry`` receives every metric of the process (a fresh one when not given; other
+    components may register on the same one). ``span_exporter`` replaces the OTLP exporter that
+    the OTEL_* environment would configure (tests pass an in-memory one).
+    """
+
+    def __init__(
+        self, settings: RankerSettings, *, ready_file: str | None = None,
+        registry: CollectorRegistry | None = None, span_exporter=None,
+    ) -> None:
         self.settings = settings
         self.ready_file = ready_file
         self.port = 0
         self.address = ""
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = RankerMetrics(self.registry)
+        self.tracer_provider = make_provider(TRACE_SERVICE_NAME, span_exporter)
+        self.metrics_server = MetricsServer(self.registry, settings.host, settings.metrics_port)
+        self.metrics_address = ""
         self._server: grpc.aio.Server | None = None
         self._health: HealthState | None = None
         self._scorer: PredictScorer | None = None
@@ -66,11 +86,18 @@ class RankingApp:
         max_bytes = s.max_message_mb * 1024 * 1024
         self._scorer = PredictScorer(
             s.model_target, compression=s.compression, gzip_min_bytes=s.gzip_min_bytes,
-            max_message_bytes=max_bytes)
-        ranker = Ranker.from_catalog(catalog, self._scorer, ranker_config(s))
+            max_message_bytes=max_bytes, metrics=self.metrics)
+        tracer = tracer_of(self.tracer_provider)
+        ranker = Ranker.from_catalog(catalog, self._scorer, ranker_config(s), tracer=tracer,
+                                     metrics=self.metrics)
+        # Outermost first: tracing, metrics, error mapping (the metrics see mapped statuses).
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            RankMetricsInterceptor(self.metrics), ErrorMappingInterceptor()]
+        if self.tracer_provider is not None:
+            interceptors.insert(0, TracingServerInterceptor(tracer))
 
         server = grpc.aio.server(
-            interceptors=[ErrorMappingInterceptor()],
+            interceptors=interceptors,
             options=[("grpc.max_send_message_length", max_bytes),
                      ("grpc.max_receive_message_length", max_bytes)],
         )
@@ -81,14 +108,17 @@ class RankingApp:
             [SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME], server)
         self.port = server.add_insecure_port(f"{s.host}:{s.port}")
         self._server = server
+        self.metrics_address = self.metrics_server.start()
         await server.start()
         await self._health.set(True)
         host = "127.0.0.1" if s.host in _WILDCARD_HOSTS else s.host
         self.address = f"{host}:{self.port}"
         print(f"rankserve ranker serving on {self.address} (model target {s.model_target},"
-              f" catalog {s.catalog_dir})", file=sys.stderr, flush=True)
+              f" catalog {s.catalog_dir}; metrics http://{self.metrics_address}/metrics)",
+              file=sys.stderr, flush=True)
         if self.ready_file:
-            write_ready_file(self.ready_file, self.address, os.getpid())
+            write_ready_file(self.ready_file, self.address, os.getpid(),
+                             metrics_address=self.metrics_address)
         return self.port
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -102,6 +132,8 @@ class RankingApp:
         if self._scorer is not None:
             await self._scorer.close()
             self._scorer = None
+        self.metrics_server.stop()
+        shutdown_provider(self.tracer_provider)
 
 
 def run(settings: RankerSettings, ready_file: str | None = None) -> int:
