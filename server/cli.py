@@ -16,6 +16,7 @@ from server.modelserver import cli as modelserver_cli
 from server.ranking import cli as ranking_cli
 from server.stack import demo as demo_cmd
 from server.stack import up as up_cmd
+from server.telemetry import trace_cmd
 
 DESCRIPTION = """\
 rankserve: gRPC ranking and model serving.
@@ -28,6 +29,7 @@ quick start:
   rankserve demo                 build the demo catalog and model, run the stack, rank samples
   rankserve up                   run the local stack until Ctrl-C
   rankserve rank "red leather bag" --target 127.0.0.1:50051
+  rankserve trace TRACE_ID --receiver HOST:PORT   the waterfall of one Rank's trace
 """
 
 
@@ -49,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     rank_cmd.add_parser(sub)
     modelserver_cli.add_parser(sub)
     ranking_cli.add_parser(sub)
+    trace_cmd.add_parsers(sub)
     return parser
 
 

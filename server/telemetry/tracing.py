@@ -57,6 +57,18 @@ def make_provider(
     return provider
 
 
+def exporting_provider(service: str, endpoint: str) -> TracerProvider:
+    """A provider that exports to ``endpoint`` (``http://HOST:PORT``) whatever the environment
+    says: for a client that talks to a stack it knows, e.g. the demo and the tests."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}))
+    provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True),
+                           schedule_delay_millis=200))
+    return provider
+
+
 def tracer_of(provider: TracerProvider | None) -> trace.Tracer:
     """The provider's tracer, or a no-op tracer when tracing is off."""
     if provider is None:
