@@ -136,6 +136,8 @@ def _tracing(opts: EnvoyOptions) -> dict:
     the ranker sends and passes a new one upstream (spans `ingress` and `router ... egress`)."""
     return {
         "random_sampling": {"value": opts.trace_sampling_percent},
+        # The router's own span per upstream attempt (a retry shows as a second one).
+        "spawn_upstream_span": True,
         "provider": {
             "name": "envoy.tracers.opentelemetry",
             "typed_config": _typed(
