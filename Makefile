@@ -44,8 +44,22 @@ up: $(STAMP) ## Run the local stack (ranker, Envoy, two model servers) until Ctr
 lint: $(STAMP) ## Lint with ruff
 	$(PY) -m ruff check .
 
+# Prometheus and promtool (Debian package `prometheus`) run in the e2e and alert-rule tests.
+# Installed when missing and we are root (CI); otherwise say how, and those tests skip (or fail
+# under CI=true).
+.PHONY: test-tools
+test-tools: ## Install the programs the tests run (Debian prometheus, for promtool too)
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then \
+		echo "prometheus and promtool: installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
+			--no-install-recommends prometheus; \
+	else \
+		echo "prometheus is missing: sudo apt-get install -y --no-install-recommends prometheus"; \
+	fi
+
 .PHONY: test
-test: $(STAMP) ## Run every test: unit, integration and e2e
+test: $(STAMP) test-tools ## Run every test: unit, integration and e2e
 	$(MAKE) proto-check
 	$(PYTEST) -q tests
 
@@ -54,8 +68,9 @@ test-unit: $(STAMP) ## Run the unit tests only (fast, no processes)
 	$(PYTEST) -q tests/unit
 
 .PHONY: bench
-bench: $(STAMP) ## Benchmark Rank through the stack against the compute floor and a naive client
+bench: $(STAMP) ## Benchmark Rank through the stack (vs the compute floor, a naive client; tracing off vs on)
 	$(PY) -m bench.rank_bench
+	$(PY) -m bench.tracing_bench
 
 .PHONY: clean
 clean: ## Remove the virtual environment and caches (demo artifacts stay in ~/.cache/rankserve)
