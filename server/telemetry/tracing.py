@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping
 
 from opentelemetry import trace
@@ -46,7 +47,10 @@ def make_provider(
     if exporter is None and not tracing_enabled():
         return None
     service = os.environ.get("OTEL_SERVICE_NAME") or default_service
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}))
+    # Shut down explicitly (bounded) by the process, never by an atexit hook that could wait
+    # for a dead collector.
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}),
+                              shutdown_on_exit=False)
     if exporter is None:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
@@ -62,7 +66,8 @@ def exporting_provider(service: str, endpoint: str) -> TracerProvider:
     says: for a client that talks to a stack it knows, e.g. the demo and the tests."""
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}))
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}),
+                              shutdown_on_exit=False)
     provider.add_span_processor(
         BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True),
                            schedule_delay_millis=200))
@@ -77,8 +82,22 @@ def tracer_of(provider: TracerProvider | None) -> trace.Tracer:
 
 
 def shutdown_provider(provider: TracerProvider | None, timeout_s: float = 2.0) -> None:
-    """Export what is queued (bounded in time), then stop the export thread."""
+    """Export what is queued, then stop the export thread; gives up after ``timeout_s``.
+
+    A collector that is down makes the exporter retry with backoff; a process that is shutting
+    down does not wait for that: what is still queued is dropped (and logged).
+    """
     if provider is None:
         return
-    provider.force_flush(int(timeout_s * 1000))
-    provider.shutdown()
+
+    def flush_and_stop() -> None:
+        provider.force_flush(int(timeout_s * 1000))
+        provider.shutdown()
+
+    worker = threading.Thread(target=flush_and_stop, name="rankserve-trace-shutdown",
+                              daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        log.warning("trace export did not finish within %.1f s (collector down?); queued spans"
+                    " are dropped", timeout_s)
