@@ -21,6 +21,10 @@ examples:
   rankserve rank "red leather bag"
   rankserve rank --user user-000042 --known-user --device mobile
   rankserve rank "lamp" --model ranker@stable --page-size 5 --json
+
+The trace id of the call is printed beside the request id when the ranker traces. With
+OTEL_EXPORTER_OTLP_ENDPOINT set, this command exports its own client span too, as the root of
+the trace (`rankserve trace ID` then shows it).
 """
 
 
