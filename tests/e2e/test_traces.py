@@ -122,3 +122,22 @@ def test_rankserve_trace_prints_the_waterfall(stack) -> None:
     assert lines[0].startswith(f"trace {resp.trace_id}:")
     assert lines[2].startswith(RANK) and "rankserve-ranker" in lines[2] and "100.0%" in lines[2]
     assert any(line.strip().startswith("inference") for line in lines)
+
+
+def test_demo_prints_the_waterfall_of_one_rank(demo_paths, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "server", "demo", "--eval-requests", "0", "--top", "1",
+         "--run-dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout
+    head = text.index("trace of one Rank call")
+    waterfall = text[head:].splitlines()
+    assert waterfall[1].startswith("trace ") and " spans, " in waterfall[1]
+    body = waterfall[3:]
+    assert body[0].startswith(RANK) and "rankserve-demo-client" in body[0]
+    assert sum(ln.strip().startswith("ingress") for ln in body) == 40
+    assert sum(ln.strip().startswith("inference") for ln in body) == 40
+    assert "(parent missing)" not in text
