@@ -54,8 +54,6 @@ up: $(STAMP) ## Run the local stack (ranker, Envoy, two model servers) until Ctr
 lint: $(STAMP) ## Lint with ruff
 	$(PY) -m ruff check .
 
-# Debian packages the tests use: chromium renders the load-test report. Installed only when
-# missing, and only as root (CI); elsewhere the message says how.
 # Debian packages the tests run for real: chromium renders the load-test report; prometheus
 # evaluates dashboard queries and ships promtool for the alert-rule tests.
 SYSTEM_DEPS := chromium:chromium promtool:prometheus
@@ -82,8 +80,9 @@ test-unit: $(STAMP) ## Run the unit tests only (fast, no processes)
 	$(PYTEST) -q tests/unit
 
 .PHONY: bench
-bench: $(STAMP) ## Benchmark Rank through the stack against the compute floor and a naive client
+bench: $(STAMP) ## Benchmark Rank through the stack (vs the compute floor, a naive client; tracing off vs on)
 	$(PY) -m bench.rank_bench
+	$(PY) -m bench.tracing_bench
 
 .PHONY: clean
 clean: ## Remove the virtual environment and caches (demo artifacts stay in ~/.cache/rankserve)

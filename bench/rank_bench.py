@@ -74,7 +74,8 @@ async def _closed_loop(target: str, concurrency: int, seconds: float) -> int:
 
 
 def bench_stack(paths: DemoPaths, compression: str, args: argparse.Namespace) -> Row:
-    settings = StackSettings(ranker_port=0, compression=compression,
+    # Tracing off: its cost is measured on its own by bench.tracing_bench.
+    settings = StackSettings(ranker_port=0, compression=compression, traces=False,
                              run_dir=Path(tempfile.mkdtemp(prefix=f"bench-{compression}-")))
     with LocalStack(settings, StackInputs(paths.catalog_dir, paths.model_config_file),
                     out=lambda _l: None) as stack:
@@ -138,7 +139,8 @@ def bench_naive(paths: DemoPaths, args: argparse.Namespace) -> Row:
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
     context, cands = _inputs(paths)
-    settings = StackSettings(ranker_port=0, run_dir=Path(tempfile.mkdtemp(prefix="bench-naive-")))
+    settings = StackSettings(ranker_port=0, traces=False,
+                             run_dir=Path(tempfile.mkdtemp(prefix="bench-naive-")))
     with LocalStack(settings, StackInputs(paths.catalog_dir, paths.model_config_file),
                     out=lambda _l: None) as stack:
         assert stack.envoy is not None

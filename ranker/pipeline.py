@@ -15,16 +15,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ranker.catalog import Catalog
 from ranker.context import ContextEncoder
 from ranker.errors import DeadlineExceeded, ScoringError
 from ranker.features import CatalogFeatureStore, FeatureStore
 from ranker.merge import BatchOutcome, merge
+from ranker.metrics import RankerMetrics
 from ranker.planner import plan_batches
 from ranker.retrieval import CandidateSource, EmbeddingRetriever
 from ranker.routing import Decision, Router, RouteRule
-from ranker.scoring import BATCH_INDEX, SIGNATURE_MISMATCH, Scorer
+from ranker.scoring import BATCH_INDEX, PREDICT_METHOD, SIGNATURE_MISMATCH, Scorer
 from ranker.shadow import ShadowRunner
 from ranker.types import ModelRef, RankQuery, RankResult, StageTimings
 from ranker.validation import candidate_count
@@ -70,24 +72,31 @@ class Ranker:
         scorer: Scorer,
         item_id: Callable[[int], str],
         router: Callable[[], Router] | None = None,
-        metrics: VersionMetrics | None = None,
+        tracer: trace.Tracer | None = None,
+        metrics: RankerMetrics | None = None,
+        version_metrics: VersionMetrics | None = None,
     ) -> None:
         plan_batches(0, config.batch_size)  # validates batch_size early
         self.config = config
         static = Router(config.default_model, config.rules)
         # A callable so a reloaded routing file takes effect on the next request.
         self._router = router or (lambda: static)
-        self._metrics = metrics
-        self.shadow = ShadowRunner(scorer, metrics)
+        self._version_metrics = version_metrics
+        self.shadow = ShadowRunner(scorer, version_metrics)
         self._encoder = encoder
         self._retriever = retriever
         self._features = features
         self._scorer = scorer
         self._item_id = item_id
         self._in_flight = asyncio.Semaphore(config.max_in_flight)
+        self._tracer = tracer or trace.NoOpTracer()
+        self._metrics = metrics
 
     @classmethod
-    def from_catalog(cls, catalog: Catalog, scorer: Scorer, config: RankerConfig) -> Ranker:
+    def from_catalog(
+        cls, catalog: Catalog, scorer: Scorer, config: RankerConfig, *,
+        tracer: trace.Tracer | None = None, metrics: RankerMetrics | None = None,
+    ) -> Ranker:
         """The embedded setup: retrieval and features from one memory-mapped catalog."""
         encoder = ContextEncoder(catalog)
         return cls(
@@ -97,11 +106,15 @@ class Ranker:
             features=CatalogFeatureStore(catalog, encoder),
             scorer=scorer,
             item_id=catalog.item_id,
+            tracer=tracer,
+            metrics=metrics,
         )
 
     async def rank(self, query: RankQuery) -> RankResult:
         t0 = time.monotonic()
-        decision = self._router().decide(query)
+        with self._tracer.start_as_current_span("route") as sp:
+            decision = self._router().decide(query)
+            sp.set_attribute("rankserve.model", str(decision.model))
         if not decision.experiment:
             return await self._rank(query, decision, t0)
         span = trace.get_current_span()
@@ -110,14 +123,15 @@ class Ranker:
         try:
             res = await self._rank(query, decision, t0)
         except Exception:
-            if self._metrics:
-                self._metrics.observe_arm(decision.experiment, decision.arm,
+            if self._version_metrics:
+                self._version_metrics.observe_arm(decision.experiment, decision.arm,
                                           time.monotonic() - t0, "error", [])
             raise
-        if self._metrics:
+        if self._version_metrics:
             outcome = "degraded" if res.degradation.degraded else "ok"
-            self._metrics.observe_arm(decision.experiment, decision.arm, time.monotonic() - t0,
-                                      outcome, [i.score for i in res.items if not i.fallback])
+            self._version_metrics.observe_arm(
+                decision.experiment, decision.arm, time.monotonic() - t0, outcome,
+                [i.score for i in res.items if not i.fallback])
         return res
 
     async def _rank(self, query: RankQuery, decision: Decision, t0: float) -> RankResult:
@@ -127,26 +141,32 @@ class Ranker:
         timings = StageTimings()
         k = candidate_count(query, cfg.default_candidates, cfg.max_candidates)
 
+        span = self._tracer.start_as_current_span
         model = decision.model
         t1 = time.monotonic()
         timings.route_ms = (t1 - t0) * 1e3
 
-        encoded = self._encoder.encode(
-            query.query, query.user_id, query.user_known, query.viewed_item_ids
-        )
-        retrieve_query = getattr(self._retriever, "retrieve_query", None)
-        cands = (retrieve_query(query, encoded, k) if retrieve_query is not None
-                 else self._retriever.retrieve(encoded, k))
+        with span("retrieve") as sp:
+            encoded = self._encoder.encode(
+                query.query, query.user_id, query.user_known, query.viewed_item_ids
+            )
+            retrieve_query = getattr(self._retriever, "retrieve_query", None)
+            cands = (retrieve_query(query, encoded, k) if retrieve_query is not None
+                     else self._retriever.retrieve(encoded, k))
+            sp.set_attribute("rankserve.candidates", int(cands.rows.shape[0]))
         t2 = time.monotonic()
         timings.retrieve_ms = (t2 - t1) * 1e3
 
-        ctx = self._features.context(query, encoded)
-        feats = self._features.candidates(cands.rows)
+        with span("features"):
+            ctx = self._features.context(query, encoded)
+            feats = self._features.candidates(cands.rows)
         t3 = time.monotonic()
         timings.features_ms = (t3 - t2) * 1e3
 
         n = int(cands.rows.shape[0])
-        batches = plan_batches(n, cfg.batch_size)
+        with span("plan") as sp:
+            batches = plan_batches(n, cfg.batch_size)
+            sp.set_attribute("rankserve.batches", len(batches))
         t4 = time.monotonic()
         timings.plan_ms = (t4 - t3) * 1e3
 
@@ -157,10 +177,13 @@ class Ranker:
                 f"{max(0.0, deadline - t4) * 1e3:.1f} ms of the deadline were left for scoring;"
                 f" scoring needs at least {need_ms:.0f} ms: raise the call's deadline"
             )
-        outcomes = await asyncio.gather(
-            *(self._score(model, ctx.values, feats.values[b], b, i, deadline)
-              for i, b in enumerate(batches))
-        )
+        with span("score") as sp:
+            # Tasks copy the current context, so every batch span is a child of this one.
+            outcomes = await asyncio.gather(
+                *(self._score(model, ctx.values, feats.values[b], b, i, deadline)
+                  for i, b in enumerate(batches))
+            )
+            sp.set_attribute("rankserve.failed_batches", sum(not o.ok for o in outcomes))
         t5 = time.monotonic()
         timings.score_ms = (t5 - t4) * 1e3
 
@@ -173,21 +196,27 @@ class Ranker:
         if decision.shadow is not None and batches:
             self.shadow.submit(decision.experiment, decision.shadow, ctx.values, feats.values,
                                batches)
-        page = merge(outcomes, n, query.page_size, lambda pos: self._item_id(int(cands.rows[pos])),
-                     cands.scores, query.debug)
-        reasons = page.degradation.reasons
-        if cands.fallback_reason:
-            reasons.append(f"retrieval: {cands.fallback_reason}")
-        if feats.nonfinite or ctx.nonfinite:
-            reasons.append(
-                f"{feats.nonfinite + ctx.nonfinite} non-finite feature values replaced by 0"
-                f" ({feats.nonfinite_rows} candidates, {ctx.nonfinite} in the context)"
-            )
+        with span("merge") as sp:
+            page = merge(outcomes, n, query.page_size,
+                         lambda pos: self._item_id(int(cands.rows[pos])), cands.scores,
+                         query.debug)
+            reasons = page.degradation.reasons
+            if cands.fallback_reason:
+                reasons.append(f"retrieval: {cands.fallback_reason}")
+            if feats.nonfinite or ctx.nonfinite:
+                reasons.append(
+                    f"{feats.nonfinite + ctx.nonfinite} non-finite feature values replaced by 0"
+                    f" ({feats.nonfinite_rows} candidates, {ctx.nonfinite} in the context)"
+                )
+            sp.set_attribute("rankserve.degraded", page.degradation.degraded)
         t6 = time.monotonic()
         timings.merge_ms = (t6 - t5) * 1e3
         timings.total_ms = (t6 - t0) * 1e3
         if page.degradation.degraded:
             log.warning("request %s degraded: %s", request_id, "; ".join(reasons))
+        self._record(timings, len(batches), page.degradation.degraded,
+                     page.degradation.fallback_candidates, page.candidates_scored)
+        span_ctx = trace.get_current_span().get_span_context()
         return RankResult(
             request_id=request_id,
             items=page.items,
@@ -201,24 +230,67 @@ class Ranker:
             if (cands.embedding_version or "").isdigit() else 0,
             experiment=decision.experiment,
             experiment_arm=decision.arm,
+            trace_id=format(span_ctx.trace_id, "032x") if span_ctx.is_valid else "",
         )
 
     def _observe_scores(self, model: ModelRef, outcomes: list[BatchOutcome]) -> None:
         """Score health per model version: one observation set per version per request."""
-        if self._metrics is None:
+        if self._version_metrics is None:
             return
         by_version: dict[int, list[np.ndarray]] = {}
         for o in outcomes:
             if o.ok:
                 by_version.setdefault(o.model_version, []).append(o.scores)
         for version, parts in by_version.items():
-            self._metrics.observe_scores(model.name, version, np.concatenate(parts))
+            self._version_metrics.observe_scores(model.name, version, np.concatenate(parts))
+
+    def _record(self, timings: StageTimings, batches: int, degraded: bool, fallback: int,
+                scored: int) -> None:
+        m = self._metrics
+        if m is None:
+            return
+        stages = m.stage_duration_labels
+        for stage in ("route", "retrieve", "features", "plan", "score", "merge"):
+            stages[stage].observe(getattr(timings, f"{stage}_ms") / 1e3)
+        m.batches_per_rank.observe(batches)
+        m.candidates_scored.inc(scored)
+        if degraded:
+            m.ranks_degraded.inc()
+            m.fallback_candidates.inc(fallback)
 
     async def _score(
         self, model: ModelRef, context: np.ndarray, candidates: np.ndarray, batch: slice,
         index: int, deadline: float,
     ) -> BatchOutcome:
-        BATCH_INDEX.set(index)  # this coroutine runs as its own task: the value stays local
+        rows = int(candidates.shape[0])
+        attributes = {
+            "rpc.system": "grpc", "rpc.service": PREDICT_METHOD.split("/")[0],
+            "rpc.method": "Predict", "rankserve.batch.index": index,
+            "rankserve.batch.size": rows, "rankserve.model.name": model.name,
+        }
+        with self._tracer.start_as_current_span(
+            PREDICT_METHOD, kind=SpanKind.CLIENT, attributes=attributes,
+            record_exception=False, set_status_on_exception=False,
+        ) as span:
+            started = time.monotonic()
+            BATCH_INDEX.set(index)  # each batch runs as its own task: the value stays local
+            outcome = await self._score_batch(model, context, candidates, batch, deadline)
+            status = "OK" if outcome.ok else (outcome.error_status or "UNKNOWN")
+            version = str(outcome.model_version) if outcome.ok else _requested(model)
+            span.set_attribute("rankserve.model.version", version)
+            span.set_attribute("rankserve.batch.outcome", status)
+            if not outcome.ok:
+                span.set_status(Status(StatusCode.ERROR, f"{status}: {outcome.error_message}"))
+            if self._metrics is not None:
+                self._metrics.batch_rows.observe(rows)
+                self._metrics.predict_duration.labels(model.name, version, status).observe(
+                    time.monotonic() - started)
+        return outcome
+
+    async def _score_batch(
+        self, model: ModelRef, context: np.ndarray, candidates: np.ndarray, batch: slice,
+        deadline: float,
+    ) -> BatchOutcome:
         async with self._in_flight:
             # Measured after the wait for a slot: time spent queued is time the call lacks.
             timeout = deadline - self.config.merge_reserve_s - time.monotonic()
@@ -234,3 +306,10 @@ class Ranker:
                 return BatchOutcome(batch, error_status="DEADLINE_EXCEEDED",
                                     error_message="the scorer did not answer in time")
         return BatchOutcome(batch, scores=scored.scores, model_version=scored.model_version)
+
+
+def _requested(model: ModelRef) -> str:
+    """The version label value of a failed call: what was asked for."""
+    if model.version is not None:
+        return str(model.version)
+    return model.label or "latest"

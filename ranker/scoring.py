@@ -15,8 +15,11 @@ from typing import Protocol
 import grpc
 import numpy as np
 from google.protobuf import wrappers_pb2
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ranker.errors import ScoringError
+from ranker.metrics import RankerMetrics
 from ranker.tensors import TensorFormatError, fill_tensor_proto, from_tensor_proto
 from ranker.types import ModelRef, ScoredBatch
 from rankserve.tfserving.v1 import model_pb2, predict_pb2, prediction_service_pb2_grpc
@@ -33,6 +36,8 @@ SIGNATURE_MISMATCH = "FAILED_PRECONDITION"
 # of that call, so observers of Predict requests (request capture) can tell batches apart.
 BATCH_INDEX: contextvars.ContextVar[int] = contextvars.ContextVar("rankserve_batch_index",
                                                                   default=-1)
+PREDICT_METHOD = "tensorflow.serving.PredictionService/Predict"
+_PROPAGATOR = TraceContextTextMapPropagator()
 
 
 class Scorer(Protocol):
@@ -99,6 +104,7 @@ class PredictScorer:
         max_message_bytes: int = 64 * 1024 * 1024,
         signature_name: str = "",
         on_request: Callable[[predict_pb2.PredictRequest], None] | None = None,
+        metrics: RankerMetrics | None = None,
     ) -> None:
         if compression not in ("none", "gzip"):
             raise ValueError(f"compression must be 'none' or 'gzip', got {compression!r}")
@@ -107,6 +113,7 @@ class PredictScorer:
         self._gzip_min = gzip_min_bytes
         self._signature = signature_name
         self._on_request = on_request
+        self._metrics = metrics
         self._channel = grpc.aio.insecure_channel(
             target,
             options=[
@@ -134,8 +141,20 @@ class PredictScorer:
         # Tensor bytes dominate the message; counting them avoids serialising twice.
         size = context.nbytes + candidates.nbytes
         compression = grpc.Compression.Gzip if self._gzip and size >= self._gzip_min else None
+        codec = "gzip" if compression is not None else "none"
+        # The caller's batch span (if any) is current: it becomes the model server's parent.
+        carrier: dict[str, str] = {}
+        _PROPAGATOR.inject(carrier)
+        span = trace.get_current_span()
+        if span.is_recording() or self._metrics is not None:
+            request_bytes = req.ByteSize()
+            span.set_attribute("rankserve.request.bytes", request_bytes)
+            span.set_attribute("rankserve.request.compression", codec)
+            if self._metrics is not None:
+                self._metrics.request_bytes.labels(codec).observe(request_bytes)
         try:
-            resp = await self._stub.Predict(req, timeout=timeout_s, compression=compression)
+            resp = await self._stub.Predict(req, timeout=timeout_s, compression=compression,
+                                            metadata=tuple(carrier.items()) or None)
         except grpc.aio.AioRpcError as exc:
             raise ScoringError(exc.code().name, exc.details() or exc.code().name) from None
         return parse_response(model, resp, candidates.shape[0])

@@ -19,6 +19,7 @@ from server.modelserver import warmup_cli
 from server.ranking import cli as ranking_cli
 from server.stack import demo as demo_cmd
 from server.stack import up as up_cmd
+from server.telemetry import trace_cmd
 
 DESCRIPTION = """\
 rankserve: gRPC ranking and model serving.
@@ -32,6 +33,7 @@ quick start:
   rankserve up                   run the local stack until Ctrl-C
   rankserve rank "red leather bag" --target 127.0.0.1:50051
   rankserve loadtest run --target 127.0.0.1:50051 --kind rank --rate 20
+  rankserve trace TRACE_ID --receiver HOST:PORT   the waterfall of one Rank's trace
 """
 
 
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     embeddings_cli.add_parser(sub)
     warmup_cli.add_parser(sub)
     loadtest_cli.add_parser(sub)
+    trace_cmd.add_parsers(sub)
     return parser
 
 

@@ -21,6 +21,10 @@ examples:
   rankserve rank "red leather bag"
   rankserve rank --user user-000042 --known-user --device mobile
   rankserve rank "lamp" --model ranker@stable --page-size 5 --json
+
+The trace id of the call is printed beside the request id when the ranker traces. With
+OTEL_EXPORTER_OTLP_ENDPOINT set, this command exports its own client span too, as the root of
+the trace (`rankserve trace ID` then shows it).
 """
 
 
@@ -128,14 +132,25 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from server.telemetry.interceptors import TracingClientInterceptor
+    from server.telemetry.tracing import make_provider, shutdown_provider
+
     req = build_request(args)
-    with grpc.insecure_channel(args.target) as channel:
-        stub = ranking_pb2_grpc.RankingServiceStub(channel)
-        try:
-            resp = stub.Rank(req, timeout=args.deadline_ms / 1000)
-        except grpc.RpcError as err:
-            print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
-            return 1
+    # With OTEL_EXPORTER_OTLP_ENDPOINT set, the call is the root span of its trace.
+    provider = make_provider("rankserve-client")
+    try:
+        with grpc.insecure_channel(args.target) as channel:
+            if provider is not None:
+                interceptor = TracingClientInterceptor(provider.get_tracer("rankserve"))
+                channel = grpc.intercept_channel(channel, interceptor)
+            stub = ranking_pb2_grpc.RankingServiceStub(channel)
+            try:
+                resp = stub.Rank(req, timeout=args.deadline_ms / 1000)
+            except grpc.RpcError as err:
+                print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
+                return 1
+    finally:
+        shutdown_provider(provider)
     if args.json:
         print(json.dumps(json_format.MessageToDict(resp), indent=2))
     else:

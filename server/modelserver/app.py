@@ -14,6 +14,7 @@ import sys
 import grpc
 from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 from tensorflow_serving.apis import (
     model_service_pb2,
     model_service_pb2_grpc,
@@ -24,16 +25,22 @@ from tensorflow_serving.apis import (
 from server.common.health import HealthState
 from server.common.readyfile import write_ready_file
 from server.common.shutdown import run_until_signal
+from server.telemetry.interceptors import TracingServerInterceptor
+from server.telemetry.metrics_http import MetricsServer
+from server.telemetry.tracing import make_provider, shutdown_provider, tracer_of
 
 from . import config
 from .core import ModelServerCore
 from .interceptor import ErrorMappingInterceptor
+from .metrics import ModelServerMetrics, ModelServerMetricsInterceptor
 from .runtime import Runtime
 from .servicer import ModelServicer, PredictionServicer
 from .settings import ModelServerSettings
 from .versions import BatchOptions, VersionManager
 
 log = logging.getLogger(__name__)
+
+TRACE_SERVICE_NAME = "rankserve-model-server"
 
 PREDICTION_SERVICE = prediction_service_pb2.DESCRIPTOR.services_by_name[
     "PredictionService"
@@ -58,19 +65,38 @@ def _default_runtime(settings: ModelServerSettings) -> Runtime:
 
 
 class ModelServerApp:
-    """The model server: gRPC server, health, reflection, version manager, runtime."""
+    """The model server: gRPC server, health, reflection, version manager, runtime.
 
-    def __init__(self, settings: ModelServerSettings, runtime: Runtime | None = None) -> None:
+    ``registry`` receives every metric of the process (a fresh one when not given);
+    ``span_exporter`` replaces the OTLP exporter the OTEL_* environment would configure.
+    """
+
+    def __init__(
+        self, settings: ModelServerSettings, runtime: Runtime | None = None, *,
+        registry: CollectorRegistry | None = None, span_exporter=None,
+    ) -> None:
         self.settings = settings
         self.runtime = runtime if runtime is not None else _default_runtime(settings)
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = ModelServerMetrics(self.registry)
+        self.tracer_provider = make_provider(TRACE_SERVICE_NAME, span_exporter)
+        self.metrics_server = MetricsServer(self.registry, settings.host, settings.metrics_port)
         self.manager = VersionManager(
             self.runtime,
             _config_reader(settings),
-            BatchOptions(settings.batch_max_rows, settings.batch_max_wait_ms / 1000.0),
+            BatchOptions(settings.batch_max_rows, settings.batch_max_wait_ms / 1000.0,
+                         on_model_call=self.metrics.model_call_observer),
             poll_interval_s=settings.poll_interval_s,
             on_change=self._on_versions_changed,
         )
-        self.core = ModelServerCore(self.manager)
+        self.metrics.watch_versions(self.manager.version_states)
+        queue_wait = self.metrics.queue_wait
+
+        def observe_queue_wait(model: str, version: int, seconds: float) -> None:
+            queue_wait.labels(model, str(version)).observe(seconds)
+
+        self.core = ModelServerCore(self.manager, tracer_of(self.tracer_provider),
+                                    observe_queue_wait)
         self.health: HealthState | None = None
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
@@ -81,12 +107,21 @@ class ModelServerApp:
     def address(self) -> str:
         return f"{self.settings.host}:{self.port}"
 
+    @property
+    def metrics_address(self) -> str:
+        return self.metrics_server.address
+
     async def start(self) -> int:
         """Bind, start serving (health NOT_SERVING until every model has a version), and
         return the bound port. Versions load in the background."""
         limit = self.settings.max_message_mb * 1024 * 1024
+        # Outermost first: tracing, metrics, error mapping (the metrics see mapped statuses).
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            ModelServerMetricsInterceptor(self.metrics), ErrorMappingInterceptor()]
+        if self.tracer_provider is not None:
+            interceptors.insert(0, TracingServerInterceptor(tracer_of(self.tracer_provider)))
         self._server = grpc.aio.server(
-            interceptors=[ErrorMappingInterceptor()],
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -111,8 +146,10 @@ class ModelServerApp:
             raise OSError(f"cannot bind {target}: {exc}") from exc
         if self.port == 0:
             raise OSError(f"cannot bind {target}")
+        self.metrics_server.start()
         await self._server.start()
-        log.info("model server listening on %s", self.address)
+        log.info("model server listening on %s (metrics http://%s/metrics)", self.address,
+                 self.metrics_address)
         await self.manager.start()
         return self.port
 
@@ -129,7 +166,8 @@ class ModelServerApp:
             self._serving.set()
             log.info("serving: every configured model has a version available")
             if self.settings.ready_file is not None:
-                write_ready_file(self.settings.ready_file, self.address)
+                write_ready_file(self.settings.ready_file, self.address,
+                                 metrics_address=self.metrics_address)
 
     async def stop(self) -> None:
         """NOT_SERVING, then stop(grace), then unload every version."""
@@ -141,6 +179,8 @@ class ModelServerApp:
         if self._server is not None:
             await self._server.stop(self.settings.grace_s)
         await self.manager.stop()
+        self.metrics_server.stop()
+        shutdown_provider(self.tracer_provider)
         log.info("model server stopped")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import Executor
@@ -85,18 +86,34 @@ def split_outputs(outputs: Arrays, rows: Sequence[int]) -> list[dict[str, np.nda
 
 
 @dataclass
+class CallTiming:
+    """When one call queued, when the model call that served it ran, and what it merged.
+
+    Wall-clock nanoseconds, so spans can be placed after the fact.
+    """
+
+    enqueued_ns: int = 0
+    started_ns: int = 0
+    finished_ns: int = 0
+    merged_rows: int = 0
+    merged_calls: int = 0
+
+
+@dataclass
 class _Call:
     inputs: Arrays
     key: Hashable
     rows: int
     future: asyncio.Future
     enqueued: float = field(default=0.0)
+    timing: CallTiming | None = None
 
 
 class Batcher:
     """Gathers calls for one (version, signature) and runs merged calls on ``executor``.
 
-    ``model_calls`` counts the calls made to the model, so merging can be observed.
+    ``model_calls`` counts the calls made to the model, so merging can be observed;
+    ``on_model_call(rows, seconds)`` hears of each one (metrics).
     """
 
     def __init__(
@@ -106,8 +123,10 @@ class Batcher:
         executor: Executor,
         max_rows: int = 1000,
         max_wait_s: float = 0.001,
+        on_model_call: Callable[[int, float], None] | None = None,
     ) -> None:
         self._signature = signature
+        self._on_model_call = on_model_call
         self._call = call
         self._executor = executor
         self._max_rows = max(1, max_rows)
@@ -121,13 +140,20 @@ class Batcher:
         self.model_calls = 0
         self.calls = 0
 
-    async def submit(self, inputs: Arrays) -> dict[str, np.ndarray]:
-        """Queue validated inputs; returns this call's share of the merged outputs."""
+    async def submit(
+        self, inputs: Arrays, timing: CallTiming | None = None
+    ) -> dict[str, np.ndarray]:
+        """Queue validated inputs; returns this call's share of the merged outputs.
+
+        ``timing``, when given, is filled in with when the call queued and ran.
+        """
         if self._closed:
             raise RuntimeError("batcher is closed")
         loop = asyncio.get_running_loop()
         key, rows = merge_key(self._signature, inputs)
-        call = _Call(inputs, key, rows, loop.create_future(), loop.time())
+        if timing is not None:
+            timing.enqueued_ns = time.time_ns()
+        call = _Call(inputs, key, rows, loop.create_future(), loop.time(), timing)
         self._pending.append(call)
         self._pending_rows += rows
         self.calls += 1
@@ -189,6 +215,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         merged = merge_inputs(self._signature, [c.inputs for c in chunk])
         self.model_calls += 1
+        started_ns = time.time_ns()
         try:
             outputs = await loop.run_in_executor(self._executor, self._call, merged)
         except Exception as exc:
@@ -201,6 +228,14 @@ class Batcher:
             if not chunk[0].future.done():
                 chunk[0].future.set_exception(exc)
             return
+        finished_ns = time.time_ns()
+        rows = sum(c.rows for c in chunk)
+        for call in chunk:
+            if call.timing is not None:
+                call.timing.started_ns, call.timing.finished_ns = started_ns, finished_ns
+                call.timing.merged_rows, call.timing.merged_calls = rows, len(chunk)
+        if self._on_model_call is not None:
+            self._on_model_call(rows, (finished_ns - started_ns) / 1e9)
         try:
             parts = split_outputs(outputs, [c.rows for c in chunk])
         except Exception as exc:  # outputs that do not split: an internal error for all

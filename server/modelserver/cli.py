@@ -38,6 +38,13 @@ models.config is TF Serving's own --model_config_file format, e.g.:
 It is re-read on every poll, so editing a label moves traffic without a restart.
 
 Every flag can also be set as RANKSERVE_MODELSERVER_<FLAG> (e.g. RANKSERVE_MODELSERVER_PORT).
+
+Prometheus metrics (requests, latency, queue wait, rows per model call, inference time and
+version states, by model and version) are served on --metrics-port at /metrics. Tracing
+follows the standard OpenTelemetry variables: OTEL_EXPORTER_OTLP_ENDPOINT (e.g.
+http://127.0.0.1:4317) turns OTLP/gRPC export on; OTEL_SERVICE_NAME (default
+rankserve-model-server), OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG choose what is kept.
+A caller's W3C traceparent (gRPC metadata) is continued.
 """
 
 
@@ -46,6 +53,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     add = parser.add_argument
     add("--host", help="address to bind (default 127.0.0.1)")
     add("--port", type=int, help="gRPC port; 0 picks a free one, see --ready-file (default 8500)")
+    add(
+        "--metrics-port",
+        type=int,
+        help="port of the Prometheus /metrics endpoint on --host; 0 picks a free one, see"
+        " --ready-file (default 9465)",
+    )
     add("--model-name", help="serve one model under this name (needs --model-base-path)")
     add(
         "--model-base-path",
@@ -102,8 +115,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     )
     add(
         "--ready-file",
-        help='once SERVING, write {"address": "HOST:PORT", "pid": PID} to this path '
-        "(atomically), so a launcher can read the port back",
+        help='once SERVING, write {"address": "HOST:PORT", "pid": PID, "metrics_address":'
+        ' "HOST:PORT"} to this path (atomically), so a launcher can read the ports back',
     )
     parser.set_defaults(func=handle)
     return parser
@@ -123,6 +136,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 _FIELDS = (
     "host",
     "port",
+    "metrics_port",
     "model_name",
     "model_base_path",
     "model_config_file",

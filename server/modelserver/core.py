@@ -6,11 +6,13 @@ version manager routes, validation guards the model, the batcher runs it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from opentelemetry import trace
 
+from .batching import CallTiming
 from .errors import InvalidInput, SignatureNotFound
 from .runtime import DEFAULT_SIGNATURE
 from .validation import check_inputs, check_output_filter
@@ -48,8 +50,13 @@ class MetadataResult:
 class ModelServerCore:
     """Predict, metadata and status over the versions a ``VersionManager`` serves."""
 
-    def __init__(self, manager: VersionManager) -> None:
+    def __init__(
+        self, manager: VersionManager, tracer: trace.Tracer | None = None,
+        queue_wait: Callable[[str, int, float], None] | None = None,
+    ) -> None:
         self._manager = manager
+        self._tracer = tracer or trace.NoOpTracer()
+        self._queue_wait = queue_wait
 
     async def predict(
         self, ref: ModelRef, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()
@@ -66,10 +73,35 @@ class ModelServerCore:
                 )
             check_inputs(signature, inputs)
             wanted = check_output_filter(signature, output_filter)
-            outputs = await version.batcher(name).submit(inputs)
+            timing = CallTiming()
+            outputs = await version.batcher(name).submit(inputs, timing)
+            self._observe(ref.name, version.version, timing)
             return PredictResult(
                 ref.name, version.version, name, {k: outputs[k] for k in wanted}
             )
+
+    def _observe(self, model: str, version: int, timing: CallTiming) -> None:
+        """Queue wait and inference as child spans of the current call, placed afterwards.
+
+        The model call may have served several requests (merged); each request's trace gets
+        its own copy of that interval with the merged row count.
+        """
+        if self._queue_wait is not None:
+            self._queue_wait(model, version, (timing.started_ns - timing.enqueued_ns) / 1e9)
+        current = trace.get_current_span()
+        if not current.is_recording():
+            return
+        current.set_attribute("rankserve.model.name", model)
+        current.set_attribute("rankserve.model.version", version)
+        attrs = {"rankserve.model.name": model, "rankserve.model.version": version}
+        wait = self._tracer.start_span("queue wait", start_time=timing.enqueued_ns,
+                                       attributes=attrs)
+        wait.end(end_time=timing.started_ns)
+        infer = self._tracer.start_span(
+            "inference", start_time=timing.started_ns,
+            attributes={**attrs, "rankserve.merged_rows": timing.merged_rows,
+                        "rankserve.merged_calls": timing.merged_calls})
+        infer.end(end_time=timing.finished_ns)
 
     def metadata(self, ref: ModelRef, fields: Sequence[str]) -> MetadataResult:
         _check_name(ref)

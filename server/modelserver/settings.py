@@ -21,6 +21,10 @@ class ModelServerSettings(BaseSettings):
     port: int = Field(
         8500, ge=0, le=65535, description="gRPC port (TF Serving's default); 0 picks a free one."
     )
+    metrics_port: int = Field(
+        9465, ge=0, le=65535,
+        description="Port of the Prometheus /metrics endpoint (on host); 0 picks a free one.",
+    )
     model_name: str | None = Field(
         None, description="Name clients put in ModelSpec.name (with model_base_path)."
     )
@@ -65,7 +69,8 @@ class ModelServerSettings(BaseSettings):
     )
     ready_file: Path | None = Field(
         None,
-        description='Once SERVING, write {"address": "HOST:PORT", "pid": PID} here atomically.',
+        description='Once SERVING, write {"address": "HOST:PORT", "pid": PID,'
+        ' "metrics_address": "HOST:PORT"} here atomically.',
     )
 
     @model_validator(mode="after")

@@ -45,6 +45,8 @@ class VersionStatus:
 class BatchOptions:
     max_rows: int = 1000
     max_wait_s: float = 0.001
+    # Hears of every model call: (model name, version) -> (rows, seconds). Metrics use it.
+    on_model_call: Callable[[str, int], Callable[[int, float], None]] | None = None
 
 
 class LoadedVersion:
@@ -278,6 +280,8 @@ class VersionManager:
                 model.executor,
                 max_rows=self._batch.max_rows,
                 max_wait_s=self._batch.max_wait_s,
+                on_model_call=(self._batch.on_model_call(version.name, version.version)
+                               if self._batch.on_model_call else None),
             )
 
         return make
@@ -317,6 +321,14 @@ class VersionManager:
             self._models.get(c.name) is not None and self._models[c.name].available
             for c in self._configs
         )
+
+    def version_states(self) -> list[tuple[str, int, str]]:
+        """(model, version, state) of every version known, for metrics."""
+        out = []
+        for name, model in list(self._models.items()):
+            for version, status in list(model.status.items()):
+                out.append((name, version, status.state))
+        return out
 
     def lease(self, name: str, version: int | None = None, label: str | None = None):
         """The version a request names (latest when none), acquired: use in ``with``."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 from threadpoolctl import threadpool_limits
 
@@ -20,6 +21,7 @@ from ranker.catalog import Catalog, CatalogFormatError
 from ranker.context import ContextEncoder
 from ranker.embedding_store import EmbeddingStore
 from ranker.features import CatalogFeatureStore
+from ranker.metrics import RankerMetrics
 from ranker.pipeline import Ranker, RankerConfig
 from ranker.retrieval import EmbeddingRetriever
 from ranker.routing_config import RoutingConfigError, RoutingPolicyFile
@@ -30,11 +32,16 @@ from ranker.versioned_retrieval import VersionedRetriever
 from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
 from server.common import ErrorMappingInterceptor, HealthState, run_until_signal, write_ready_file
 from server.ranking.capture import RequestCapture
+from server.ranking.metrics import RankMetricsInterceptor
 from server.ranking.servicer import RankingServicer
 from server.ranking.settings import RankerSettings
+from server.telemetry.interceptors import TracingServerInterceptor
+from server.telemetry.metrics_http import MetricsServer
+from server.telemetry.tracing import make_provider, shutdown_provider, tracer_of
 
 log = logging.getLogger("rankserve.ranker")
 
+TRACE_SERVICE_NAME = "rankserve-ranker"
 SERVICE_NAME = ranking_pb2.DESCRIPTOR.services_by_name["RankingService"].full_name
 _WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}
 
@@ -60,21 +67,29 @@ def ranker_config(settings: RankerSettings) -> RankerConfig:
 class RankingApp:
     """The ranking gRPC server: ``port = await app.start()`` ... ``await app.stop()``.
 
-    ``registry``: where the server's Prometheus metrics live (a fresh one when not given).
+    ``registry`` receives every metric of the process (a fresh one when not given; other
+    components may register on the same one). ``span_exporter`` replaces the OTLP exporter that
+    the OTEL_* environment would configure (tests pass an in-memory one).
     """
 
-    def __init__(self, settings: RankerSettings, *, ready_file: str | None = None,
-                 registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, settings: RankerSettings, *, ready_file: str | None = None,
+        registry: CollectorRegistry | None = None, span_exporter=None,
+    ) -> None:
         self.settings = settings
         # One registry per process, never the global one; the metrics port serves it.
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.metrics = VersionMetrics(self.registry)
+        self.metrics = RankerMetrics(self.registry)
+        self.version_metrics = VersionMetrics(self.registry)
         self.ranker: Ranker | None = None
         self.routing: RoutingPolicyFile | None = None
         self.ready_file = ready_file
         self.capture: RequestCapture | None = None
         self.port = 0
         self.address = ""
+        self.tracer_provider = make_provider(TRACE_SERVICE_NAME, span_exporter)
+        self.metrics_server = MetricsServer(self.registry, settings.host, settings.metrics_port)
+        self.metrics_address = ""
         self._server: grpc.aio.Server | None = None
         self._health: HealthState | None = None
         self._scorer: PredictScorer | None = None
@@ -95,12 +110,18 @@ class RankingApp:
                 max_per_minute=s.capture_max_per_minute, registry=self.registry)
         self._scorer = PredictScorer(
             s.model_target, compression=s.compression, gzip_min_bytes=s.gzip_min_bytes,
-            max_message_bytes=max_bytes,
+            max_message_bytes=max_bytes, metrics=self.metrics,
             on_request=self.capture.predict if self.capture else None)
-        ranker = self._build_ranker(catalog)
+        tracer = tracer_of(self.tracer_provider)
+        ranker = self._build_ranker(catalog, tracer)
+        # Outermost first: tracing, metrics, error mapping (the metrics see mapped statuses).
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            RankMetricsInterceptor(self.metrics), ErrorMappingInterceptor()]
+        if self.tracer_provider is not None:
+            interceptors.insert(0, TracingServerInterceptor(tracer))
 
         server = grpc.aio.server(
-            interceptors=[ErrorMappingInterceptor()],
+            interceptors=interceptors,
             options=[("grpc.max_send_message_length", max_bytes),
                      ("grpc.max_receive_message_length", max_bytes)],
         )
@@ -111,23 +132,26 @@ class RankingApp:
             [SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME], server)
         self.port = server.add_insecure_port(f"{s.host}:{s.port}")
         self._server = server
+        self.metrics_address = self.metrics_server.start()
         await server.start()
         await self._health.set(True)
         host = "127.0.0.1" if s.host in _WILDCARD_HOSTS else s.host
         self.address = f"{host}:{self.port}"
         print(f"rankserve ranker serving on {self.address} (model target {s.model_target},"
-              f" catalog {s.catalog_dir})", file=sys.stderr, flush=True)
+              f" catalog {s.catalog_dir}; metrics http://{self.metrics_address}/metrics)",
+              file=sys.stderr, flush=True)
         if self.ready_file:
-            write_ready_file(self.ready_file, self.address, os.getpid())
+            write_ready_file(self.ready_file, self.address, os.getpid(),
+                             metrics_address=self.metrics_address)
         return self.port
 
-    def _build_ranker(self, catalog: Catalog) -> Ranker:
+    def _build_ranker(self, catalog: Catalog, tracer: trace.Tracer) -> Ranker:
         s = self.settings
         encoder = ContextEncoder(catalog)
         if s.embeddings_root:
             retriever = VersionedRetriever(
                 catalog, EmbeddingStore(s.embeddings_root, s.embedding_model),
-                refresh_s=s.embedding_refresh_s, metrics=self.metrics)
+                refresh_s=s.embedding_refresh_s, metrics=self.version_metrics)
         else:
             retriever = EmbeddingRetriever(catalog, encoder)
         router = None
@@ -137,7 +161,8 @@ class RankingApp:
         self.ranker = Ranker(
             ranker_config(s), encoder=encoder, retriever=retriever,
             features=CatalogFeatureStore(catalog, encoder), scorer=self._scorer,
-            item_id=catalog.item_id, router=router, metrics=self.metrics)
+            item_id=catalog.item_id, router=router, tracer=tracer, metrics=self.metrics,
+            version_metrics=self.version_metrics)
         return self.ranker
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -157,6 +182,8 @@ class RankingApp:
             # Completes the current file so replay sees every record captured so far.
             await asyncio.to_thread(self.capture.close)
             self.capture = None
+        self.metrics_server.stop()
+        shutdown_provider(self.tracer_provider)
 
 
 def run(settings: RankerSettings, ready_file: str | None = None) -> int:

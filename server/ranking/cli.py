@@ -46,6 +46,12 @@ says so in degradation.reasons. Publish versions with `rankserve embeddings publ
 
 Every flag can also be set as an environment variable RANKSERVE_RANKER_<FLAG> (upper case,
 underscores), e.g. RANKSERVE_RANKER_MODEL_TARGET=127.0.0.1:10000; flags win.
+
+Prometheus metrics are served on --metrics-port (default 9464) at /metrics. Tracing follows
+the standard OpenTelemetry variables: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g.
+http://127.0.0.1:4317) to export spans over OTLP/gRPC; OTEL_SERVICE_NAME (default
+rankserve-ranker), OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG (e.g. parentbased_traceidratio
+and 0.1) choose what is kept. Unset, nothing is traced.
 """
 
 EPILOG = """\
@@ -58,7 +64,8 @@ example:
 
 # Flag help: the settings' descriptions plus what the flag's value looks like.
 _METAVARS = {
-    "host": "ADDR", "port": "PORT", "catalog_dir": "DIR", "model_target": "HOST:PORT",
+    "host": "ADDR", "port": "PORT", "metrics_port": "PORT", "catalog_dir": "DIR",
+    "model_target": "HOST:PORT",
     "model_name": "NAME", "model_label": "LABEL", "model_version": "N", "batch_size": "N",
     "max_in_flight": "N", "compression": "{none,gzip}", "gzip_min_bytes": "BYTES",
     "default_candidates": "N", "max_candidates": "N", "default_deadline_ms": "MS",
@@ -84,8 +91,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         )
     parser.add_argument(
         "--ready-file", metavar="PATH", default=None,
-        help="Once serving, write {\"address\": \"127.0.0.1:PORT\", \"pid\": PID} here"
-             " (atomically), so a parent process can find the port picked by --port 0.")
+        help="Once serving, write {\"address\": \"127.0.0.1:PORT\", \"pid\": PID,"
+             " \"metrics_address\": \"127.0.0.1:PORT\"} here (atomically), so a parent process"
+             " can find the ports picked by --port 0 and --metrics-port 0.")
     parser.set_defaults(func=handle)
     return parser
 

@@ -17,6 +17,9 @@ class RankerSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to bind the gRPC server to.")
     port: int = Field(8080, ge=0, le=65535,
                       description="gRPC port; 0 picks a free one (read it from the ready file).")
+    metrics_port: int = Field(
+        9464, ge=0, le=65535,
+        description="Port of the Prometheus /metrics endpoint (on host); 0 picks a free one.")
     catalog_dir: str = Field(
         "", description="Directory of the embedded catalog (item ids, features, embeddings).")
     model_target: str = Field(

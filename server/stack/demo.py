@@ -21,7 +21,8 @@ demo ranking model if they are not cached yet, starts the local stack (ranker, E
 model-server replicas), ranks a few sample requests and prints each page with its model
 version and stage timings, then measures ranking quality: NDCG@10 of the model's pages
 against the hidden relevance, beside retrieval order and random order over the same
-candidates. Stops everything it started.
+candidates. Prints the trace of one Rank call as a waterfall (client, ranker stages, every
+batch, Envoy, every model-server call). Stops everything it started.
 """
 
 
@@ -89,6 +90,27 @@ def evaluate(stub, paths, n: int) -> dict[str, float]:
     return {"model": float(model), "retrieval": float(retrieval), "random": float(rand)}
 
 
+def show_trace(stack: LocalStack, request: ranking_pb2.RankRequest) -> None:
+    """One traced Rank from a client span of our own, then its waterfall from the receiver."""
+    from server.telemetry.interceptors import TracingClientInterceptor
+    from server.telemetry.trace_cmd import fetch_trace
+    from server.telemetry.tracing import exporting_provider, shutdown_provider
+    from server.telemetry.waterfall import format_waterfall
+
+    provider = exporting_provider("rankserve-demo-client", stack.otlp_endpoint)
+    try:
+        interceptor = TracingClientInterceptor(provider.get_tracer("rankserve"))
+        with grpc.insecure_channel(stack.ranker.address if stack.ranker else "") as ch:
+            stub = ranking_pb2_grpc.RankingServiceStub(grpc.intercept_channel(ch, interceptor))
+            resp = stub.Rank(request, timeout=10)
+    finally:
+        shutdown_provider(provider)
+    print(f"trace of one Rank call ({resp.trace_id}; `rankserve trace {resp.trace_id}"
+          f" --receiver {stack.receiver_http}` prints it again while the stack runs):")
+    print(format_waterfall(fetch_trace(stack.receiver_http, resp.trace_id)))
+    print(flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     from demo.build import ensure_demo
     from demo.ids import item_id
@@ -118,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"[{i}] {req.describe()}")
                 print(format_page(resp, title=lambda item: titles.get(item, ""), top=args.top))
                 print()
+            if stack.receiver_http:
+                show_trace(stack, _to_proto(SAMPLE_REQUESTS[0], "demo-trace", 10))
             if args.eval_requests > 0:
                 print(f"ranking quality over {args.eval_requests} random requests"
                       " (NDCG@10 against the hidden relevance, same 1000 candidates):", flush=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 CLUSTER = "model_servers"
 LISTENER = "model_ingress"
+TRACE_CLUSTER = "otlp_collector"
 
 # What a retry is safe for. A grpc.aio upstream stopped with SIGTERM answers CANCELLED, so
 # `cancelled` must be here for a dying replica to cost no call (FACTS.md).
@@ -54,6 +55,16 @@ class EnvoyOptions:
     health_check_interval_ms: int = 1000
     max_message_bytes: int = 64 * 1024 * 1024
     extra_clusters: tuple[dict, ...] = field(default_factory=tuple)
+    # Tracing: set the OTLP/gRPC collector's host and port to turn Envoy's OpenTelemetry tracer
+    # on. Unset (None), the rendered config has no tracing at all.
+    otlp_host: str | None = None
+    otlp_port: int | None = None
+    trace_service_name: str = "rankserve-envoy"
+    # Share of requests WITHOUT a sampled parent that start a trace; a sampled traceparent from
+    # the ranker is always continued.
+    trace_sampling_percent: float = 100.0
+    # STATIC for a literal collector address, STRICT_DNS for a Service name.
+    otlp_discovery: str = "STATIC"
 
 
 def _socket(host: str, port: int) -> dict:
@@ -120,12 +131,55 @@ def _route() -> dict:
     }
 
 
+def _tracing(opts: EnvoyOptions) -> dict:
+    """HCM tracing through ``envoy.tracers.opentelemetry``: it continues the W3C traceparent
+    the ranker sends and passes a new one upstream (spans `ingress` and `router ... egress`)."""
+    return {
+        "random_sampling": {"value": opts.trace_sampling_percent},
+        # The router's own span per upstream attempt (a retry shows as a second one).
+        "spawn_upstream_span": True,
+        "provider": {
+            "name": "envoy.tracers.opentelemetry",
+            "typed_config": _typed(
+                "envoy.config.trace.v3.OpenTelemetryConfig",
+                grpc_service={"envoy_grpc": {"cluster_name": TRACE_CLUSTER}, "timeout": "1s"},
+                service_name=opts.trace_service_name,
+            ),
+        },
+    }
+
+
+def _trace_cluster(opts: EnvoyOptions) -> dict:
+    return {
+        "name": TRACE_CLUSTER,
+        "type": opts.otlp_discovery,
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _typed(
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                explicit_http_config={"http2_protocol_options": {}},
+            )
+        },
+        "load_assignment": {
+            "cluster_name": TRACE_CLUSTER,
+            "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": _socket(opts.otlp_host or "", opts.otlp_port or 0)}}
+            ]}],
+        },
+    }
+
+
 def render(opts: EnvoyOptions) -> dict:
     """The full bootstrap configuration as a JSON-serialisable dict."""
     if not opts.upstreams:
         raise ValueError("Envoy needs at least one model-server upstream")
     if opts.discovery not in ("STATIC", "STRICT_DNS"):
         raise ValueError(f"discovery must be STATIC or STRICT_DNS, not {opts.discovery!r}")
+    tracing = opts.otlp_host is not None or opts.otlp_port is not None
+    if tracing and not (opts.otlp_host and opts.otlp_port):
+        raise ValueError("tracing needs both otlp_host and otlp_port")
+    if tracing and not 0 <= opts.trace_sampling_percent <= 100:
+        raise ValueError("trace_sampling_percent must be within 0..100")
     route = _route()
     route["route"]["retry_policy"]["num_retries"] = opts.num_retries
     hcm = _typed(
@@ -208,6 +262,10 @@ def render(opts: EnvoyOptions) -> dict:
     }
     if opts.discovery == "STRICT_DNS":
         cluster["dns_lookup_family"] = "V4_ONLY"
+    extra = list(opts.extra_clusters)
+    if tracing:
+        hcm["tracing"] = _tracing(opts)
+        extra.append(_trace_cluster(opts))
     return {
         "admin": {"address": _socket(opts.admin_host, opts.admin_port)},
         "static_resources": {
@@ -228,7 +286,7 @@ def render(opts: EnvoyOptions) -> dict:
                     ],
                 }
             ],
-            "clusters": [cluster, *opts.extra_clusters],
+            "clusters": [cluster, *extra],
         },
         "stats_config": _stats_config(),
     }

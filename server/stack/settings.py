@@ -40,3 +40,11 @@ class StackSettings(BaseSettings):
         120.0, gt=0, description="How long each process may take to become ready."
     )
     grace_s: float = Field(5.0, ge=0, description="Grace period of each process on stop.")
+    traces: bool = Field(
+        True,
+        description="Run a local OTLP trace receiver and have every process (Envoy included)"
+        " export spans to it; off, processes export where OTEL_EXPORTER_OTLP_ENDPOINT says, or"
+        " nowhere.",
+    )
+    trace_sample_ratio: float = Field(
+        1.0, ge=0, le=1, description="Share of Rank calls traced (parent-based sampling).")

@@ -15,8 +15,15 @@ from server.stack.settings import StackSettings
 HELP = """\
 Run the whole ranking path on this machine: N model-server replicas, a real Envoy in front of
 them (per-request round robin, retries, outlier detection), and the ranker in front of Envoy,
-all on loopback ports. Prints each process with its address (the ranker first), then one line
-when the stack is ready. Ctrl-C or SIGTERM stops everything it started.
+all on loopback ports. Prints each process with its address and its Prometheus metrics URL
+(the ranker first; Envoy's is /stats/prometheus on its admin port), then one line when the
+stack is ready. Ctrl-C or SIGTERM stops everything it started.
+
+Tracing: a local OTLP trace receiver runs beside the stack and every process exports its spans
+to it (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME and the sampler are set for each child,
+Envoy's OpenTelemetry tracer included). `rankserve rank` prints the trace id of its call;
+`rankserve trace TRACE_ID --receiver ADDR` (the address is printed at start) shows the
+waterfall. With --no-traces the children inherit your own OTEL_* settings instead.
 
 Without --catalog-dir and --model-config-file it serves the demo catalog and model, building
 them first if they are missing (about a minute, cached under ~/.cache/rankserve).
@@ -40,6 +47,21 @@ def add_stack_arguments(p: argparse.ArgumentParser) -> None:
         " temporary directory, printed at start).",
     )
     p.add_argument(
+        "--no-traces",
+        dest="traces",
+        action="store_false",
+        default=None,
+        help="Do not run the local trace receiver. Processes then export spans where"
+        " OTEL_EXPORTER_OTLP_ENDPOINT points (Envoy included), or nowhere when it is unset."
+        " By default a receiver runs and every process exports to it.",
+    )
+    p.add_argument(
+        "--trace-sample-ratio",
+        type=float,
+        help="Share of Rank calls traced, 0..1 (default 1: every call); a caller's sampled"
+        " traceparent is always continued.",
+    )
+    p.add_argument(
         "--home",
         type=Path,
         help="Cache directory of the demo artifacts (default: $RANKSERVE_HOME or"
@@ -55,6 +77,8 @@ def stack_settings(args: argparse.Namespace, **overrides: object) -> StackSettin
             "compression": args.compression,
             "batch_size": args.batch_size,
             "run_dir": args.run_dir,
+            "traces": args.traces,
+            "trace_sample_ratio": args.trace_sample_ratio,
             **{
                 k: getattr(args, k, None)
                 for k in ("ranker_port", "catalog_dir", "model_config_file")
@@ -122,6 +146,9 @@ def run(args: argparse.Namespace) -> int:
             print(line, flush=True)
         print(f"stack ready: rank with `rankserve rank \"red leather bag\" --target "
               f"{stack.ranker.address if stack.ranker else ''}`; Ctrl-C stops it", flush=True)
+        if stack.receiver_http:
+            print(f"see a call's trace with `rankserve trace TRACE_ID --receiver "
+                  f"{stack.receiver_http}`", flush=True)
         reported: set[str] = set()
         while not stop.wait(0.5):
             for child in stack.exited():

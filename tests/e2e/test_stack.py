@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 
 import grpc
@@ -163,7 +164,14 @@ def test_up_prints_processes_and_stops_them_on_signal(demo_paths, tmp_path, sig)
         assert lines and lines[-1].startswith("stack ready"), lines
         assert lines[0].startswith("ranker"), lines
         names = [ln.split()[0] for ln in lines[:-1]]
-        assert names == ["ranker", "envoy", "model-server-1", "model-server-2"], lines
+        assert names == ["ranker", "envoy", "model-server-1", "model-server-2",
+                         "trace-receiver"], lines
+        # Every process's Prometheus endpoint is printed, and answers.
+        for ln in lines[:-2]:
+            url = ln.split("metrics ")[1]
+            assert url.endswith("/stats/prometheus" if ln.startswith("envoy") else "/metrics")
+            with urllib.request.urlopen(url, timeout=5) as r:
+                assert r.status == 200 and b"# TYPE" in r.read()
         pids = [int(ln.split("pid ")[1].split()[0]) for ln in lines[:-1]]
         address = lines[0].split()[1]
         with grpc.insecure_channel(address) as ch:

@@ -109,7 +109,7 @@ class ServerProcess:
         self.log_path = tmp / f"server-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115
         cmd = [sys.executable, "-m", "server.modelserver", "--host", "127.0.0.1", "--port", "0"]
-        cmd += ["--ready-file", str(self.ready_file), *args]
+        cmd += ["--metrics-port", "0", "--ready-file", str(self.ready_file), *args]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=self._log, env=env)
         self.address = ""

@@ -56,7 +56,7 @@ class Client:
 @contextlib.asynccontextmanager
 async def serving(wait: bool = True, **settings):
     settings.setdefault("poll_interval_s", 0.1)
-    app = ModelServerApp(ModelServerSettings(host="127.0.0.1", port=0, **settings))
+    app = ModelServerApp(ModelServerSettings(host="127.0.0.1", port=0, metrics_port=0, **settings))
     port = await app.start()
     try:
         if wait:
@@ -302,7 +302,8 @@ async def test_unexpected_errors_are_internal_without_detail(base: Path, caplog)
             return super().predict(model, signature, inputs)
 
     settings = ModelServerSettings(
-        host="127.0.0.1", port=0, model_name="m", model_base_path=base, poll_interval_s=0.1
+        host="127.0.0.1", port=0, metrics_port=0, model_name="m", model_base_path=base,
+        poll_interval_s=0.1,
     )
     app = ModelServerApp(settings, runtime=Exploding())
     port = await app.start()

@@ -118,8 +118,9 @@ def test_help_explains_every_flag() -> None:
     )
     assert out.returncode == 0, out.stderr
     for flag in (
-        "--host", "--port", "--model-name", "--model-base-path", "--model-config-file",
-        "--version-policy", "--poll-interval-s", "--batch-max-rows", "--batch-max-wait-ms",
+        "--host", "--port", "--metrics-port", "--model-name", "--model-base-path",
+        "--model-config-file", "--version-policy", "--poll-interval-s", "--batch-max-rows",
+        "--batch-max-wait-ms",
         "--max-message-mb", "--grace-s", "--ready-file",
     ):  # fmt: skip
         assert flag in out.stdout

@@ -36,7 +36,7 @@ def test_sigterm_drains_and_exits_zero(tmp_path):
            "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "server.ranking", "--catalog-dir", str(catalog), "--port", "0",
-         "--ready-file", str(ready), "--grace-s", "1"],
+         "--metrics-port", "0", "--ready-file", str(ready), "--grace-s", "1"],
         env=env, stderr=subprocess.PIPE, text=True)
     try:
         info = wait_for_file(ready, proc)

@@ -44,7 +44,8 @@ async def stack(catalog_dir, model: NumpyModel | None = None, **settings):
     model = model or NumpyModel(versions=(1, 3), labels={"stable": 1}, weights=weights())
     async with PredictServer(model) as predict:
         app = RankingApp(RankerSettings(catalog_dir=str(catalog_dir), model_target=predict.target,
-                                        port=0, grace_s=0.5, **settings))
+                                        port=0, metrics_port=0, grace_s=0.5,
+                                        **settings))
         port = await app.start()
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -233,7 +234,8 @@ async def _bytes_sent(catalog_dir, **settings) -> int:
     model = NumpyModel(weights=weights())
     async with PredictServer(model) as predict, CountingProxy(predict.target) as proxy:
         app = RankingApp(RankerSettings(catalog_dir=str(catalog_dir), model_target=proxy.target,
-                                        port=0, grace_s=0.5, **settings))
+                                        port=0, metrics_port=0, grace_s=0.5,
+                                        **settings))
         port = await app.start()
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -276,7 +278,7 @@ async def test_stop_turns_health_not_serving_before_draining(catalog_dir):
     model = NumpyModel(delay=lambda c: 0.3)
     async with PredictServer(model) as predict:
         app = RankingApp(RankerSettings(catalog_dir=str(catalog_dir), model_target=predict.target,
-                                        port=0, grace_s=3))
+                                        port=0, metrics_port=0, grace_s=3))
         port = await app.start()
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = ranking_pb2_grpc.RankingServiceStub(channel)

@@ -61,7 +61,7 @@ def make(catalog, scorer, registry):
     return Ranker(RankerConfig(), encoder=enc, retriever=EmbeddingRetriever(catalog, enc),
                   features=CatalogFeatureStore(catalog, enc), scorer=scorer,
                   item_id=catalog.item_id, router=lambda: router,
-                  metrics=VersionMetrics(registry))
+                  version_metrics=VersionMetrics(registry))
 
 
 @pytest.mark.parametrize("shadow", ["fail", "hang"])

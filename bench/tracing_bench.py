@@ -1,0 +1,144 @@
+"""What tracing costs: Rank through the stack with tracing off and at 100% sampling, side by
+side in one run.
+
+Both rows run the same stack (ranker -> Envoy -> 2 model servers, 1000 candidates in 40
+batches). "on" runs the local trace receiver and every process, Envoy included, exports every
+span over OTLP/gRPC (about 250 spans per Rank). Latency: sequential calls (p50, p99).
+Throughput: a closed loop at a fixed concurrency for a fixed time. CPU: user + system seconds
+of every stack process and this client per Rank; the local receiver, which stands in for a
+collector on another machine, is shown in a column of its own (and shares the 2 cores).
+
+    python -m bench.tracing_bench [--latency-calls 200] [--throughput-s 10] [--concurrency 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+
+from bench.measure import Row, cpu_seconds, percentiles, self_cpu_seconds
+from bench.rank_bench import _closed_loop, rank_request
+from demo.build import DemoPaths, ensure_demo
+from rankserve.ranking.v1 import ranking_pb2_grpc
+from server.stack.local import LocalStack, StackInputs
+from server.stack.settings import StackSettings
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def spans_received(stack: LocalStack) -> int:
+    if not stack.receiver_http:
+        return 0
+    with urllib.request.urlopen(f"http://{stack.receiver_http}/traces", timeout=5) as r:
+        return int(json.loads(r.read())["spans_received"])
+
+
+def bench(paths: DemoPaths, traced: bool, args: argparse.Namespace) -> tuple[Row, int]:
+    """One row; its ``bytes_per_rank`` field carries the receiver's CPU s per Rank instead."""
+    settings = StackSettings(ranker_port=0, traces=traced, trace_sample_ratio=1.0,
+                             run_dir=Path(tempfile.mkdtemp(prefix="bench-tracing-")))
+    with LocalStack(settings, StackInputs(paths.catalog_dir, paths.model_config_file),
+                    out=lambda _l: None) as stack:
+        assert stack.ranker is not None
+        target = stack.ranker.address
+        # The local receiver stands in for a collector that runs elsewhere: its CPU is shown
+        # on its own, not in the stack's.
+        pids = [c.pid for c in stack.children if c is not stack.receiver]
+        receiver = [stack.receiver.pid] if stack.receiver else []
+        with grpc.insecure_channel(target) as ch:
+            stub = ranking_pb2_grpc.RankingServiceStub(ch)
+            for i in range(20):
+                stub.Rank(rank_request(i), timeout=30)
+            lat = []
+            for i in range(args.latency_calls):
+                t = time.perf_counter()
+                resp = stub.Rank(rank_request(i), timeout=10)
+                lat.append(time.perf_counter() - t)
+            if traced and not resp.trace_id:
+                raise RuntimeError("tracing is on but the response carries no trace id")
+        cpu0, self0, rcv0 = cpu_seconds(pids), self_cpu_seconds(), cpu_seconds(receiver)
+        t0 = time.perf_counter()
+        done = asyncio.run(_closed_loop(target, args.concurrency, args.throughput_s))
+        wall = time.perf_counter() - t0
+        cpu = cpu_seconds(pids) - cpu0 + self_cpu_seconds() - self0
+        receiver_cpu = (cpu_seconds(receiver) - rcv0) / done
+        time.sleep(1.0)  # the last batch of spans reaches the receiver
+        spans = spans_received(stack)
+    p50, p99 = percentiles(lat)
+    label = "tracing on, 100% sampled" if traced else "tracing off"
+    return Row(f"stack, {label}", p50, p99, done / wall, cpu / done, receiver_cpu,
+               f"{args.concurrency} callers for {args.throughput_s:g} s"), spans
+
+
+def _as_json(row: Row, spans: int) -> dict:
+    d = row.as_dict()
+    d["receiver_cpu_s_per_rank"] = d.pop("bytes_per_rank")
+    return {**d, "spans_exported": spans}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--latency-calls", type=int, default=200, help="Sequential calls per row.")
+    p.add_argument("--throughput-s", type=float, default=10.0, help="Closed-loop duration.")
+    p.add_argument("--concurrency", type=int, default=4, help="Closed-loop callers.")
+    args = p.parse_args(argv)
+    # "off" must mean off: no exporter configured by the caller's environment either.
+    for var in [v for v in os.environ if v.startswith("OTEL_")]:
+        del os.environ[var]
+    paths = ensure_demo()
+    rows: list[Row] = []
+    spans: dict[str, int] = {}
+    for traced in (False, True):
+        print(f"measuring tracing {'on' if traced else 'off'} ...", file=sys.stderr, flush=True)
+        row, n = bench(paths, traced, args)
+        rows.append(row)
+        spans[row.path] = n
+    off, on = rows
+    lines = [
+        "| tracing | p50 ms | p99 ms | Ranks/s | CPU s/Rank | receiver CPU s/Rank"
+        " | spans exported |",
+        "|---|---|---|---|---|---|---|",
+        *(f"| {r.path.removeprefix('stack, ')} | {r.p50_ms:.2f} | {r.p99_ms:.2f} |"
+          f" {r.ranks_per_s:.1f} | {r.cpu_s_per_rank:.4f} | {r.bytes_per_rank:.4f} |"
+          f" {spans[r.path]:,} |" for r in rows),
+    ]
+    overhead = (f"overhead at 100% sampling: p50 {on.p50_ms - off.p50_ms:+.2f} ms"
+                f" ({100 * (on.p50_ms / off.p50_ms - 1):+.1f}%), throughput"
+                f" {100 * (on.ranks_per_s / off.ranks_per_s - 1):+.1f}%, CPU per Rank"
+                f" {100 * (on.cpu_s_per_rank / off.cpu_s_per_rank - 1):+.1f}%")
+    text = "\n".join(lines)
+    print(text)
+    print(overhead)
+    RESULTS.mkdir(exist_ok=True)
+    meta = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
+        "python": platform.python_version(),
+        "args": vars(args),
+    }
+    (RESULTS / "tracing_bench.json").write_text(json.dumps(
+        {**meta, "rows": [_as_json(r, spans[r.path]) for r in rows]},
+        indent=2))
+    (RESULTS / "tracing_bench.md").write_text(
+        f"# Tracing overhead ({meta['date']}, {meta['machine']})\n\n"
+        "`make bench` (python -m bench.tracing_bench). Rank = 1000 candidates x 300 features,"
+        " batch 25, ranker + Envoy + 2 model servers; 'on' exports every span of every"
+        " process (Envoy included) to the local OTLP receiver.\n\n" + text + "\n\n" + overhead
+        + f"\n\nLatency: {args.latency_calls} sequential calls; throughput: {rows[0].note}.\n")
+    print(f"wrote {RESULTS / 'tracing_bench.json'} and {RESULTS / 'tracing_bench.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

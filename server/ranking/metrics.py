@@ -1,0 +1,46 @@
+"""Server-side metrics of Rank calls: latency by final status, and calls in flight.
+
+Sits between the tracing and the error-mapping interceptors, so it sees the status the caller
+gets (error mapping has already turned exceptions into statuses).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import grpc
+
+from ranker.metrics import RankerMetrics
+from server.telemetry.interceptors import UNTRACED_PREFIXES, call_status
+
+
+class RankMetricsInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, metrics: RankerMetrics) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
+        handler = await continuation(details)
+        if (handler is None or handler.unary_unary is None
+                or details.method.startswith(UNTRACED_PREFIXES)):
+            return handler
+        inner = handler.unary_unary
+        metrics = self._metrics
+
+        async def measured(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            metrics.in_flight.inc()
+            error: BaseException | None = None
+            try:
+                return await inner(request, context)
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                metrics.in_flight.dec()
+                metrics.rank_duration.labels(call_status(error, context)).observe(
+                    time.perf_counter() - started)
+
+        return grpc.unary_unary_rpc_method_handler(
+            measured, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)

@@ -1,0 +1,121 @@
+"""gRPC tracing interceptors: a server span per call, a client span per outgoing call.
+
+The server side continues the caller's W3C trace context from the metadata and answers with
+its own ``traceparent`` in the initial metadata, so a caller learns the trace id of its call
+(a frontend logs it). Health checks and reflection are not traced: they are not user traffic
+and would bury the calls that are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from server.telemetry import propagation
+
+UNTRACED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def _rpc_attributes(method: str) -> dict[str, str]:
+    service, _, name = method.lstrip("/").rpartition("/")
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+
+
+def _code_of(exc: BaseException | None, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    if exc is None:
+        return grpc.StatusCode.OK
+    code = context.code() if isinstance(exc, grpc.aio.AbortError) else None
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if isinstance(code, int):  # some grpc versions report the numeric code
+        return next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+    return grpc.StatusCode.UNKNOWN
+
+
+def call_status(exc: BaseException | None, context: grpc.aio.ServicerContext) -> str:
+    """Name of the status a unary call ended with ("OK", "NOT_FOUND", ...)."""
+    return _code_of(exc, context).name
+
+
+class TracingServerInterceptor(grpc.aio.ServerInterceptor):
+    """Outermost interceptor of a server: one SERVER span per unary call."""
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self._tracer = tracer
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Any],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method = details.method
+        if handler is None or handler.unary_unary is None or method.startswith(UNTRACED_PREFIXES):
+            return handler
+        inner = handler.unary_unary
+        tracer = self._tracer
+        attributes = _rpc_attributes(method)
+        name = method.lstrip("/")
+
+        async def traced(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            parent = propagation.extract(context.invocation_metadata())
+            with tracer.start_as_current_span(
+                name, context=parent, kind=SpanKind.SERVER, attributes=attributes,
+                record_exception=False, set_status_on_exception=False,
+            ) as span:
+                await context.send_initial_metadata(tuple(propagation.inject()))
+                error: BaseException | None = None
+                try:
+                    return await inner(request, context)
+                except BaseException as exc:
+                    error = exc
+                    raise
+                finally:
+                    code = _code_of(error, context)
+                    span.set_attribute("rpc.grpc.status_code", code.value[0])
+                    if code != grpc.StatusCode.OK:
+                        span.set_status(Status(StatusCode.ERROR, code.name))
+
+        return grpc.unary_unary_rpc_method_handler(
+            traced, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+
+
+class _ClientCallDetails(grpc.ClientCallDetails):
+    def __init__(self, details: grpc.ClientCallDetails, metadata: list[tuple[str, str]]) -> None:
+        self.method = details.method
+        self.timeout = details.timeout
+        self.metadata = metadata
+        self.credentials = details.credentials
+        self.wait_for_ready = getattr(details, "wait_for_ready", None)
+        self.compression = getattr(details, "compression", None)
+
+
+class TracingClientInterceptor(grpc.UnaryUnaryClientInterceptor):
+    """One CLIENT span per unary call of a (synchronous) channel, its context in the metadata.
+
+    Use with ``grpc.intercept_channel(channel, TracingClientInterceptor(tracer))``.
+    """
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self._tracer = tracer
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        method = client_call_details.method
+        if isinstance(method, bytes):
+            method = method.decode()
+        with self._tracer.start_as_current_span(
+            method.lstrip("/"), kind=SpanKind.CLIENT, attributes=_rpc_attributes(method),
+            record_exception=False, set_status_on_exception=False,
+        ) as span:
+            metadata = [*(client_call_details.metadata or ()), *propagation.inject()]
+            outcome = continuation(_ClientCallDetails(client_call_details, metadata), request)
+            code = outcome.code() if hasattr(outcome, "code") else grpc.StatusCode.OK
+            code = code or grpc.StatusCode.OK
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
+            if code != grpc.StatusCode.OK:
+                span.set_status(Status(StatusCode.ERROR, code.name))
+            return outcome
