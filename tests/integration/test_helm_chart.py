@@ -19,6 +19,7 @@ import yaml
 
 from deploy import envoy_chart
 from server.stack import envoy_config
+from server.stack.local import find_envoy
 from tests.support.chart import (
     CHART,
     CLAIMS,
@@ -104,6 +105,49 @@ def test_envoy_config_is_render_of_the_chart_values() -> None:
     assert _envoy_yaml(CLAIMS) == envoy_config.render(opts)
 
 
+@pytest.mark.parametrize(("endpoint", "host", "port", "discovery"), [
+    ("http://jaeger-collector.observability:4317", "jaeger-collector.observability", 4317,
+     "STRICT_DNS"),
+    ("http://10.1.2.3:4999/", "10.1.2.3", 4999, "STATIC"),
+    ("https://otel.example", "otel.example", 4317, "STRICT_DNS"),
+])
+def test_envoy_traces_to_the_chart_collector(tmp_path, endpoint, host, port, discovery) -> None:
+    """tracing.enabled turns Envoy's tracer on with the ranker's collector and ratio: the same
+    config render() gives for that endpoint, and the real Envoy accepts it."""
+    values = merged(CLAIMS, {"tracing": {"enabled": True, "otlpEndpoint": endpoint,
+                                         "samplerArg": 0.25}})
+    got = _envoy_yaml(values)
+    tracing = envoy_config.Tracing.from_endpoint(endpoint, 25.0)
+    assert (tracing.collector_host, tracing.collector_port, tracing.discovery) == (
+        host, port, discovery)
+    base = yaml.safe_load((CHART / "values.yaml").read_text())
+    svc = f"{RELEASE}-rankserve-model-server-headless.{NAMESPACE}.svc.cluster.local"
+    want = envoy_config.render(envoy_config.EnvoyOptions(
+        upstreams=(envoy_config.Upstream(svc, base["modelServer"]["grpcPort"]),),
+        discovery="STRICT_DNS", tracing=tracing,
+        **{name: base["envoy"]["config"][envoy_chart.camel(name)] for name in _scalar_options()},
+    ))
+    assert got == want
+    cfg_path = tmp_path / "envoy.yaml"
+    cfg_path.write_text(yaml.safe_dump(got))
+    check = subprocess.run([find_envoy(), "--mode", "validate", "-c", str(cfg_path)],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_envoy_tracing_off_by_default_and_explicit_collector_wins() -> None:
+    assert "tracing" not in str(_envoy_yaml(CLAIMS))
+    own = {"collectorHost": "spans.elsewhere", "collectorPort": 4318, "serviceName": "edge",
+           "samplingPercent": 1.0, "discovery": "STRICT_DNS"}
+    got = _envoy_yaml(merged(CLAIMS, {
+        "tracing": {"enabled": True, "otlpEndpoint": "http://jaeger:4317"},
+        "envoy": {"config": {"tracing": own}}}))
+    (collector,) = [c for c in got["static_resources"]["clusters"]
+                    if c["name"] == envoy_config.TRACE_CLUSTER]
+    addr = collector["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert addr["socket_address"] == {"address": "spans.elsewhere", "port_value": 4318}
+
+
 def _scalar_options() -> list[str]:
     """EnvoyOptions fields the chart templates as plain values."""
     return list(envoy_chart.templated_options())
@@ -113,7 +157,9 @@ def test_envoy_values_default_to_the_local_stack() -> None:
     """envoy.config holds exactly the templated options, each defaulting to the local stack's
     value except the bind addresses and ports."""
     cfg = yaml.safe_load((CHART / "values.yaml").read_text())["envoy"]["config"]
-    assert sorted(cfg) == sorted(envoy_chart.templated_values())
+    # Options of a dataclass type (tracing) are one map, empty by default (off).
+    assert sorted(cfg) == sorted({v.split(".")[0] for v in envoy_chart.templated_values()})
+    assert cfg["tracing"] == {}
     defaults = envoy_config.EnvoyOptions(upstreams=())
     chart_own = {"listenHost", "listenPort", "adminHost", "adminPort"}
     for name in _scalar_options():

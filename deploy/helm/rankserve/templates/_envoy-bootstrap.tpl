@@ -65,6 +65,21 @@ Options are read from .Values.envoy.config; upstreams from rankserve.envoy.upstr
                     "name": "envoy.filters.http.router"
                     "typed_config":
                       "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                {{- if $.Values.envoy.config.tracing }}
+                "tracing":
+                  "random_sampling":
+                    "value": {{ $.Values.envoy.config.tracing.samplingPercent | float64 }}
+                  "spawn_upstream_span": true
+                  "provider":
+                    "name": "envoy.tracers.opentelemetry"
+                    "typed_config":
+                      "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig"
+                      "grpc_service":
+                        "envoy_grpc":
+                          "cluster_name": "otlp_collector"
+                        "timeout": "1s"
+                      "service_name": {{ $.Values.envoy.config.tracing.serviceName | toJson }}
+                {{- end }}
   "clusters":
     -
       "name": "model_servers"
@@ -115,6 +130,28 @@ Options are read from .Values.envoy.config; upstreams from rankserve.envoy.upstr
                       "port_value": {{ $u.port | int64 }}
               {{- end }}
       "dns_lookup_family": "V4_ONLY"
+    {{- if $.Values.envoy.config.tracing }}
+    -
+      "name": "otlp_collector"
+      "type": {{ $.Values.envoy.config.tracing.discovery | toJson }}
+      "connect_timeout": "1s"
+      "typed_extension_protocol_options":
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions":
+          "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+          "explicit_http_config":
+            "http2_protocol_options": {}
+      "load_assignment":
+        "cluster_name": "otlp_collector"
+        "endpoints":
+          -
+            "lb_endpoints":
+              -
+                "endpoint":
+                  "address":
+                    "socket_address":
+                      "address": {{ $.Values.envoy.config.tracing.collectorHost | toJson }}
+                      "port_value": {{ $.Values.envoy.config.tracing.collectorPort | int64 }}
+    {{- end }}
 "stats_config":
   "use_all_default_tags": false
   "stats_tags":

@@ -196,3 +196,22 @@ Service's cluster DNS name (STRICT_DNS resolves it to every model-server pod). *
     - port: {{ .port }}
       protocol: TCP
 {{- end }}
+
+{{/*
+Fills envoy.config.tracing from the top-level tracing values when tracing is on and the user
+left it empty, so the generated Envoy template (which reads only envoy.config) traces to the
+same collector as the ranker. Envoy samples new traces at the ranker's ratio.
+*/}}
+{{- define "rankserve.envoy.tracingFromValues" -}}
+{{- $cfg := .Values.envoy.config }}
+{{- if and .Values.tracing.enabled (not $cfg.tracing) }}
+{{- $hostPort := regexReplaceAll "^[a-zA-Z][a-zA-Z0-9+.-]*://" .Values.tracing.otlpEndpoint "" | trimSuffix "/" }}
+{{- $host := regexReplaceAll ":[0-9]+$" $hostPort "" }}
+{{- $port := 4317 }}
+{{- if regexMatch ":[0-9]+$" $hostPort }}
+{{- $port = regexFind "[0-9]+$" $hostPort | int }}
+{{- end }}
+{{- $discovery := ternary "STATIC" "STRICT_DNS" (regexMatch "^[0-9.]+$" $host) }}
+{{- $_ := set $cfg "tracing" (dict "collectorHost" $host "collectorPort" $port "serviceName" "rankserve-envoy" "samplingPercent" (mulf .Values.tracing.samplerArg 100) "discovery" $discovery) }}
+{{- end }}
+{{- end }}
