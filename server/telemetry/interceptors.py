@@ -1,7 +1,7 @@
 """gRPC tracing interceptors: a server span per call, a client span per outgoing call.
 
 The server side continues the caller's W3C trace context from the metadata and answers with
-its own ``traceparent`` in the initial metadata, so a caller learns the trace id of its call
+its own ``traceparent`` in the trailing metadata, so a caller learns the trace id of its call
 (a frontend logs it). Health checks and reflection are not traced: they are not user traffic
 and would bury the calls that are.
 """
@@ -66,7 +66,10 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):
                 name, context=parent, kind=SpanKind.SERVER, attributes=attributes,
                 record_exception=False, set_status_on_exception=False,
             ) as span:
-                await context.send_initial_metadata(tuple(propagation.inject()))
+                # In the trailers, not the headers: a server that sends headers early has
+                # started its response, and Envoy can no longer retry the call on another
+                # replica if this one dies before answering.
+                context.set_trailing_metadata(tuple(propagation.inject()))
                 error: BaseException | None = None
                 try:
                     return await inner(request, context)

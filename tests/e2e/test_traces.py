@@ -31,7 +31,7 @@ def traced_rank(stack, request):
             resp, call = stub.Rank.with_call(request, timeout=10)
     finally:
         shutdown_provider(provider)
-    return resp, dict(call.initial_metadata())
+    return resp, dict(call.trailing_metadata())
 
 
 def test_one_rank_is_one_trace_from_client_to_every_model_call(stack) -> None:

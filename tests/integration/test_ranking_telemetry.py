@@ -59,7 +59,7 @@ async def test_spans_continue_the_callers_trace_and_answer_with_its_id(catalog_d
         call = stub.Rank(request(), timeout=10,
                          metadata=(("traceparent", f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"),))
         resp = await call
-        answered = dict(await call.initial_metadata())
+        answered = dict(await call.trailing_metadata())
         app.tracer_provider.force_flush()
     assert resp.trace_id == CALLER_TRACE
     assert answered["traceparent"].split("-")[1] == CALLER_TRACE
