@@ -196,3 +196,35 @@ Service's cluster DNS name (STRICT_DNS resolves it to every model-server pod). *
     - port: {{ .port }}
       protocol: TCP
 {{- end }}
+
+{{/* The ranker's catalog directory inside the catalog volume (mounted at /data/catalog); the
+refresh job reads the same one. */}}
+{{- define "rankserve.catalogDir" -}}
+{{- printf "/data/catalog/%s" .Values.ranker.catalog.subPath | trimSuffix "/" }}
+{{- end }}
+
+{{/* The shared embeddings claim: (dict "root" $ "readOnly" true). Rankers read it, the refresh
+job writes it. */}}
+{{- define "rankserve.embeddingsVolume" -}}
+- name: embeddings
+  persistentVolumeClaim:
+    claimName: {{ required "embeddings.claimName is required when embeddings.enabled is true: name an existing ReadWriteMany PersistentVolumeClaim that the refresh job writes and every ranker pod reads" .root.Values.embeddings.claimName }}
+    {{- if .readOnly }}
+    readOnly: true
+    {{- end }}
+{{- end }}
+
+{{/* Where the embeddings claim is mounted in rankers and in the refresh job. */}}
+{{- define "rankserve.embeddingsRoot" -}}
+/data/embeddings
+{{- end }}
+
+{{/* The ranker's routing file: routing.yaml of the routing ConfigMap, mounted as a directory
+(never with subPath, whose files the kubelet does not update). */}}
+{{- define "rankserve.routingDir" -}}
+/etc/rankserve/routing
+{{- end }}
+
+{{- define "rankserve.routingFile" -}}
+{{- printf "%s/routing.yaml" (include "rankserve.routingDir" .) }}
+{{- end }}
