@@ -16,7 +16,7 @@ import pytest
 from tests.support.chart import REPO
 
 pytestmark = pytest.mark.slow
-SUBCOMMANDS = ("demo", "up", "rank", "model-server", "ranker")
+SUBCOMMANDS = ("demo", "up", "rank", "model-server", "ranker", "embeddings")
 
 
 def run(*cmd: str, cwd: Path | None = None, timeout: float = 300) -> str:
@@ -65,3 +65,16 @@ def test_ranker_imports_without_tensorflow(venv: tuple[Path, Path]) -> None:
               "import importlib.util, server.ranking.app, rankserve.tfserving.v1.predict_pb2;"
               "print(importlib.util.find_spec('tensorflow') is None)", cwd=env_dir)
     assert out.strip() == "True"
+
+
+def test_embedding_refresh_job_runs_without_tensorflow(venv: tuple[Path, Path],
+                                                       tmp_path: Path) -> None:
+    """The chart's refresh job runs `rankserve embeddings publish` from the ranker image."""
+    from tests.support.catalog import make_catalog
+
+    _, env_dir = venv
+    catalog = make_catalog(tmp_path / "catalog", num_items=200)
+    out = run(str(env_dir / "bin" / "rankserve"), "embeddings", "publish", "--catalog-dir",
+              str(catalog), "--root", str(tmp_path / "embeddings"), "--model", "retrieval",
+              "--version", "1", "--bulk", cwd=env_dir)
+    assert "published items+tower+users of version 1 (bulk): 200 items" in out

@@ -215,3 +215,35 @@ same collector as the ranker. Envoy samples new traces at the ranker's ratio.
 {{- $_ := set $cfg "tracing" (dict "collectorHost" $host "collectorPort" $port "serviceName" "rankserve-envoy" "samplingPercent" (mulf .Values.tracing.samplerArg 100) "discovery" $discovery) }}
 {{- end }}
 {{- end }}
+
+{{/* The ranker's catalog directory inside the catalog volume (mounted at /data/catalog); the
+refresh job reads the same one. */}}
+{{- define "rankserve.catalogDir" -}}
+{{- printf "/data/catalog/%s" .Values.ranker.catalog.subPath | trimSuffix "/" }}
+{{- end }}
+
+{{/* The shared embeddings claim: (dict "root" $ "readOnly" true). Rankers read it, the refresh
+job writes it. */}}
+{{- define "rankserve.embeddingsVolume" -}}
+- name: embeddings
+  persistentVolumeClaim:
+    claimName: {{ required "embeddings.claimName is required when embeddings.enabled is true: name an existing ReadWriteMany PersistentVolumeClaim that the refresh job writes and every ranker pod reads" .root.Values.embeddings.claimName }}
+    {{- if .readOnly }}
+    readOnly: true
+    {{- end }}
+{{- end }}
+
+{{/* Where the embeddings claim is mounted in rankers and in the refresh job. */}}
+{{- define "rankserve.embeddingsRoot" -}}
+/data/embeddings
+{{- end }}
+
+{{/* The ranker's routing file: routing.yaml of the routing ConfigMap, mounted as a directory
+(never with subPath, whose files the kubelet does not update). */}}
+{{- define "rankserve.routingDir" -}}
+/etc/rankserve/routing
+{{- end }}
+
+{{- define "rankserve.routingFile" -}}
+{{- printf "%s/routing.yaml" (include "rankserve.routingDir" .) }}
+{{- end }}
