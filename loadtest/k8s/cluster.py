@@ -31,6 +31,13 @@ def _api_exception() -> type[Exception]:
     return ApiException
 
 
+def _unreachable() -> tuple[type[Exception], ...]:
+    """Errors of a connection that never reached an API server (DNS, TLS, refused)."""
+    from urllib3.exceptions import HTTPError
+
+    return (HTTPError, OSError)
+
+
 class Cluster:
     """``core``, ``apps`` and ``networking`` are CoreV1Api, AppsV1Api and NetworkingV1Api (or
     objects with the same methods); ``forward(pod, namespace, port)`` opens one byte stream to
@@ -50,7 +57,18 @@ class Cluster:
 
     def _method(self, verb: str, kind: str) -> Callable[..., Any]:
         group, name = _KINDS[kind]
-        return getattr(self._apis[group], f"{verb}_namespaced_{name}")
+        return self._reach(getattr(self._apis[group], f"{verb}_namespaced_{name}"))
+
+    def _reach(self, call: Callable[..., Any]) -> Callable[..., Any]:
+        def reached(*args: Any, **kw: Any) -> Any:
+            try:
+                return call(*args, **kw)
+            except _unreachable() as exc:
+                cause = getattr(exc, "reason", None) or exc
+                raise ClusterError(f"the Kubernetes API server did not answer: {cause}; check"
+                                   " the kubeconfig's server address and credentials") from None
+
+        return reached
 
     def create(self, obj: dict[str, Any], namespace: str) -> None:
         kind, name = obj["kind"], obj["metadata"]["name"]
@@ -87,11 +105,11 @@ class Cluster:
 
     def availability(self, name: str, namespace: str) -> tuple[int, int]:
         """(available, wanted) replicas of a Deployment."""
-        dep = self._apis["apps"].read_namespaced_deployment_status(name, namespace)
+        dep = self._reach(self._apis["apps"].read_namespaced_deployment_status)(name, namespace)
         return int(dep.status.available_replicas or 0), int(dep.spec.replicas or 0)
 
     def pods(self, namespace: str, selector: str) -> list[Any]:
-        return list(self._apis["core"].list_namespaced_pod(
+        return list(self._reach(self._apis["core"].list_namespaced_pod)(
             namespace, label_selector=selector).items)
 
     def open_stream(self, pod: str, namespace: str, port: int) -> Any:

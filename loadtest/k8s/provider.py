@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from loadtest.k8s.cluster import Cluster, pod_problems, pod_ready
+from loadtest.k8s.cluster import Cluster, ClusterError, pod_problems, pod_ready
 from loadtest.k8s.manifests import KIND_ORDER, Plan
 from loadtest.targets import Target
 
@@ -155,11 +155,14 @@ def _ready_pod(cluster: Cluster, plan: Plan, component: str) -> str:
 def _finish(cluster: Cluster, plan: Plan, created: list[tuple[str, str]], keep: bool,
             say: Say) -> None:
     if keep:
-        say(f"kept release {plan.release} (--keep); delete it with: kubectl -n"
-            f" {plan.namespace} delete deployment,service,configmap,serviceaccount,"
-            f"networkpolicy -l {plan.selector}")
+        say(f"kept release {plan.release} (--keep); delete it with: {_kubectl_delete(plan)}")
         return
-    deleted = delete_run(cluster, plan, created)
+    try:
+        deleted = delete_run(cluster, plan, created)
+    except ClusterError as exc:
+        say(f"could not delete the objects of run {plan.run_id} ({exc}); delete them with:"
+            f" {_kubectl_delete(plan)}")
+        raise
     say(f"deleted {len(deleted)} object(s) of run {plan.run_id} from namespace"
         f" {plan.namespace}" + (f": {', '.join(deleted)}" if deleted else ""))
 
@@ -167,3 +170,8 @@ def _finish(cluster: Cluster, plan: Plan, created: list[tuple[str, str]], keep: 
 def provider(cluster: Cluster, plan: Plan, **kw: Any) -> Callable[[], Any]:
     """``temporary_deployment`` as a ``TargetProvider``."""
     return lambda: temporary_deployment(cluster, plan, **kw)
+
+
+def _kubectl_delete(plan: Plan) -> str:
+    kinds = ",".join(k.lower() for k in reversed(KIND_ORDER))
+    return f"kubectl -n {plan.namespace} delete {kinds} -l {plan.selector}"
