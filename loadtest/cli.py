@@ -33,14 +33,18 @@ examples:
   rankserve loadtest sweep --target 127.0.0.1:PORT --batch-sizes 5,10,25 --compressions none,gzip
   rankserve loadtest run --kind rank --target 127.0.0.1:50051 --replay /var/capture --rate 20
   rankserve loadtest compare runs/v1/report.json runs/v2/report.json
+  # in a cluster: deploy ranker@3 alone, load it, delete it (kubeconfig from $KUBECONFIG)
+  rankserve loadtest run --deploy-model ranker@3 --namespace ml --chart-values prod.yaml \\
+      --replicas 2 --rate 200 --duration 60 --price-core-hour 0.04 --out runs/v3
+  rankserve loadtest run --deploy-model ranker@3 --chart-values prod.yaml --dry-run
 """
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     t = p.add_argument_group("target")
-    t.add_argument("--target", required=True, metavar="HOST:PORT",
+    t.add_argument("--target", metavar="HOST:PORT",
                    help="Address to load: a model server or Envoy for --kind predict, the"
-                        " ranker for --kind rank.")
+                        " ranker for --kind rank. Required unless --deploy-model deploys one.")
     t.add_argument("--kind", choices=["predict", "rank"], default="predict",
                    help="predict: TF Serving Predict calls, one per batch (a model alone);"
                         " rank: Rank calls (the whole ranker). Default: %(default)s.")
@@ -103,7 +107,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     c.add_argument("--price-gpu-hour", type=float, default=0.0, metavar="PRICE",
                    help="Price of one GPU for an hour. Default: %(default)s.")
     c.add_argument("--replicas", type=int, default=1, metavar="N",
-                   help="Model-server replicas that served the test. Default: %(default)s.")
+                   help="Model-server replicas that served the test (with --deploy-model: the"
+                        " replicas deployed). Default: %(default)s.")
     c.add_argument("--replica-cpu", type=str, default=None, metavar="CORES",
                    help="CPU request of one model-server replica (2, 1.5, 500m).")
     c.add_argument("--replica-gpu", type=str, default=None, metavar="GPUS",
@@ -116,9 +121,44 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     c.add_argument("--chart-values", type=Path, default=None, metavar="FILE",
                    help="Helm values file to read the requests from: modelServer.resources."
                         "requests.cpu, modelServer.resources.limits[\"nvidia.com/gpu\"],"
-                        " ranker.resources.requests.cpu. Flags override it.")
+                        " ranker.resources.requests.cpu. Flags override it. With"
+                        " --deploy-model it is also the base of the temporary deployment"
+                        " (model store, runtime, images, resources).")
     c.add_argument("--peak-rps", type=float, default=None, metavar="RPS",
                    help="Target peak rate: the report gives the replicas it needs.")
+    k = p.add_argument_group(
+        "in a cluster (a temporary deployment of one model version, deleted afterwards)")
+    k.add_argument("--deploy-model", default=None, metavar="NAME@VERSION",
+                   help="Render the Helm chart for this model version alone (model servers,"
+                        " their Services and ConfigMaps, and Envoy) under a new release"
+                        " lt-NAME-vVERSION-RUNID labelled rankserve.dev/loadtest-run=RUNID,"
+                        " create it, wait until it is available, load it through a"
+                        " port-forward from this machine, and delete every object of the run"
+                        " afterwards, also on Ctrl-C or SIGTERM. Replaces --target.")
+    k.add_argument("--namespace", default="default", metavar="NS",
+                   help="Existing namespace to deploy into. Default: %(default)s.")
+    k.add_argument("--kubeconfig", type=Path, default=None, metavar="PATH",
+                   help="Cluster credentials. Default: $KUBECONFIG, else ~/.kube/config;"
+                        " without any, --deploy-model stops before doing anything.")
+    k.add_argument("--context", default=None, metavar="NAME",
+                   help="kubeconfig context to use. Default: its current-context.")
+    k.add_argument("--chart", type=Path, default=None, metavar="DIR",
+                   help="The rankserve chart. Default: deploy/helm/rankserve of this source"
+                        " tree.")
+    k.add_argument("--no-envoy", action="store_true",
+                   help="Deploy no Envoy and send to one model-server pod directly (measures"
+                        " the model alone; with Envoy, load is balanced over --replicas pods"
+                        " as in production).")
+    k.add_argument("--deploy-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="How long the replicas may take to become available (image pulls,"
+                        " model loading) before the run gives up and deletes them. Default:"
+                        " %(default)s.")
+    k.add_argument("--keep", action="store_true",
+                   help="Leave the temporary deployment running afterwards and print the"
+                        " command that deletes it.")
+    k.add_argument("--dry-run", action="store_true",
+                   help="With --deploy-model: print the objects that would be created, as"
+                        " YAML, and exit; needs no cluster and no kubeconfig.")
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path, default=Path("loadtest-report"), metavar="DIR",
                    help="Directory for report.html, report.json and report.csv. Default:"
@@ -285,16 +325,61 @@ async def _run_once(args: argparse.Namespace, payloads: Any, spec: Any, label: s
 def _guard(fn):  # noqa: ANN001, ANN202 - wraps the handlers below
     def handler(args: argparse.Namespace) -> int:
         from loadtest.cost import CostInputError
+        from loadtest.k8s import ClusterError, DeployTimeout, KubeconfigError, ManifestError
         from loadtest.sources import SourceError
         from server.ranking.capture_files import CaptureFormatError
 
         try:
+            if args.deploy_model or args.dry_run:
+                return _in_cluster(fn, args)
+            if not args.target:
+                raise ValueError("pass --target HOST:PORT, or --deploy-model NAME@VERSION to"
+                                 " deploy the model into a cluster first")
             return fn(args)
         except (ValueError, SourceError, CostInputError, CaptureFormatError,
-                FileNotFoundError, ConnectionError) as exc:
+                FileNotFoundError, ConnectionError, KubeconfigError, ManifestError,
+                ClusterError, DeployTimeout) as exc:
             return _err(str(exc))
 
     return handler
+
+
+def _in_cluster(fn, args: argparse.Namespace) -> int:  # noqa: ANN001 - a handler
+    """Runs ``fn`` against a temporary deployment of --deploy-model (or prints it)."""
+    from loadtest.k8s import Cluster, ModelVersion, Terminated, plan, temporary_deployment
+    from loadtest.k8s import kubeconfig as kc
+    from loadtest.k8s.manifests import DEFAULT_CHART
+
+    if not args.deploy_model:
+        raise ValueError("--dry-run prints the objects of --deploy-model NAME@VERSION: pass it")
+    if args.target:
+        raise ValueError("--target and --deploy-model exclude each other: the deployment is"
+                         " the target")
+    if args.kind != "predict":
+        raise ValueError("--deploy-model deploys model servers: use --kind predict")
+    if args.server_pid:
+        raise ValueError("--server-pid names local processes; pods in a cluster have none")
+    model = ModelVersion.parse(args.deploy_model)
+    config = None if args.dry_run else kc.find(args.kubeconfig)
+    the_plan = plan(model, args.namespace, values_file=args.chart_values,
+                    chart=args.chart or DEFAULT_CHART, replicas=args.replicas,
+                    envoy=not args.no_envoy)
+    if args.dry_run:
+        print(the_plan.to_yaml(), end="")
+        return 0
+    cluster = Cluster.from_client(kc.load(config, args.context))
+    args.model = args.model or str(model)
+    try:
+        with temporary_deployment(cluster, the_plan, timeout_s=args.deploy_timeout,
+                                  keep=args.keep) as target:
+            args.target = target.address
+            return fn(args)
+    except Terminated:
+        print("rankserve loadtest: stopped by SIGTERM", file=sys.stderr)
+        return 143
+    except KeyboardInterrupt:
+        print("rankserve loadtest: interrupted", file=sys.stderr)
+        return 130
 
 
 # -- handlers ----------------------------------------------------------------------------------
