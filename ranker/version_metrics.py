@@ -18,6 +18,9 @@ SCORE_SAMPLES = 32
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
 
 
+ARM_OUTCOMES = ("ok", "degraded", "error")
+
+
 class VersionMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -72,8 +75,9 @@ class VersionMetrics:
         v = str(version)
         finite = np.isfinite(scores)
         bad = int(scores.size - finite.sum())
-        if bad:
-            self.model_nonfinite.labels(model, v).inc(bad)
+        # The child exists (at 0) from a version's first request on, so rate() and the
+        # non-finite alert read 0 for a healthy version instead of nothing.
+        self.model_nonfinite.labels(model, v).inc(bad)
         good = scores[finite]
         if good.size == 0:
             return
@@ -89,6 +93,10 @@ class VersionMetrics:
 
     def observe_arm(self, experiment: str, arm: str, seconds: float, outcome: str,
                     scores: list[float]) -> None:
+        # Every outcome's child exists from an arm's first request on, so an arm's error
+        # ratio reads 0, not nothing, while it has no errors.
+        for each in ARM_OUTCOMES:
+            self.arm_requests.labels(experiment, arm, each)
         self.arm_requests.labels(experiment, arm, outcome).inc()
         self.arm_latency.labels(experiment, arm).observe(seconds)
         hist = self.arm_scores.labels(experiment, arm)

@@ -20,8 +20,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from rankserve.ranking.v1 import ranking_pb2_grpc
-from server.stack.local import LocalStack
+from demo.build import DemoPaths
+from demo.ids import user_id
+from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
+from server.stack.local import LocalStack, StackInputs
+from server.stack.settings import StackSettings
 from tests.e2e.test_stack import rank_request
 from tests.support.tools import require_program
 
@@ -32,6 +35,43 @@ RATE_INTERVAL = "15s"
 LOAD_MAX_CALLS = 600
 LOAD_MAX_S = 120.0
 PANELS_DEADLINE_S = 30.0
+# Known users split between two arms of an experiment with a shadow arm, so the experiment and
+# version panels have traffic to show.
+ROUTING = """\
+default: {model: ranker}
+rules:
+  - {name: personal, when: {user_known: true}, experiment: e2e}
+experiments:
+  e2e:
+    salt: e2e
+    arms:
+      - {name: control, model: ranker, label: stable, weight: 50}
+      - {name: treatment, model: ranker, version: 1, weight: 50}
+    shadow: {name: next, model: ranker, version: 1}
+"""
+
+
+def load_request(i: int) -> ranking_pb2.RankRequest:
+    """Every other call from one of 100 known users (both arms get traffic), the rest as in
+    the stack tests (anonymous and new users, viewed items)."""
+    req = rank_request(i)
+    if i % 2:
+        req.user.CopyFrom(ranking_pb2.User(id=user_id(i % 100), known=True))
+    return req
+
+
+@pytest.fixture(scope="module")
+def stack(demo_paths: DemoPaths, tmp_path_factory) -> Iterator[LocalStack]:
+    run_dir = tmp_path_factory.mktemp("prometheus-stack")
+    routing = run_dir / "routing.yaml"
+    routing.write_text(ROUTING)
+    s = LocalStack(
+        StackSettings(ranker_port=0, run_dir=run_dir, grace_s=5),
+        StackInputs(demo_paths.catalog_dir, demo_paths.model_config_file),
+        out=lambda _line: None, extra_ranker_args=("--routing-config", str(routing)),
+    )
+    with s:
+        yield s
 
 
 def panel_queries() -> list[tuple[str, str]]:
@@ -143,7 +183,7 @@ class Load:
             while (not self._stop.is_set() and self.calls < LOAD_MAX_CALLS
                    and time.monotonic() < end):
                 try:
-                    stub.Rank(rank_request(self.calls), timeout=10)
+                    stub.Rank(load_request(self.calls), timeout=10)
                 except grpc.RpcError as err:
                     self.errors.append(f"{err.code().name}: {err.details()}")
                 self.calls += 1

@@ -12,7 +12,9 @@ REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy/helm/rankserve/files/alerts/rankserve-rules.yaml"
 RULE_TESTS = sorted((REPO / "tests/promtool").glob("*.test.yaml"))
 ALERTS = {"RankLatencyP99AboveSLO", "RankErrorRatioHigh", "RankDegradedRatioHigh",
-          "EnvoyUpstreamEjected", "ModelNoVersionLoaded"}
+          "EnvoyUpstreamEjected", "ModelNoVersionLoaded", "RankserveModelVersionFlatScores",
+          "RankserveModelVersionNonFiniteScores"}
+RECORDS = {"rankserve:model_flat_score_ratio:rate5m"}
 
 
 def test_promtool_check_rules() -> None:
@@ -20,7 +22,7 @@ def test_promtool_check_rules() -> None:
     out = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert f"SUCCESS: {len(ALERTS)} rules found" in out.stdout
+    assert f"SUCCESS: {len(ALERTS) + len(RECORDS)} rules found" in out.stdout
 
 
 def test_promtool_test_rules() -> None:

@@ -15,8 +15,8 @@ DASHBOARDS = sorted(
     (Path(__file__).resolve().parents[2] / "deploy/helm/rankserve/files/dashboards").glob("*.json"))
 
 
-def test_the_four_dashboards_exist() -> None:
-    assert [p.stem for p in DASHBOARDS] == ["envoy", "fan-out", "model-servers",
+def test_the_five_dashboards_exist() -> None:
+    assert [p.stem for p in DASHBOARDS] == ["envoy", "experiments", "fan-out", "model-servers",
                                             "ranking-overview"]
 
 
