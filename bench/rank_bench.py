@@ -23,6 +23,7 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -73,34 +74,61 @@ async def _closed_loop(target: str, concurrency: int, seconds: float) -> int:
     return done
 
 
+@dataclass
+class StackRun:
+    """What one stack measurement saw: sequential latencies, then a closed loop."""
+
+    latencies_s: list[float]
+    ranks: int  # completed in the closed loop
+    wall_s: float
+    cpu_s: float  # every stack process not set aside, plus this client, in the closed loop
+    aside_cpu_s: float  # the processes set aside (a trace receiver standing in for a collector)
+    envoy_rx_bytes: int  # what Envoy received from the ranker in the closed loop
+    last_trace_id: str
+
+
+def measure_stack(stack: LocalStack, args: argparse.Namespace, aside: tuple[int, ...] = ()
+                  ) -> StackRun:
+    """Warm up, time ``args.latency_calls`` sequential Ranks, then run the closed loop."""
+    assert stack.ranker is not None
+    target = stack.ranker.address
+    pids = [c.pid for c in stack.children if c.pid not in aside]
+    with grpc.insecure_channel(target) as ch:
+        stub = ranking_pb2_grpc.RankingServiceStub(ch)
+        for i in range(20):
+            stub.Rank(rank_request(i), timeout=30)
+        lat = []
+        for i in range(args.latency_calls):
+            t = time.perf_counter()
+            resp = stub.Rank(rank_request(i), timeout=10)
+            lat.append(time.perf_counter() - t)
+    cpu0, self0, aside0 = cpu_seconds(pids), self_cpu_seconds(), cpu_seconds(list(aside))
+    rx0 = envoy_counter(stack.envoy_admin, ENVOY_RX)
+    t0 = time.perf_counter()
+    done = asyncio.run(_closed_loop(target, args.concurrency, args.throughput_s))
+    wall = time.perf_counter() - t0
+    return StackRun(
+        latencies_s=lat,
+        ranks=done,
+        wall_s=wall,
+        cpu_s=cpu_seconds(pids) - cpu0 + self_cpu_seconds() - self0,
+        aside_cpu_s=cpu_seconds(list(aside)) - aside0,
+        envoy_rx_bytes=envoy_counter(stack.envoy_admin, ENVOY_RX) - rx0,
+        last_trace_id=resp.trace_id,
+    )
+
+
 def bench_stack(paths: DemoPaths, compression: str, args: argparse.Namespace) -> Row:
     # Tracing off: its cost is measured on its own by bench.tracing_bench.
     settings = StackSettings(ranker_port=0, compression=compression, traces=False,
                              run_dir=Path(tempfile.mkdtemp(prefix=f"bench-{compression}-")))
     with LocalStack(settings, StackInputs(paths.catalog_dir, paths.model_config_file),
                     out=lambda _l: None) as stack:
-        assert stack.ranker is not None
-        target = stack.ranker.address
-        pids = [c.pid for c in stack.children]
-        with grpc.insecure_channel(target) as ch:
-            stub = ranking_pb2_grpc.RankingServiceStub(ch)
-            for i in range(20):
-                stub.Rank(rank_request(i), timeout=30)
-            lat = []
-            for i in range(args.latency_calls):
-                t = time.perf_counter()
-                stub.Rank(rank_request(i), timeout=10)
-                lat.append(time.perf_counter() - t)
-        cpu0, self0 = cpu_seconds(pids), self_cpu_seconds()
-        rx0 = envoy_counter(stack.envoy_admin, ENVOY_RX)
-        t0 = time.perf_counter()
-        done = asyncio.run(_closed_loop(target, args.concurrency, args.throughput_s))
-        wall = time.perf_counter() - t0
-        cpu = cpu_seconds(pids) - cpu0 + self_cpu_seconds() - self0
-        rx = envoy_counter(stack.envoy_admin, ENVOY_RX) - rx0
-    p50, p99 = percentiles(lat)
+        run = measure_stack(stack, args)
+    p50, p99 = percentiles(run.latencies_s)
     return Row(f"stack: ranker+Envoy+2 servers, gzip {'on' if compression == 'gzip' else 'off'}",
-               p50, p99, done / wall, cpu / done, rx / done,
+               p50, p99, run.ranks / run.wall_s, run.cpu_s / run.ranks,
+               run.envoy_rx_bytes / run.ranks,
                f"{args.concurrency} callers for {args.throughput_s:g} s")
 
 

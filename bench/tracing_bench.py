@@ -14,7 +14,6 @@ collector on another machine, is shown in a column of its own (and shares the 2 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -24,12 +23,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-import grpc
-
-from bench.measure import Row, cpu_seconds, percentiles, self_cpu_seconds
-from bench.rank_bench import _closed_loop, rank_request
+from bench.measure import Row, percentiles
+from bench.rank_bench import measure_stack
 from demo.build import DemoPaths, ensure_demo
-from rankserve.ranking.v1 import ranking_pb2_grpc
 from server.stack.local import LocalStack, StackInputs
 from server.stack.settings import StackSettings
 
@@ -49,34 +45,17 @@ def bench(paths: DemoPaths, traced: bool, args: argparse.Namespace) -> tuple[Row
                              run_dir=Path(tempfile.mkdtemp(prefix="bench-tracing-")))
     with LocalStack(settings, StackInputs(paths.catalog_dir, paths.model_config_file),
                     out=lambda _l: None) as stack:
-        assert stack.ranker is not None
-        target = stack.ranker.address
         # The local receiver stands in for a collector that runs elsewhere: its CPU is shown
         # on its own, not in the stack's.
-        pids = [c.pid for c in stack.children if c is not stack.receiver]
-        receiver = [stack.receiver.pid] if stack.receiver else []
-        with grpc.insecure_channel(target) as ch:
-            stub = ranking_pb2_grpc.RankingServiceStub(ch)
-            for i in range(20):
-                stub.Rank(rank_request(i), timeout=30)
-            lat = []
-            for i in range(args.latency_calls):
-                t = time.perf_counter()
-                resp = stub.Rank(rank_request(i), timeout=10)
-                lat.append(time.perf_counter() - t)
-            if traced and not resp.trace_id:
-                raise RuntimeError("tracing is on but the response carries no trace id")
-        cpu0, self0, rcv0 = cpu_seconds(pids), self_cpu_seconds(), cpu_seconds(receiver)
-        t0 = time.perf_counter()
-        done = asyncio.run(_closed_loop(target, args.concurrency, args.throughput_s))
-        wall = time.perf_counter() - t0
-        cpu = cpu_seconds(pids) - cpu0 + self_cpu_seconds() - self0
-        receiver_cpu = (cpu_seconds(receiver) - rcv0) / done
+        run = measure_stack(stack, args, aside=(stack.receiver.pid,) if stack.receiver else ())
+        if traced and not run.last_trace_id:
+            raise RuntimeError("tracing is on but the response carries no trace id")
         time.sleep(1.0)  # the last batch of spans reaches the receiver
         spans = spans_received(stack)
-    p50, p99 = percentiles(lat)
+    p50, p99 = percentiles(run.latencies_s)
     label = "tracing on, 100% sampled" if traced else "tracing off"
-    return Row(f"stack, {label}", p50, p99, done / wall, cpu / done, receiver_cpu,
+    return Row(f"stack, {label}", p50, p99, run.ranks / run.wall_s, run.cpu_s / run.ranks,
+               run.aside_cpu_s / run.ranks,
                f"{args.concurrency} callers for {args.throughput_s:g} s"), spans
 
 
