@@ -172,10 +172,9 @@ def handle(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args)
     except ValidationError as exc:
-        for error in exc.errors():
-            where = ".".join(str(p) for p in error["loc"]) or "settings"
-            print(f"model-server: {where}: {error['msg']}", file=sys.stderr)
-        return 2
+        from server.common.settings_errors import report_invalid_settings
+
+        return report_invalid_settings("model-server", exc)
     from .app import run
     from .errors import ConfigError
 

@@ -7,10 +7,10 @@ variable RANKSERVE_RANKER_<NAME>, which overrides the default.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from pydantic import ValidationError
 
+from server.common.settings_errors import report_invalid_settings
 from server.ranking.settings import RankerSettings
 
 DESCRIPTION = """\
@@ -117,10 +117,7 @@ def handle(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args)
     except ValidationError as exc:
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "settings"
-            print(f"rankserve ranker: {where}: {err['msg']}", file=sys.stderr)
-        return 2
+        return report_invalid_settings("rankserve ranker", exc)
     from server.ranking.app import run
 
     return run(settings, ready_file=args.ready_file)
