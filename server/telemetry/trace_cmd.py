@@ -72,6 +72,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wait-s", type=float, default=10.0,
                    help="How long to wait for the trace's spans to arrive (default 10).")
     p.add_argument("--json", action="store_true", help="Print the spans as JSON instead.")
+    p.add_argument("--all", action="store_true",
+                   help="Print every span. By default a run of more than 3 same-named sibling"
+                   " spans (a Rank's batches) shows its 3 slowest and a one-line summary.")
     p.set_defaults(func=run_trace)
 
     r = sub.add_parser("trace-receiver", help="run a local OTLP trace receiver",
@@ -108,7 +111,10 @@ def run_trace(args: argparse.Namespace) -> int:
         print(f"error: no spans of trace {trace_id} arrived at {args.receiver} within"
               f" {args.wait_s:g} s", file=sys.stderr)
         return 1
-    print(json.dumps(spans, indent=2) if args.json else format_waterfall(spans))
+    if args.json:
+        print(json.dumps(spans, indent=2))
+    else:
+        print(format_waterfall(spans, max_siblings=None if args.all else 3))
     return 0
 
 

@@ -32,7 +32,30 @@ def orphans(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [s for s in spans if s.get("parent_span_id") and s["parent_span_id"] not in ids]
 
 
-def format_waterfall(spans: list[dict[str, Any]]) -> str:
+def _fold(kids: list[dict], keep: int) -> tuple[list[dict], list[str]]:
+    """Of each run of same-named siblings longer than ``keep``, the ``keep`` slowest (tail
+    latency hides in them) in start order, and a summary of the rest per name."""
+    by_name: dict[str, list[dict]] = defaultdict(list)
+    for kid in kids:
+        by_name[kid["name"]].append(kid)
+    shown, notes = [], []
+    dropped: set[int] = set()
+    for name, same in by_name.items():
+        if len(same) <= keep:
+            continue
+        durs = sorted((k["end_ns"] - k["start_ns"]) / 1e6 for k in same)
+        slowest = sorted(same, key=lambda k: k["end_ns"] - k["start_ns"])[-keep:]
+        dropped.update(id(k) for k in same if all(k is not t for t in slowest))
+        notes.append(
+            f"... {len(same) - keep} more {name} (of {len(same)}: duration p50"
+            f" {durs[len(durs) // 2]:.2f} ms, max {durs[-1]:.2f} ms; the {keep} slowest shown)")
+    shown = [k for k in kids if id(k) not in dropped]
+    return shown, notes
+
+
+def format_waterfall(spans: list[dict[str, Any]], max_siblings: int | None = None) -> str:
+    """The whole trace, or with ``max_siblings`` each run of same-named siblings (a Rank's
+    batches) folded to its slowest few plus one summary line."""
     if not spans:
         return "(no spans)"
     t0 = min(s["start_ns"] for s in spans)
@@ -59,8 +82,14 @@ def format_waterfall(spans: list[dict[str, Any]]) -> str:
         lines.append(
             f"{name:<{width}}  {span.get('service', ''):<24} {start / 1e6:9.2f}"
             f" {dur / 1e6:8.2f} {100 * dur / whole:5.1f}%  |{bar:<{BAR_WIDTH}}|{flag}")
-        for kid in children.get(span["span_id"], ()):
+        kids = children.get(span["span_id"], [])
+        notes: list[str] = []
+        if max_siblings is not None:
+            kids, notes = _fold(kids, max_siblings)
+        for kid in kids:
             walk(kid, depth + 1)
+        for note in notes:
+            lines.append("  " * (depth + 1) + note)
 
     for root in roots:
         walk(root, 0)

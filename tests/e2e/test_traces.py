@@ -138,6 +138,9 @@ def test_demo_prints_the_waterfall_of_one_rank(demo_paths, tmp_path) -> None:
     assert waterfall[1].startswith("trace ") and " spans, " in waterfall[1]
     body = waterfall[3:]
     assert body[0].startswith(RANK) and "rankserve-demo-client" in body[0]
-    assert sum(ln.strip().startswith("ingress") for ln in body) == 40
-    assert sum(ln.strip().startswith("inference") for ln in body) == 40
+    # The 40 batches fold to the 3 slowest, each with its Envoy and model-server spans, and a
+    # summary line that accounts for the other 37.
+    assert sum(ln.strip().startswith("ingress") for ln in body) == 3
+    assert sum(ln.strip().startswith("inference") for ln in body) == 3
+    assert any(ln.strip().startswith(f"... 37 more {PREDICT} (of 40:") for ln in body), body
     assert "(parent missing)" not in text

@@ -111,3 +111,20 @@ def test_envoy_config_traces_to_the_named_collector():
     with pytest.raises(ValueError, match="sampling_percent"):
         envoy_config.render(envoy_config.EnvoyOptions(
             upstreams=up, tracing=envoy_config.Tracing("10.0.0.7", 4317, sampling_percent=150)))
+
+
+def test_waterfall_folds_many_same_named_siblings_to_the_slowest():
+    root = {"trace_id": "t" * 32, "span_id": "r", "parent_span_id": "", "name": "Rank",
+            "service": "ranker", "start_ns": 0, "end_ns": 100_000_000}
+    batches = [{"trace_id": "t" * 32, "span_id": f"b{i}", "parent_span_id": "r",
+                "name": "Predict", "service": "ranker", "start_ns": i * 1_000_000,
+                "end_ns": i * 1_000_000 + (i + 1) * 1_000_000} for i in range(10)]
+    full = format_waterfall([root, *batches]).splitlines()
+    assert sum("Predict" in line for line in full) == 10
+    folded = format_waterfall([root, *batches], max_siblings=3).splitlines()
+    shown = [line for line in folded if line.strip().startswith("Predict")]
+    assert [float(line.split()[3]) for line in shown] == [8.0, 9.0, 10.0]  # the slowest, in order
+    assert folded[-1].strip() == (
+        "... 7 more Predict (of 10: duration p50 6.00 ms, max 10.00 ms; the 3 slowest shown)")
+    assert folded[0] == full[0]  # the header still counts every span
+
