@@ -11,9 +11,9 @@ import numpy as np
 
 from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
 from server.client.rank import format_page
-from server.stack.local import LocalStack
+from server.stack.local import LocalStack, StackInputs
 from server.stack.processes import StartError
-from server.stack.up import add_stack_arguments, resolve_inputs, stack_settings
+from server.stack.up import add_stack_arguments, stack_settings
 
 HELP = """\
 The product in one command: builds the demo catalog (50,000 items x 300 features) and the
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     paths = ensure_demo(args.home)
     settings = stack_settings(args, ranker_port=0)
-    inputs = resolve_inputs(settings, args.home)
+    inputs = StackInputs(paths.catalog_dir, paths.model_config_file)
     titles = {item_id(row): title for row, title in enumerate(paths.titles())}
     stack = LocalStack(settings, inputs)
     print(f"starting the local stack (logs in {stack.run_dir}) ...", flush=True)
