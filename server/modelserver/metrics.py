@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from server.telemetry.interceptors import UNTRACED_PREFIXES, call_status
+from server.telemetry.interceptors import call_status, observed, with_unary
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04,
                    0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0)
@@ -96,8 +96,7 @@ class ModelServerMetricsInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
         handler = await continuation(details)
-        if (handler is None or handler.unary_unary is None
-                or details.method.startswith(UNTRACED_PREFIXES)):
+        if not observed(handler, details):
             return handler
         inner = handler.unary_unary
         metrics = self._metrics
@@ -126,6 +125,4 @@ class ModelServerMetricsInterceptor(grpc.aio.ServerInterceptor):
                 metrics.request_duration.labels(method, model, version, status).observe(
                     time.perf_counter() - started)
 
-        return grpc.unary_unary_rpc_method_handler(
-            measured, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
+        return with_unary(handler, measured)

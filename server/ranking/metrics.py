@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 
 from ranker.metrics import RankerMetrics
-from server.telemetry.interceptors import UNTRACED_PREFIXES, call_status
+from server.telemetry.interceptors import call_status, observed, with_unary
 
 
 class RankMetricsInterceptor(grpc.aio.ServerInterceptor):
@@ -21,8 +21,7 @@ class RankMetricsInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
         handler = await continuation(details)
-        if (handler is None or handler.unary_unary is None
-                or details.method.startswith(UNTRACED_PREFIXES)):
+        if not observed(handler, details):
             return handler
         inner = handler.unary_unary
         metrics = self._metrics
@@ -41,6 +40,4 @@ class RankMetricsInterceptor(grpc.aio.ServerInterceptor):
                 metrics.rank_duration.labels(call_status(error, context)).observe(
                     time.perf_counter() - started)
 
-        return grpc.unary_unary_rpc_method_handler(
-            measured, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
+        return with_unary(handler, measured)

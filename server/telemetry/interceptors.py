@@ -20,6 +20,21 @@ from server.telemetry import propagation
 UNTRACED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
+def observed(handler: grpc.RpcMethodHandler | None, details: grpc.HandlerCallDetails) -> bool:
+    """Whether the server interceptors trace and measure this call: a unary call that is user
+    traffic (health checks and reflection are not)."""
+    return (handler is not None and handler.unary_unary is not None
+            and not details.method.startswith(UNTRACED_PREFIXES))
+
+
+def with_unary(handler: grpc.RpcMethodHandler, behaviour: Callable[..., Any]
+               ) -> grpc.RpcMethodHandler:
+    """The same method, with ``behaviour`` in place of its unary function."""
+    return grpc.unary_unary_rpc_method_handler(
+        behaviour, request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer)
+
+
 def _rpc_attributes(method: str) -> dict[str, str]:
     service, _, name = method.lstrip("/").rpartition("/")
     return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
@@ -52,9 +67,9 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        method = details.method
-        if handler is None or handler.unary_unary is None or method.startswith(UNTRACED_PREFIXES):
+        if not observed(handler, details):
             return handler
+        method = details.method
         inner = handler.unary_unary
         tracer = self._tracer
         attributes = _rpc_attributes(method)
@@ -82,9 +97,7 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):
                     if code != grpc.StatusCode.OK:
                         span.set_status(Status(StatusCode.ERROR, code.name))
 
-        return grpc.unary_unary_rpc_method_handler(
-            traced, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
+        return with_unary(handler, traced)
 
 
 class _ClientCallDetails(grpc.ClientCallDetails):
