@@ -138,20 +138,21 @@ class PredictScorer:
         req = build_request(model, context, candidates, self._signature)
         if self._on_request is not None:
             self._on_request(req)
-        # Tensor bytes dominate the message; counting them avoids serialising twice.
-        size = context.nbytes + candidates.nbytes
-        compression = grpc.Compression.Gzip if self._gzip and size >= self._gzip_min else None
+        # The encoded size without encoding (about 1.5 us): the gzip threshold, the span and the
+        # metric all read this one number.
+        request_bytes = req.ByteSize()
+        compression = (grpc.Compression.Gzip if self._gzip and request_bytes >= self._gzip_min
+                       else None)
         codec = "gzip" if compression is not None else "none"
         # The caller's batch span (if any) is current: it becomes the model server's parent.
         carrier: dict[str, str] = {}
         _PROPAGATOR.inject(carrier)
         span = trace.get_current_span()
-        if span.is_recording() or self._metrics is not None:
-            request_bytes = req.ByteSize()
+        if span.is_recording():
             span.set_attribute("rankserve.request.bytes", request_bytes)
             span.set_attribute("rankserve.request.compression", codec)
-            if self._metrics is not None:
-                self._metrics.request_bytes.labels(codec).observe(request_bytes)
+        if self._metrics is not None:
+            self._metrics.request_bytes.labels(codec).observe(request_bytes)
         try:
             resp = await self._stub.Predict(req, timeout=timeout_s, compression=compression,
                                             metadata=tuple(carrier.items()) or None)
