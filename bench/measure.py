@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import time
 import urllib.request
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-_TICK = os.sysconf("SC_CLK_TCK")
+from loadtest.cpu import pid_cpu_s
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU of the given processes so far (from /proc; children not included)."""
+    """User + system CPU of the given processes so far; a process that has exited counts 0."""
     total = 0.0
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+            total += pid_cpu_s(pid)
         except FileNotFoundError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / _TICK
     return total
-
-
-def self_cpu_seconds() -> float:
-    return time.process_time()
 
 
 def envoy_counter(admin: str, name: str) -> int:

@@ -29,9 +29,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from bench.measure import Row, cpu_seconds, envoy_counter, percentiles, self_cpu_seconds, table
+from bench.measure import Row, cpu_seconds, envoy_counter, percentiles, table
 from demo.build import DemoPaths, ensure_demo
 from demo.queries import SAMPLE_REQUESTS
+from loadtest.cpu import self_cpu_s
 from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
 from server.stack.local import LocalStack, StackInputs
 from server.stack.settings import StackSettings
@@ -102,7 +103,7 @@ def measure_stack(stack: LocalStack, args: argparse.Namespace, aside: tuple[int,
             t = time.perf_counter()
             resp = stub.Rank(rank_request(i), timeout=10)
             lat.append(time.perf_counter() - t)
-    cpu0, self0, aside0 = cpu_seconds(pids), self_cpu_seconds(), cpu_seconds(list(aside))
+    cpu0, self0, aside0 = cpu_seconds(pids), self_cpu_s(), cpu_seconds(list(aside))
     rx0 = envoy_counter(stack.envoy_admin, ENVOY_RX)
     t0 = time.perf_counter()
     done = asyncio.run(_closed_loop(target, args.concurrency, args.throughput_s))
@@ -111,7 +112,7 @@ def measure_stack(stack: LocalStack, args: argparse.Namespace, aside: tuple[int,
         latencies_s=lat,
         ranks=done,
         wall_s=wall,
-        cpu_s=cpu_seconds(pids) - cpu0 + self_cpu_seconds() - self0,
+        cpu_s=cpu_seconds(pids) - cpu0 + self_cpu_s() - self0,
         aside_cpu_s=cpu_seconds(list(aside)) - aside0,
         envoy_rx_bytes=envoy_counter(stack.envoy_admin, ENVOY_RX) - rx0,
         last_trace_id=resp.trace_id,
@@ -151,12 +152,12 @@ def bench_floor(paths: DemoPaths, args: argparse.Namespace) -> Row:
     for _ in range(20):
         fn(context=ctx_t, candidates=cand_t)
     lat = []
-    c0 = self_cpu_seconds()
+    c0 = self_cpu_s()
     for _ in range(args.latency_calls):
         t = time.perf_counter()
         fn(context=ctx_t, candidates=cand_t)["scores"].numpy()
         lat.append(time.perf_counter() - t)
-    cpu = (self_cpu_seconds() - c0) / args.latency_calls
+    cpu = (self_cpu_s() - c0) / args.latency_calls
     p50, p99 = percentiles(lat)
     return Row("compute floor: 1 in-process call, 1000 rows", p50, p99,
                1 / float(np.mean(lat)), cpu, 0.0, "one thread, sequential")
@@ -187,14 +188,14 @@ def bench_naive(paths: DemoPaths, args: argparse.Namespace) -> Row:
             for _ in range(3):
                 one_rank()
             n = max(args.latency_calls // 4, 20)
-            cpu0, self0 = cpu_seconds(pids), self_cpu_seconds()
+            cpu0, self0 = cpu_seconds(pids), self_cpu_s()
             rx0 = envoy_counter(stack.envoy_admin, ENVOY_RX)
             lat = []
             for _ in range(n):
                 t = time.perf_counter()
                 one_rank()
                 lat.append(time.perf_counter() - t)
-            cpu = cpu_seconds(pids) - cpu0 + self_cpu_seconds() - self0
+            cpu = cpu_seconds(pids) - cpu0 + self_cpu_s() - self0
             rx = envoy_counter(stack.envoy_admin, ENVOY_RX) - rx0
     p50, p99 = percentiles(lat)
     return Row("naive: 40 sequential Predicts, official stubs", p50, p99,
