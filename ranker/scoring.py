@@ -70,7 +70,8 @@ def parse_response(
             " serve a model with the ranking signature (context, candidates -> scores)",
         )
     try:
-        scores = from_tensor_proto(resp.outputs[SCORES_OUTPUT])
+        # One score per row, 8 bytes at most: a reply declaring more is refused undecoded.
+        scores = from_tensor_proto(resp.outputs[SCORES_OUTPUT], max_bytes=rows * 8)
     except TensorFormatError as exc:
         raise ScoringError(SIGNATURE_MISMATCH, f"model {model}: output 'scores': {exc}") from None
     scores = scores.reshape(-1) if scores.size == rows else scores

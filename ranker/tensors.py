@@ -7,6 +7,8 @@ Serving and other servers do both.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from rankserve.tfserving.v1 import tensor_pb2
@@ -25,6 +27,11 @@ _FROM_DTYPE = {
     tensor_pb2.DT_INT64: (np.dtype("<i8"), "int64_val"),
     tensor_pb2.DT_HALF: (np.dtype("<f2"), "half_val"),
 }
+
+
+#: Most bytes one decoded tensor may take unless the caller says otherwise (gRPC's message limit
+#: here): a short typed field may declare any shape, and it is never expanded past this.
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 
 class TensorFormatError(ValueError):
@@ -48,7 +55,11 @@ def fill_tensor_proto(proto: tensor_pb2.TensorProto, array: np.ndarray) -> tenso
     return proto
 
 
-def from_tensor_proto(proto: tensor_pb2.TensorProto) -> np.ndarray:
+def from_tensor_proto(
+    proto: tensor_pb2.TensorProto, max_bytes: int = DEFAULT_MAX_BYTES
+) -> np.ndarray:
+    """Decode a tensor; one that declares more than ``max_bytes`` is refused before any
+    allocation (its size is computed in Python integers, which cannot overflow)."""
     spec = _FROM_DTYPE.get(proto.dtype)
     if spec is None:
         known = proto.dtype in tensor_pb2.DataType.values()
@@ -58,7 +69,14 @@ def from_tensor_proto(proto: tensor_pb2.TensorProto) -> np.ndarray:
     if proto.tensor_shape.unknown_rank:
         raise TensorFormatError("tensor of unknown rank")
     shape = tuple(int(d.size) for d in proto.tensor_shape.dim)
-    count = int(np.prod(shape, dtype=np.int64))
+    if any(size < 0 for size in shape):
+        raise TensorFormatError(f"tensor of negative dimension in shape {list(shape)}")
+    count = math.prod(shape)
+    if count * dtype.itemsize > max_bytes:
+        raise TensorFormatError(
+            f"tensor of shape {list(shape)} would take {count * dtype.itemsize} bytes decoded;"
+            f" at most {max_bytes} are accepted"
+        )
     if proto.tensor_content:
         if len(proto.tensor_content) != count * dtype.itemsize:
             raise TensorFormatError(

@@ -1,8 +1,12 @@
-"""One interceptor turns exceptions into gRPC statuses.
+"""One interceptor turns exceptions into gRPC statuses, for every server of rankserve.
 
 An exception with a ``status`` attribute naming a gRPC code (``"NOT_FOUND"``) and a ``message``
 meant for the caller becomes that status. Anything else is a bug: the caller gets INTERNAL
 "internal error" and the traceback goes to the log, never into the status.
+
+A request that does not parse never reaches a handler: gRPC would answer UNKNOWN with the
+parser's exception text. The interceptor wraps each handler's deserializer so such a request
+gets INVALID_ARGUMENT naming the message type it should have been.
 """
 
 from __future__ import annotations
@@ -40,6 +44,42 @@ async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext, method: 
     await context.abort(code, message)
 
 
+class _Unparsable:
+    """Stands in for a request whose bytes did not parse; the handler is never called."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # protobuf's DecodeError, or any parser's equivalent
+            return _Unparsable(len(data))
+
+    return deserialize
+
+
+def _message_type(deserializer: Callable[[bytes], Any] | None) -> str:
+    owner = getattr(deserializer, "__self__", None)  # Message.FromString is a bound classmethod
+    descriptor = getattr(owner, "DESCRIPTOR", None)
+    return getattr(descriptor, "full_name", "request") if descriptor is not None else "request"
+
+
+async def _abort_unparsable(request: _Unparsable, context, method: str, expected: str) -> None:
+    await context.abort(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"the {request.size}-byte request to {method} is not a valid {expected} message;"
+        " send a serialized message of that type",
+    )
+
+
 def _passthrough(exc: BaseException) -> bool:
     # AbortError is a status already set by the handler; cancellation must keep unwinding.
     return isinstance(exc, grpc.aio.AbortError | asyncio.CancelledError)
@@ -57,10 +97,14 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        expected = _message_type(handler.request_deserializer)
+        deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_unary or handler.stream_unary:
             inner = handler.unary_unary or handler.stream_unary
 
             async def unary_response(request_or_iter: Any, context: grpc.aio.ServicerContext):
+                if isinstance(request_or_iter, _Unparsable):
+                    await _abort_unparsable(request_or_iter, context, method, expected)
                 try:
                     return await inner(request_or_iter, context)
                 except Exception as exc:
@@ -70,14 +114,15 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
 
             factory = (grpc.unary_unary_rpc_method_handler if handler.unary_unary
                        else grpc.stream_unary_rpc_method_handler)
-            return factory(unary_response, handler.request_deserializer,
-                           handler.response_serializer)
+            return factory(unary_response, deserializer, handler.response_serializer)
 
         inner_stream = handler.unary_stream or handler.stream_stream
 
         # A streaming handler is either an async generator or a coroutine that calls
         # context.write(); writing from a coroutine here serves both styles.
         async def stream_response(request_or_iter: Any, context: grpc.aio.ServicerContext):
+            if isinstance(request_or_iter, _Unparsable):
+                await _abort_unparsable(request_or_iter, context, method, expected)
             try:
                 result = inner_stream(request_or_iter, context)
                 if inspect.isasyncgen(result):
@@ -92,4 +137,4 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
 
         factory = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
                    else grpc.stream_stream_rpc_method_handler)
-        return factory(stream_response, handler.request_deserializer, handler.response_serializer)
+        return factory(stream_response, deserializer, handler.response_serializer)

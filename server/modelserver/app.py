@@ -22,6 +22,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from server.common.errors import ErrorMappingInterceptor
 from server.common.health import HealthState
 from server.common.readyfile import write_ready_file
 from server.common.shutdown import run_until_signal
@@ -31,7 +32,6 @@ from server.telemetry.tracing import make_provider, shutdown_provider, tracer_of
 
 from . import config
 from .core import ModelServerCore
-from .interceptor import ErrorMappingInterceptor
 from .metrics import ModelServerMetrics, ModelServerMetricsInterceptor
 from .runtime import Runtime
 from .servicer import ModelServicer, PredictionServicer
@@ -128,7 +128,7 @@ class ModelServerApp:
             ],
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(self.core), self._server
+            PredictionServicer(self.core, max_decoded_bytes=limit), self._server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(self.core), self._server

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from opentelemetry import trace
@@ -15,7 +16,7 @@ from opentelemetry import trace
 from .batching import CallTiming
 from .errors import InvalidInput, SignatureNotFound
 from .runtime import DEFAULT_SIGNATURE
-from .validation import check_inputs, check_output_filter
+from .validation import check_declared, check_output_filter, check_values
 from .versions import VersionManager, VersionStatus
 
 SIGNATURE_DEF_FIELD = "signature_def"
@@ -29,6 +30,22 @@ class ModelRef:
     version: int | None = None
     label: str | None = None
     signature: str = ""
+
+
+class Header(Protocol):
+    dtype_code: int
+    shape: tuple[int, ...]
+
+
+class EncodedInputs(Protocol):
+    """A request's inputs as they arrived: headers first, values only when asked.
+
+    ``decode`` must bound what it allocates (see ``tensors.EncodedInputs``).
+    """
+
+    def declared(self) -> Mapping[str, Header]: ...
+
+    def decode(self) -> dict[str, np.ndarray]: ...
 
 
 @dataclass
@@ -59,7 +76,7 @@ class ModelServerCore:
         self._queue_wait = queue_wait
 
     async def predict(
-        self, ref: ModelRef, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()
+        self, ref: ModelRef, encoded: EncodedInputs, output_filter: Sequence[str] = ()
     ) -> PredictResult:
         _check_name(ref)
         with self._manager.lease(ref.name, ref.version, ref.label) as version:
@@ -71,8 +88,12 @@ class ModelServerCore:
                     f"model '{ref.name}' version {version.version} has no signature '{name}'; "
                     f"signatures: {known}"
                 )
-            check_inputs(signature, inputs)
+            check_declared(
+                signature, {n: (h.dtype_code, h.shape) for n, h in encoded.declared().items()}
+            )
             wanted = check_output_filter(signature, output_filter)
+            inputs = encoded.decode()
+            check_values(inputs)
             timing = CallTiming()
             outputs = await version.batcher(name).submit(inputs, timing)
             self._observe(ref.name, version.version, timing)

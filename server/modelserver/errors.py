@@ -1,9 +1,10 @@
 """Domain errors of the model server.
 
 Each error names the gRPC status code it maps to in ``status`` and carries a message written for
-the caller: what was wrong and what to change. Only the error-mapping interceptor turns these into
-gRPC statuses, so the core never imports grpc; anything that is not a ``ModelServerError``
-becomes INTERNAL with a generic message and its detail goes to the log.
+the caller: what was wrong and what to change. Only the error-mapping interceptor of
+``server.common.errors`` turns these into gRPC statuses, so the core never imports grpc; anything
+that is not a ``ModelServerError`` becomes INTERNAL with a generic message and its detail goes to
+the log.
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ class InvalidInput(ModelServerError):
     """The request does not match the signature (names, dtypes, shapes, values)."""
 
     status = "INVALID_ARGUMENT"
+
+
+class TooLarge(ModelServerError):
+    """The request would make the server allocate more than it accepts (gRPC's own status for a
+    message over the size limit)."""
+
+    status = "RESOURCE_EXHAUSTED"
 
 
 class NotFound(ModelServerError):

@@ -47,11 +47,12 @@ def _spec(name: str, version: int, signature: str = "") -> model_pb2.ModelSpec:
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """tensorflow.serving.PredictionService: Predict and GetModelMetadata."""
 
-    def __init__(self, core: ModelServerCore) -> None:
+    def __init__(self, core: ModelServerCore, max_decoded_bytes: int) -> None:
         self._core = core
+        self._max_decoded_bytes = max_decoded_bytes
 
     async def Predict(self, request: predict_pb2.PredictRequest, context):  # noqa: N802
-        inputs = {name: tensors.to_numpy(name, t) for name, t in request.inputs.items()}
+        inputs = tensors.EncodedInputs(request.inputs, self._max_decoded_bytes)
         result = await self._core.predict(
             model_ref(request.model_spec), inputs, list(request.output_filter)
         )

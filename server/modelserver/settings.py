@@ -50,7 +50,10 @@ class ModelServerSettings(BaseSettings):
         1.0, ge=0, description="Longest a call waits for others to merge with; 0 = no waiting."
     )
     max_message_mb: int = Field(
-        64, ge=1, description="Largest request accepted, in MiB; bigger gets RESOURCE_EXHAUSTED."
+        64, ge=1,
+        description="Largest request accepted, in MiB, and the most its inputs may take once"
+        " decoded (a short typed field may declare a large shape); either over it gets"
+        " RESOURCE_EXHAUSTED.",
     )
     intra_op_threads: int = Field(
         0,

@@ -9,11 +9,15 @@ unchanged.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
 
 from . import dtypes
-from .errors import InvalidInput
+from .errors import InvalidInput, TooLarge
 
 # DataType code -> name of the repeated field that carries its values.
 _FIELD = {
@@ -33,6 +37,28 @@ _FIELD = {
 }
 
 
+@dataclass(frozen=True)
+class Declared:
+    """What a TensorProto says it holds, read without touching its values.
+
+    A few bytes of ``tensor_shape`` can declare terabytes, and TensorFlow's fill rule (a short
+    typed field repeats its last value) would make a decoder allocate all of it; every size
+    decision is taken on this header first, in Python integers, which cannot overflow.
+    """
+
+    dtype_code: int
+    shape: tuple[int, ...]
+
+    @property
+    def elements(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the decoded array (pointers for strings, whose bytes the message holds)."""
+        return self.elements * dtypes.to_numpy(self.dtype_code).itemsize
+
+
 def shape_of(proto: tensor_pb2.TensorProto) -> tuple[int, ...] | None:
     """The shape of a tensor; None when the proto says the rank is unknown."""
     if proto.tensor_shape.unknown_rank:
@@ -40,8 +66,8 @@ def shape_of(proto: tensor_pb2.TensorProto) -> tuple[int, ...] | None:
     return tuple(d.size for d in proto.tensor_shape.dim)
 
 
-def to_numpy(name: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
-    """Decode input ``name``; raises InvalidInput with what is wrong with the tensor."""
+def declared(name: str, proto: tensor_pb2.TensorProto) -> Declared:
+    """The header of input ``name``; raises InvalidInput when it cannot describe an array."""
     if not dtypes.is_supported(proto.dtype):
         raise InvalidInput(f"input '{name}' has unsupported dtype {dtypes.name(proto.dtype)}")
     shape = shape_of(proto)
@@ -49,8 +75,65 @@ def to_numpy(name: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
         raise InvalidInput(f"input '{name}' has an unknown rank; send a tensor_shape with dims")
     if any(size < 0 for size in shape):
         raise InvalidInput(f"input '{name}' has a negative dimension in shape {list(shape)}")
+    return Declared(proto.dtype, shape)
+
+
+class EncodedInputs:
+    """A request's input tensors, read in two steps: what they declare, then their values.
+
+    The core checks the declared names, dtypes and shapes against the signature before
+    ``decode`` allocates anything, and ``decode`` refuses inputs that would take more than
+    ``max_bytes`` once decoded (all inputs together), naming the largest.
+    """
+
+    def __init__(self, protos: Mapping[str, tensor_pb2.TensorProto], max_bytes: int) -> None:
+        self._protos = protos
+        self._max_bytes = max_bytes
+        self._declared: dict[str, Declared] | None = None
+
+    def declared(self) -> dict[str, Declared]:
+        if self._declared is None:
+            self._declared = {name: declared(name, t) for name, t in self._protos.items()}
+        return self._declared
+
+    def decode(self) -> dict[str, np.ndarray]:
+        headers = self.declared()
+        check_decoded_size(headers, self._max_bytes)
+        return {name: _decode(name, self._protos[name], headers[name]) for name in headers}
+
+
+def check_decoded_size(headers: Mapping[str, Declared], max_bytes: int) -> None:
+    """RESOURCE_EXHAUSTED when the inputs would decode to more than ``max_bytes`` together."""
+    total = sum(h.nbytes for h in headers.values())
+    if total <= max_bytes:
+        return
+    name, biggest = max(headers.items(), key=lambda item: item[1].nbytes)
+    raise TooLarge(
+        f"input '{name}' declares shape {list(biggest.shape)} of "
+        f"{dtypes.name(biggest.dtype_code)}: {biggest.elements} elements, "
+        f"{_size_text(biggest.nbytes)} decoded; the inputs of one request may decode to at most "
+        f"{_size_text(max_bytes)} (the server's message-size limit); send fewer rows per call"
+    )
+
+
+def _size_text(nbytes: int) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} bytes"
+
+
+def to_numpy(name: str, proto: tensor_pb2.TensorProto, max_bytes: int) -> np.ndarray:
+    """Decode one tensor of at most ``max_bytes``; raises InvalidInput or TooLarge."""
+    header = declared(name, proto)
+    check_decoded_size({name: header}, max_bytes)
+    return _decode(name, proto, header)
+
+
+def _decode(name: str, proto: tensor_pb2.TensorProto, header: Declared) -> np.ndarray:
+    shape = header.shape
     dtype = dtypes.to_numpy(proto.dtype)
-    count = int(np.prod(shape, dtype=np.int64))
+    count = header.elements
     if proto.tensor_content and proto.dtype != dtypes.DT_STRING:
         little = dtype.newbyteorder("<")
         expected = count * little.itemsize

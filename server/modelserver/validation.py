@@ -27,8 +27,20 @@ def _shape_text(shape: tuple[int | None, ...] | None) -> str:
 
 def check_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
     """Raise InvalidInput for the first problem found: names, dtypes, shapes, then values."""
+    check_declared(
+        signature,
+        {n: (dtypes.from_numpy(a.dtype), tuple(a.shape)) for n, a in inputs.items()},
+    )
+    check_values(inputs)
+
+
+def check_declared(
+    signature: Signature, declared: Mapping[str, tuple[int, tuple[int, ...]]]
+) -> None:
+    """Names, dtypes and shapes as a request declares them (DataType code, shape), checked
+    before any value is decoded: a shape the signature cannot take never costs an allocation."""
     expected = set(signature.inputs)
-    given = set(inputs)
+    given = set(declared)
     missing = expected - given
     extra = given - expected
     if missing:
@@ -42,25 +54,34 @@ def check_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None
             f"{_names(expected)}"
         )
     for name, spec in signature.inputs.items():
-        _check_one(signature.name, name, spec, inputs[name])
+        code, shape = declared[name]
+        _check_one(signature.name, name, spec, code, shape)
 
 
-def _check_one(sig_name: str, name: str, spec: TensorSpec, array: np.ndarray) -> None:
-    if array.dtype != spec.dtype and not (spec.dtype.kind == "O" and array.dtype.kind == "O"):
+def _check_one(
+    sig_name: str, name: str, spec: TensorSpec, code: int, shape: tuple[int, ...]
+) -> None:
+    if code != spec.dtype_code:
         raise InvalidInput(
-            f"input '{name}' has dtype {dtypes.name_of_numpy(array.dtype)}; signature "
+            f"input '{name}' has dtype {dtypes.name(code)}; signature "
             f"'{sig_name}' expects {dtypes.name(spec.dtype_code)}"
         )
     if spec.shape is not None:
-        fits = len(array.shape) == len(spec.shape) and all(
-            want is None or want == got for want, got in zip(spec.shape, array.shape, strict=True)
+        fits = len(shape) == len(spec.shape) and all(
+            want is None or want == got for want, got in zip(spec.shape, shape, strict=True)
         )
         if not fits:
             raise InvalidInput(
-                f"input '{name}' has shape {list(array.shape)}; signature '{sig_name}' expects "
+                f"input '{name}' has shape {list(shape)}; signature '{sig_name}' expects "
                 f"{_shape_text(spec.shape)} (? is any size)"
             )
-    if array.dtype.kind == "f":
+
+
+def check_values(inputs: Mapping[str, np.ndarray]) -> None:
+    """Decoded values a model must never see: NaN and infinities."""
+    for name, array in inputs.items():
+        if array.dtype.kind != "f":
+            continue
         bad = array.size - int(np.count_nonzero(np.isfinite(array)))
         if bad:
             nans = int(np.count_nonzero(np.isnan(array)))

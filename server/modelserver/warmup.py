@@ -16,13 +16,15 @@ from pathlib import Path
 import numpy as np
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-from .errors import InvalidInput, LoadFailed
+from .errors import InvalidInput, LoadFailed, TooLarge
 from .runtime import DEFAULT_SIGNATURE
-from .tensors import to_numpy
+from .tensors import EncodedInputs
 from .tfrecord import TFRecordError, read_records, write_records
 
 WARMUP_PATH = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_RECORDS = 1000
+#: Most bytes one record's inputs may decode to (the default message-size limit).
+MAX_RECORD_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -44,13 +46,13 @@ def read_warmup(version_dir: Path) -> list[WarmupCall]:
                 raise LoadFailed(f"{path}: record {i} is a {log.WhichOneof('log_type')}; only"
                                  " predict_log records are supported", "INVALID_ARGUMENT")
             request = log.predict_log.request
-            inputs = {name: to_numpy(name, t) for name, t in request.inputs.items()}
+            inputs = EncodedInputs(request.inputs, MAX_RECORD_BYTES).decode()
             signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
             calls.append(WarmupCall(signature, inputs))
     except TFRecordError as exc:
         raise LoadFailed(f"warm-up file unreadable: {exc}", "DATA_LOSS") from None
-    except InvalidInput as exc:
-        raise LoadFailed(f"{path}: {exc.message}", "INVALID_ARGUMENT") from None
+    except (InvalidInput, TooLarge) as exc:
+        raise LoadFailed(f"{path}: record {i}: {exc.message}", "INVALID_ARGUMENT") from None
     except Exception as exc:  # protobuf DecodeError and friends
         raise LoadFailed(f"{path}: not PredictionLog records: {exc}", "DATA_LOSS") from None
     return calls

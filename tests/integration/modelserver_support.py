@@ -98,7 +98,7 @@ def predict_request(
 def scores_of(response) -> np.ndarray:
     from server.modelserver.tensors import to_numpy
 
-    return to_numpy("scores", response.outputs["scores"])
+    return to_numpy("scores", response.outputs["scores"], 1 << 30)
 
 
 class ServerProcess:

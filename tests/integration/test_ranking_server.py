@@ -174,6 +174,20 @@ async def test_bad_input_gets_invalid_argument_with_advice(catalog_dir, req, mes
     assert model.requests == 0
 
 
+@pytest.mark.parametrize("garbage", [b"\xff\xff\xff", b"\x0a\x80", b"\x12\x05abc"])
+async def test_unparsable_request_is_invalid_argument_without_parser_text(catalog_dir, garbage):
+    async with stack(catalog_dir) as (_, model, channel):
+        raw = channel.unary_unary("/rankserve.ranking.v1.RankingService/Rank")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await raw(garbage, timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details() == (
+        f"the {len(garbage)}-byte request to /rankserve.ranking.v1.RankingService/Rank is not a"
+        " valid rankserve.ranking.v1.RankRequest message; send a serialized message of that type"
+    )
+    assert model.requests == 0
+
+
 async def test_user_or_viewed_items_without_query_are_enough(catalog_dir):
     async with stack(catalog_dir) as (stub, _, _):
         a = await stub.Rank(ranking_pb2.RankRequest(

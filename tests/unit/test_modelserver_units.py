@@ -15,12 +15,13 @@ from tensorflow.core.framework import tensor_pb2
 from server.modelserver import cli
 from server.modelserver.batching import Batcher, merge_key, split_outputs
 from server.modelserver.config import VersionPolicy, parse_policy, read_config_file
-from server.modelserver.errors import ConfigError, InvalidInput
+from server.modelserver.errors import ConfigError, InvalidInput, TooLarge
 from server.modelserver.runtime import Signature, TensorSpec, warm_up_inputs
-from server.modelserver.tensors import from_numpy, to_numpy
+from server.modelserver.tensors import EncodedInputs, from_numpy, to_numpy
 from server.modelserver.validation import check_inputs
 from server.modelserver.versions import scan_versions
 
+LIMIT = 1 << 20
 PACKAGE = Path(__file__).resolve().parents[2] / "server" / "modelserver"
 F32 = np.dtype(np.float32)
 SIG = Signature(
@@ -58,7 +59,7 @@ def test_only_tf_runtime_imports_tensorflow() -> None:
 def test_tensor_round_trip(array: np.ndarray, content: bool) -> None:
     proto = from_numpy(array, use_tensor_content=content)
     assert bool(proto.tensor_content) == (content and array.size > 0)
-    back = to_numpy("x", proto)
+    back = to_numpy("x", proto, LIMIT)
     assert back.dtype == array.dtype and back.shape == array.shape
     np.testing.assert_array_equal(back, array)
 
@@ -66,28 +67,68 @@ def test_tensor_round_trip(array: np.ndarray, content: bool) -> None:
 def test_strings_use_string_val() -> None:
     proto = from_numpy(np.array([b"a", b"bc"], dtype=object))
     assert list(proto.string_val) == [b"a", b"bc"]
-    assert to_numpy("s", proto).tolist() == [b"a", b"bc"]
+    assert to_numpy("s", proto, LIMIT).tolist() == [b"a", b"bc"]
 
 
 def test_typed_fields_follow_tensorflow_fill_rules() -> None:
     proto = tensor_pb2.TensorProto(dtype=1, tensor_shape={"dim": [{"size": 2}, {"size": 2}]})
-    np.testing.assert_array_equal(to_numpy("x", proto), np.zeros((2, 2), np.float32))
+    np.testing.assert_array_equal(to_numpy("x", proto, LIMIT), np.zeros((2, 2), np.float32))
     proto.float_val.extend([1.0, 2.0])
-    np.testing.assert_array_equal(to_numpy("x", proto), [[1, 2], [2, 2]])
+    np.testing.assert_array_equal(to_numpy("x", proto, LIMIT), [[1, 2], [2, 2]])
     proto.float_val.extend([3, 4, 5])
     with pytest.raises(InvalidInput, match="5 values but shape \\[2, 2\\] holds 4"):
-        to_numpy("x", proto)
+        to_numpy("x", proto, LIMIT)
 
 
 def test_bad_tensor_protos_are_invalid_input() -> None:
     proto = from_numpy(np.ones((2, 2), np.float32), use_tensor_content=True)
     proto.tensor_content = proto.tensor_content[:-1]
     with pytest.raises(InvalidInput, match="tensor_content has 15 bytes.*needs 16"):
-        to_numpy("x", proto)
+        to_numpy("x", proto, LIMIT)
     with pytest.raises(InvalidInput, match="unknown rank"):
-        to_numpy("x", tensor_pb2.TensorProto(dtype=1, tensor_shape={"unknown_rank": True}))
+        to_numpy("x", tensor_pb2.TensorProto(dtype=1, tensor_shape={"unknown_rank": True}), LIMIT)
     with pytest.raises(InvalidInput, match="unsupported dtype"):
-        to_numpy("x", tensor_pb2.TensorProto(dtype=14))  # DT_BFLOAT16
+        to_numpy("x", tensor_pb2.TensorProto(dtype=14), LIMIT)  # DT_BFLOAT16
+
+
+def _declaring(shape, **fields) -> tensor_pb2.TensorProto:
+    return tensor_pb2.TensorProto(
+        dtype=1, tensor_shape={"dim": [{"size": s} for s in shape]}, **fields
+    )
+
+
+@pytest.mark.parametrize(
+    ("shape", "fields", "message"),
+    [
+        # One repeated value, a shape of 2**40 rows: TensorFlow's fill rule would expand it.
+        ((2**40, 300), {"float_val": [1.0]}, "'x' declares shape \\[1099511627776, 300\\]"),
+        # No value at all: zeros of the declared shape.
+        ((1 << 20, 1 << 20), {}, "1099511627776 elements, 4.0 TiB decoded"),
+        # Dims whose product overflows int64 (it wrapped to 0 before) are still too large.
+        ((2**32, 2**32, 2**32), {"float_val": [1.0]}, "elements"),
+        ((2**40,), {"tensor_content": b"\0" * 8}, "at most 1.0 MiB"),
+    ],
+)
+def test_declared_sizes_are_bounded_before_any_allocation(shape, fields, message) -> None:
+    with pytest.raises(TooLarge, match=message) as info:
+        to_numpy("x", _declaring(shape, **fields), LIMIT)
+    assert info.value.status == "RESOURCE_EXHAUSTED"
+
+
+def test_the_bound_covers_a_requests_inputs_together() -> None:
+    half = _declaring((LIMIT // 8,), float_val=[1.0])  # LIMIT / 2 bytes each once decoded
+    fits = EncodedInputs({"a": half}, LIMIT)
+    assert fits.decode()["a"].nbytes == LIMIT // 2
+    three = EncodedInputs({"a": half, "b": half, "c": _declaring((LIMIT // 4,))}, LIMIT)
+    assert {n: h.nbytes for n, h in three.declared().items()} == {
+        "a": LIMIT // 2, "b": LIMIT // 2, "c": LIMIT}
+    with pytest.raises(TooLarge, match="input 'c'"):
+        three.decode()
+
+
+def test_a_negative_dimension_is_invalid_not_too_large() -> None:
+    with pytest.raises(InvalidInput, match="negative dimension in shape \\[-1, 3\\]"):
+        to_numpy("x", _declaring((-1, 3), float_val=[1.0]), LIMIT)
 
 
 # ---- validation ------------------------------------------------------------------------------

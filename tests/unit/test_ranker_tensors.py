@@ -46,3 +46,19 @@ def test_bad_tensors_are_rejected():
         from_tensor_proto(p)
     with pytest.raises(TensorFormatError, match="DT_STRING"):
         from_tensor_proto(tensor_pb2.TensorProto(dtype=tensor_pb2.DT_STRING))
+
+
+def test_declared_sizes_are_bounded_before_any_allocation():
+    repeated = tensor_pb2.TensorProto(dtype=tensor_pb2.DT_FLOAT, float_val=[1.0])
+    repeated.tensor_shape.dim.add(size=2**40)
+    with pytest.raises(TensorFormatError, match="4398046511104 bytes decoded"):
+        from_tensor_proto(repeated)
+    overflow = tensor_pb2.TensorProto(dtype=tensor_pb2.DT_FLOAT, float_val=[1.0])
+    for _ in range(3):
+        overflow.tensor_shape.dim.add(size=2**32)  # the product wraps to 0 in int64
+    with pytest.raises(TensorFormatError, match="at most 1000 are accepted"):
+        from_tensor_proto(overflow, max_bytes=1000)
+    negative = tensor_pb2.TensorProto(dtype=tensor_pb2.DT_FLOAT, float_val=[1.0])
+    negative.tensor_shape.dim.add(size=-4)
+    with pytest.raises(TensorFormatError, match="negative dimension"):
+        from_tensor_proto(negative)
