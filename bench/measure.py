@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from loadtest.cpu import pid_cpu_s
+from rankserve.loadtest.cpu import pid_cpu_s
 
 
 def cpu_seconds(pids: list[int]) -> float:

@@ -30,12 +30,12 @@ import grpc
 import numpy as np
 
 from bench.measure import Row, cpu_seconds, envoy_counter, percentiles, table
-from demo.build import DemoPaths, ensure_demo
-from demo.queries import SAMPLE_REQUESTS
-from loadtest.cpu import self_cpu_s
+from rankserve.demo.build import DemoPaths, ensure_demo
+from rankserve.demo.queries import SAMPLE_REQUESTS
+from rankserve.loadtest.cpu import self_cpu_s
 from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
-from server.stack.local import LocalStack, StackInputs
-from server.stack.settings import StackSettings
+from rankserve.tools.stack.local import LocalStack, StackInputs
+from rankserve.tools.stack.settings import StackSettings
 
 RESULTS = Path(__file__).parent / "results"
 ENVOY_RX = "http.model_ingress.downstream_cx_rx_bytes_total"
@@ -134,7 +134,7 @@ def bench_stack(paths: DemoPaths, compression: str, args: argparse.Namespace) ->
 
 
 def _inputs(paths: DemoPaths) -> tuple[np.ndarray, np.ndarray]:
-    from demo.candidates import CandidateMaker
+    from rankserve.demo.candidates import CandidateMaker
 
     maker = CandidateMaker.open(paths.catalog_dir)
     got = maker(SAMPLE_REQUESTS[0])

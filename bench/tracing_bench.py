@@ -25,9 +25,9 @@ from pathlib import Path
 
 from bench.measure import Row, percentiles
 from bench.rank_bench import measure_stack
-from demo.build import DemoPaths, ensure_demo
-from server.stack.local import LocalStack, StackInputs
-from server.stack.settings import StackSettings
+from rankserve.demo.build import DemoPaths, ensure_demo
+from rankserve.tools.stack.local import LocalStack, StackInputs
+from rankserve.tools.stack.settings import StackSettings
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -1,16 +1,17 @@
 """The demo world: a synthetic catalog, its hidden relevance, and a ranking model trained on it.
 
-Importing this package loads numpy only; TensorFlow loads in ``demo.model`` when a model is
-trained or loaded. Build names resolve lazily so ``python -m demo.build`` runs cleanly.
+Importing this package loads numpy only; TensorFlow loads in ``rankserve.demo.model`` when a
+model is trained or loaded. Build names resolve lazily so ``python -m rankserve.demo.build`` runs
+cleanly.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from demo.candidates import RETRIEVE_K, CandidateMaker, Retrieved
-from demo.evaluate import EVAL_SEED, Evaluation, evaluate
-from demo.quality import (
+from rankserve.demo.candidates import RETRIEVE_K, CandidateMaker, Retrieved
+from rankserve.demo.evaluate import EVAL_SEED, Evaluation, evaluate
+from rankserve.demo.quality import (
     dcg_at_k,
     model_order,
     ndcg_at_k,
@@ -19,12 +20,12 @@ from demo.quality import (
     random_order,
     retrieval_order,
 )
-from demo.queries import SAMPLE_REQUESTS, DemoRequest, random_requests
-from demo.relevance import Truth, grades, utility
-from demo.synth import World, generate
+from rankserve.demo.queries import SAMPLE_REQUESTS, DemoRequest, random_requests
+from rankserve.demo.relevance import Truth, grades, utility
+from rankserve.demo.synth import World, generate
 
 if TYPE_CHECKING:
-    from demo.build import DemoPaths, default_home, ensure_demo, export_version
+    from rankserve.demo.build import DemoPaths, default_home, ensure_demo, export_version
 
 _BUILD_NAMES = ("DemoPaths", "default_home", "ensure_demo", "export_version")
 
@@ -59,7 +60,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _BUILD_NAMES:
-        from demo import build
+        from rankserve.demo import build
 
         return getattr(build, name)
     raise AttributeError(f"module 'demo' has no attribute {name!r}")

@@ -6,7 +6,7 @@ BUILD_VERSION builds afresh beside the old one. A build happens in a temporary d
 is renamed into place when complete, under a file lock, so concurrent callers wait for one
 build and nobody ever sees half of one.
 
-    python -m demo.build [--home DIR] [--num-items N]
+    python -m rankserve.demo.build [--home DIR] [--num-items N]
 """
 
 from __future__ import annotations
@@ -181,10 +181,10 @@ def ensure_demo(
 
 def _build(tmp: Path, final: Path, spec: dict[str, Any], progress: Progress) -> None:
     # Imported here: generating data needs only numpy; TensorFlow loads for training only.
-    from demo.candidates import CandidateMaker
-    from demo.synth import generate
-    from demo.trainset import make_training_lists
-    from demo.vocab import VOCAB
+    from rankserve.demo.candidates import CandidateMaker
+    from rankserve.demo.synth import generate
+    from rankserve.demo.trainset import make_training_lists
+    from rankserve.demo.vocab import VOCAB
 
     t_all = time.perf_counter()
     paths = DemoPaths.at(tmp)
@@ -198,7 +198,7 @@ def _build(tmp: Path, final: Path, spec: dict[str, Any], progress: Progress) -> 
         world.write(paths.catalog_dir, paths.truth_dir, paths.titles_file)
         del world
     maker = CandidateMaker.open(paths.catalog_dir)
-    from demo.relevance import Truth
+    from rankserve.demo.relevance import Truth
 
     truth = Truth.open(paths.truth_dir)
     with _step(
@@ -210,7 +210,7 @@ def _build(tmp: Path, final: Path, spec: dict[str, Any], progress: Progress) -> 
         np.savez(tmp / "train_lists.npz", contexts=lists.contexts, rows=lists.rows,
                  labels=lists.labels)  # fmt: skip
     with _step(progress, "tensorflow: import"):
-        from demo import model as tfmodel
+        from rankserve.demo import model as tfmodel
     with _step(progress, f"model: {spec['train_epochs']} epochs, listwise softmax loss"):
         trained = tfmodel.train(
             maker.catalog.item_features, lists, seed=spec["train_seed"],
@@ -221,7 +221,7 @@ def _build(tmp: Path, final: Path, spec: dict[str, Any], progress: Progress) -> 
         signature = tfmodel.signature_of(paths.version_dir(1))
         _check_signature(signature, maker.catalog.manifest.context_dim)
     (tmp / "models.config").write_text(model_config_text(final / "models" / MODEL_NAME))
-    from demo.evaluate import evaluate
+    from rankserve.demo.evaluate import evaluate
 
     t0 = time.perf_counter()
     result = evaluate(maker, truth, tfmodel.load_scorer(paths.version_dir(1)))
@@ -238,7 +238,7 @@ def _build(tmp: Path, final: Path, spec: dict[str, Any], progress: Progress) -> 
 
 
 def _check_signature(sig: dict, context_dim: int) -> None:
-    from demo.model import INPUT_CANDIDATES, INPUT_CONTEXT, OUTPUT_SCORES
+    from rankserve.demo.model import INPUT_CANDIDATES, INPUT_CONTEXT, OUTPUT_SCORES
 
     want_in = {
         INPUT_CONTEXT: ("float32", [1, context_dim]),
@@ -257,9 +257,9 @@ def export_version(
 ) -> Path:  # fmt: skip
     """Trains another version of the model (another seed) on the build's training lists and
     exports it beside version 1, as a new model version would roll out."""
-    from demo import model as tfmodel
-    from demo.trainset import TrainingLists
-    from ranker.catalog import Catalog
+    from rankserve.demo import model as tfmodel
+    from rankserve.demo.trainset import TrainingLists
+    from rankserve.ranker.catalog import Catalog
 
     z = np.load(paths.root / "train_lists.npz")
     lists = TrainingLists(z["contexts"], z["rows"], z["labels"])
@@ -279,7 +279,7 @@ def export_version(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m demo.build", description=__doc__.split("\n")[0]
+        prog="python -m rankserve.demo.build", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
         "--home",

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from demo.queries import DemoRequest
-from ranker.catalog import Catalog
-from ranker.context import ContextEncoder
-from ranker.retrieval import EmbeddingRetriever
+from rankserve.demo.queries import DemoRequest
+from rankserve.ranker.catalog import Catalog
+from rankserve.ranker.context import ContextEncoder
+from rankserve.ranker.retrieval import EmbeddingRetriever
 
 # How many candidates the ranker retrieves per request by default.
 RETRIEVE_K = 1000

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from demo.candidates import RETRIEVE_K, CandidateMaker
-from demo.quality import model_order, ndcg_of_rows, random_order, retrieval_order
-from demo.queries import random_requests
-from demo.relevance import Truth
+from rankserve.demo.candidates import RETRIEVE_K, CandidateMaker
+from rankserve.demo.quality import model_order, ndcg_of_rows, random_order, retrieval_order
+from rankserve.demo.queries import random_requests
+from rankserve.demo.relevance import Truth
 
 # Held-out requests: a seed that training (demo.build.TRAIN_SEED) never uses.
 EVAL_SEED = 20261

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from demo.trainset import TrainingLists
+from rankserve.demo.trainset import TrainingLists
 
 SIGNATURE = "serving_default"
 INPUT_CONTEXT = "context"

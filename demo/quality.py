@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from demo.ids import item_row
-from demo.queries import DemoRequest
-from demo.relevance import Truth, grades
+from rankserve.demo.ids import item_row
+from rankserve.demo.queries import DemoRequest
+from rankserve.demo.relevance import Truth, grades
 
 
 def dcg_at_k(rels: Sequence[float] | np.ndarray, k: int) -> float:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from demo import vocab
-from demo.ids import item_id, user_id
+from rankserve.demo import vocab
+from rankserve.demo.ids import item_id, user_id
 
 
 @dataclass(frozen=True)

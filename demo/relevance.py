@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from demo.ids import item_row, user_row
-from demo.queries import DemoRequest
-from demo.vocab import DEVICES, LOCALES, VOCAB
-from ranker.context import tokenize
+from rankserve.demo.ids import item_row, user_row
+from rankserve.demo.queries import DemoRequest
+from rankserve.demo.vocab import DEVICES, LOCALES, VOCAB
+from rankserve.ranker.context import tokenize
 
 TRUTH_VERSION = 1
 

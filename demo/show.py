@@ -1,7 +1,7 @@
 """Prints the sample requests ranked in-process by retrieval and by the model, with titles and
 hidden grades, to see what the model changes without starting any server.
 
-    python -m demo.show [--home DIR] [--top N]
+    python -m rankserve.demo.show [--home DIR] [--top N]
 """
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from demo.build import DemoPaths, ensure_demo
-from demo.candidates import CandidateMaker
-from demo.ids import item_id
-from demo.quality import model_order, ndcg_of_rows, retrieval_order
-from demo.queries import SAMPLE_REQUESTS
-from demo.relevance import Truth, grades
+from rankserve.demo.build import DemoPaths, ensure_demo
+from rankserve.demo.candidates import CandidateMaker
+from rankserve.demo.ids import item_id
+from rankserve.demo.quality import model_order, ndcg_of_rows, retrieval_order
+from rankserve.demo.queries import SAMPLE_REQUESTS
+from rankserve.demo.relevance import Truth, grades
 
 
 def format_page(
@@ -31,7 +31,7 @@ def format_page(
 
 
 def show(paths: DemoPaths, top: int = 5, version: int = 1) -> None:
-    from demo.model import load_scorer
+    from rankserve.demo.model import load_scorer
 
     maker = CandidateMaker.open(paths.catalog_dir)
     truth = Truth.open(paths.truth_dir)
@@ -50,7 +50,8 @@ def show(paths: DemoPaths, top: int = 5, version: int = 1) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m demo.show", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m rankserve.demo.show",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--home", type=Path, default=None, help="cache root of the demo build")
     parser.add_argument("--top", type=int, default=5, help="items to print per ranking")
     args = parser.parse_args(argv)

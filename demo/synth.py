@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from demo import vocab
-from demo.ids import item_id, user_id
-from demo.relevance import Truth
-from ranker.catalog import write_catalog
+from rankserve.demo import vocab
+from rankserve.demo.ids import item_id, user_id
+from rankserve.demo.relevance import Truth
+from rankserve.ranker.catalog import write_catalog
 
 EMBEDDING_DIM = 32
 NUM_FEATURES = 300

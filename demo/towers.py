@@ -13,7 +13,7 @@ import hashlib
 
 import numpy as np
 
-from ranker.catalog import Catalog
+from rankserve.ranker.catalog import Catalog
 
 # Rows are embedded in blocks of this many so every row goes through the same matrix product
 # whatever else is embedded with it: a delta publish then reproduces a bulk one bit for bit.

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from demo.candidates import RETRIEVE_K, CandidateMaker
-from demo.queries import random_requests
-from demo.relevance import Truth, grades
+from rankserve.demo.candidates import RETRIEVE_K, CandidateMaker
+from rankserve.demo.queries import random_requests
+from rankserve.demo.relevance import Truth, grades
 
 
 @dataclass

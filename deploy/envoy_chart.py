@@ -27,7 +27,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from server.stack import envoy_config
+from rankserve.tools.stack import envoy_config
 
 CHART = Path(__file__).resolve().parent / "helm" / "rankserve"
 OUT = CHART / "templates" / "_envoy-bootstrap.tpl"

@@ -5,11 +5,11 @@ or closed loop at a concurrency; report latency, errors, bytes, CPU and cost as 
 CSV. The command line is ``rankserve loadtest``.
 """
 
-from loadtest.arrivals import schedule
-from loadtest.runner import LoadSpec, RunOutcome, run
-from loadtest.sources import Payloads, replay, synthesize
-from loadtest.stats import summarize
-from loadtest.targets import Target, TargetProvider, static
+from rankserve.loadtest.arrivals import schedule
+from rankserve.loadtest.runner import LoadSpec, RunOutcome, run
+from rankserve.loadtest.sources import Payloads, replay, synthesize
+from rankserve.loadtest.stats import summarize
+from rankserve.loadtest.targets import Target, TargetProvider, static
 
 __all__ = [
     "LoadSpec",

@@ -234,7 +234,7 @@ def _err(msg: str) -> int:
 
 
 def _spec(args: argparse.Namespace) -> Any:
-    from loadtest.runner import LoadSpec
+    from rankserve.loadtest.runner import LoadSpec
 
     spec = LoadSpec(mode=args.mode, rate=args.rate, arrivals=args.arrivals,
                     concurrency=args.concurrency, duration_s=args.duration,
@@ -246,7 +246,7 @@ def _spec(args: argparse.Namespace) -> Any:
 
 
 def _payloads(args: argparse.Namespace, batch_size: int | None = None) -> Any:
-    from loadtest.sources import demo_catalog_dir, parse_model, replay, synthesize
+    from rankserve.loadtest.sources import demo_catalog_dir, parse_model, replay, synthesize
 
     b = batch_size or args.batch_size
     if not 5 <= b <= 25:
@@ -261,13 +261,13 @@ def _payloads(args: argparse.Namespace, batch_size: int | None = None) -> Any:
 
 
 def _target(args: argparse.Namespace) -> Any:
-    from loadtest.targets import Target
+    from rankserve.loadtest.targets import Target
 
     return Target(args.kind, args.target, tuple(args.server_pid))
 
 
 def _tiers(args: argparse.Namespace) -> list[Any]:
-    from loadtest.cost import CostInputError, Tier, parse_quantity, tier_from_values
+    from rankserve.loadtest.cost import CostInputError, Tier, parse_quantity, tier_from_values
 
     tiers = []
     names = ["model-server"] + (["ranker"] if args.kind == "rank" else [])
@@ -291,7 +291,7 @@ def _tiers(args: argparse.Namespace) -> list[Any]:
 
 
 def _cost(args: argparse.Namespace, capacity: float, basis: str) -> dict[str, Any] | None:
-    from loadtest.cost import Prices, estimate
+    from rankserve.loadtest.cost import Prices, estimate
 
     if args.price_core_hour is None:
         return None
@@ -301,7 +301,7 @@ def _cost(args: argparse.Namespace, capacity: float, basis: str) -> dict[str, An
 
 def _write(args: argparse.Namespace, kind: str, runs: list[dict[str, Any]], **sections: Any
            ) -> int:
-    from loadtest.report import build_document, write_all
+    from rankserve.loadtest.report import build_document, write_all
 
     doc = build_document(kind, runs, command=["rankserve", "loadtest", *sys.argv[2:]],
                          title=args.title, **sections)
@@ -312,8 +312,8 @@ def _write(args: argparse.Namespace, kind: str, runs: list[dict[str, Any]], **se
 
 
 async def _run_once(args: argparse.Namespace, payloads: Any, spec: Any, label: str) -> Any:
-    from loadtest.progress import Live, show
-    from loadtest.runner import run
+    from rankserve.loadtest.progress import Live, show
+    from rankserve.loadtest.runner import run
 
     live = Live()
     async with show(live, label, spec.warmup_s + spec.duration_s,
@@ -324,10 +324,15 @@ async def _run_once(args: argparse.Namespace, payloads: Any, spec: Any, label: s
 
 def _guard(fn):  # noqa: ANN001, ANN202 - wraps the handlers below
     def handler(args: argparse.Namespace) -> int:
-        from loadtest.cost import CostInputError
-        from loadtest.k8s import ClusterError, DeployTimeout, KubeconfigError, ManifestError
-        from loadtest.sources import SourceError
-        from server.ranking.capture_files import CaptureFormatError
+        from rankserve.loadtest.cost import CostInputError
+        from rankserve.loadtest.k8s import (
+            ClusterError,
+            DeployTimeout,
+            KubeconfigError,
+            ManifestError,
+        )
+        from rankserve.loadtest.sources import SourceError
+        from rankserve.server.ranking.capture_files import CaptureFormatError
 
         try:
             if args.deploy_model or args.dry_run:
@@ -346,9 +351,9 @@ def _guard(fn):  # noqa: ANN001, ANN202 - wraps the handlers below
 
 def _in_cluster(fn, args: argparse.Namespace) -> int:  # noqa: ANN001 - a handler
     """Runs ``fn`` against a temporary deployment of --deploy-model (or prints it)."""
-    from loadtest.k8s import Cluster, ModelVersion, Terminated, plan, temporary_deployment
-    from loadtest.k8s import kubeconfig as kc
-    from loadtest.k8s.manifests import DEFAULT_CHART
+    from rankserve.loadtest.k8s import Cluster, ModelVersion, Terminated, plan, temporary_deployment
+    from rankserve.loadtest.k8s import kubeconfig as kc
+    from rankserve.loadtest.k8s.manifests import DEFAULT_CHART
 
     if not args.deploy_model:
         raise ValueError("--dry-run prints the objects of --deploy-model NAME@VERSION: pass it")
@@ -387,7 +392,7 @@ def _in_cluster(fn, args: argparse.Namespace) -> int:  # noqa: ANN001 - a handle
 
 @_guard
 def handle_run(args: argparse.Namespace) -> int:
-    from loadtest.stats import summarize
+    from rankserve.loadtest.stats import summarize
 
     spec = _spec(args)
     if args.price_core_hour is not None:
@@ -404,7 +409,7 @@ def handle_run(args: argparse.Namespace) -> int:
 
 @_guard
 def handle_step(args: argparse.Namespace) -> int:
-    from loadtest.step import step_search
+    from rankserve.loadtest.step import step_search
 
     spec = _spec(args)
     if args.price_core_hour is not None:
@@ -428,7 +433,7 @@ def handle_step(args: argparse.Namespace) -> int:
 
 @_guard
 def handle_sweep(args: argparse.Namespace) -> int:
-    from loadtest.sweep import sweep
+    from rankserve.loadtest.sweep import sweep
 
     sizes = [int(x) for x in args.batch_sizes.split(",") if x.strip()]
     comps = [x.strip() for x in args.compressions.split(",") if x.strip()]
@@ -456,7 +461,7 @@ def handle_sweep(args: argparse.Namespace) -> int:
 
 
 def handle_compare(args: argparse.Namespace) -> int:
-    from loadtest.compare import compare, format_rows, load, render_html
+    from rankserve.loadtest.compare import compare, format_rows, load, render_html
 
     try:
         a, b = load(args.a), load(args.b)

@@ -100,7 +100,7 @@ def format_rows(rows: list[dict[str, Any]], a_name: str, b_name: str) -> str:
 def render_html(rows: list[dict[str, Any]], a_name: str, b_name: str) -> str:
     from html import escape
 
-    from loadtest.report.html import CSS
+    from rankserve.loadtest.report.html import CSS
 
     body = []
     for r in rows:

@@ -14,12 +14,12 @@ import itertools
 from dataclasses import dataclass
 from typing import Literal
 
-from loadtest.arrivals import Arrivals, schedule
-from loadtest.cpu import pids_cpu_s, self_cpu_s
-from loadtest.progress import Live
-from loadtest.samples import Samples
-from loadtest.sources import Payloads
-from loadtest.targets import Caller, Target
+from rankserve.loadtest.arrivals import Arrivals, schedule
+from rankserve.loadtest.cpu import pids_cpu_s, self_cpu_s
+from rankserve.loadtest.progress import Live
+from rankserve.loadtest.samples import Samples
+from rankserve.loadtest.sources import Payloads
+from rankserve.loadtest.targets import Caller, Target
 
 Mode = Literal["open", "closed"]
 

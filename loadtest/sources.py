@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 from google.protobuf import wrappers_pb2
 
-from loadtest.targets import Kind
-from ranker.planner import plan_batches
-from ranker.scoring import build_request
-from ranker.tensors import fill_tensor_proto, from_tensor_proto
-from ranker.types import ModelRef
+from rankserve.loadtest.targets import Kind
+from rankserve.ranker.planner import plan_batches
+from rankserve.ranker.scoring import build_request
+from rankserve.ranker.tensors import fill_tensor_proto, from_tensor_proto
+from rankserve.ranker.types import ModelRef
 from rankserve.ranking.v1 import ranking_pb2
+from rankserve.server.ranking.capture_files import list_capture_files, read_records
 from rankserve.tfserving.v1 import predict_pb2
-from server.ranking.capture_files import list_capture_files, read_records
 
 
 class SourceError(ValueError):
@@ -156,8 +156,8 @@ def demo_catalog_dir() -> Path:
     The build runs in a child process: training the demo model imports TensorFlow, which this
     process never loads.
     """
-    out = subprocess.run([sys.executable, "-m", "demo.build"], capture_output=True, text=True,
-                         check=False)
+    out = subprocess.run([sys.executable, "-m", "rankserve.demo.build"], capture_output=True,
+                         text=True, check=False)
     if out.returncode != 0:
         raise SourceError(f"building the demo catalog failed:\n{out.stderr[-2000:]}")
     for line in out.stdout.splitlines():
@@ -171,8 +171,8 @@ def synthesize(kind: Kind, catalog_dir: Path, *, requests: int = 8, batch_size: 
                seed: int = 1) -> Payloads:
     """Traffic made like the ranker makes it: seeded random demo requests; for ``predict``,
     their candidates' features split into batches exactly as the pipeline would."""
-    from demo.candidates import CandidateMaker
-    from demo.queries import random_requests
+    from rankserve.demo.candidates import CandidateMaker
+    from rankserve.demo.queries import random_requests
 
     maker = CandidateMaker.open(catalog_dir)
     cat = maker.catalog

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from loadtest.runner import RunOutcome
+from rankserve.loadtest.runner import RunOutcome
 
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p99_9": 99.9}
 

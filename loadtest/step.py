@@ -11,8 +11,8 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from loadtest.runner import LoadSpec, RunOutcome
-from loadtest.stats import summarize
+from rankserve.loadtest.runner import LoadSpec, RunOutcome
+from rankserve.loadtest.stats import summarize
 
 RunOne = Callable[[LoadSpec, str], Awaitable[RunOutcome]]
 

@@ -6,9 +6,9 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from loadtest.runner import LoadSpec, RunOutcome
-from loadtest.sources import Payloads
-from loadtest.stats import summarize
+from rankserve.loadtest.runner import LoadSpec, RunOutcome
+from rankserve.loadtest.sources import Payloads
+from rankserve.loadtest.stats import summarize
 
 RunWith = Callable[[Payloads, LoadSpec, str], Awaitable[RunOutcome]]
 

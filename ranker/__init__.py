@@ -10,13 +10,13 @@ Build one for the embedded catalog::
     result = await ranker.rank(RankQuery(request_id="r1", query="red shoes"))
 """
 
-from ranker.catalog import Catalog
-from ranker.features import CatalogFeatureStore, FeatureStore
-from ranker.pipeline import Ranker, RankerConfig
-from ranker.planner import plan_batches
-from ranker.routing import Router, RouteRule
-from ranker.scoring import PredictScorer, Scorer
-from ranker.types import ModelRef, RankQuery, RankResult
+from rankserve.ranker.catalog import Catalog
+from rankserve.ranker.features import CatalogFeatureStore, FeatureStore
+from rankserve.ranker.pipeline import Ranker, RankerConfig
+from rankserve.ranker.planner import plan_batches
+from rankserve.ranker.routing import Router, RouteRule
+from rankserve.ranker.scoring import PredictScorer, Scorer
+from rankserve.ranker.types import ModelRef, RankQuery, RankResult
 
 __all__ = [
     "Catalog",

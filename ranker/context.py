@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ranker.catalog import Catalog
+from rankserve.ranker.catalog import Catalog
 
 _TOKEN = re.compile(r"[a-z0-9]+")
 

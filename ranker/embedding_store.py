@@ -2,7 +2,7 @@
 
 A two-tower retrieval model is retrained as a whole: version 5's query tower is only comparable
 with version 5's item embeddings. So every artifact is filed under the model version that made
-it, and retrieval pairs them by version (see :mod:`ranker.versioned_retrieval`).
+it, and retrieval pairs them by version (see :mod:`rankserve.ranker.versioned_retrieval`).
 
 Layout under an embeddings root::
 

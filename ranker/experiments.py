@@ -17,7 +17,7 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 from itertools import accumulate
 
-from ranker.types import ModelRef
+from rankserve.ranker.types import ModelRef
 
 
 @dataclass(frozen=True)

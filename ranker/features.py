@@ -12,9 +12,9 @@ from typing import Protocol
 
 import numpy as np
 
-from ranker.catalog import Catalog
-from ranker.context import ContextEncoder, EncodedRequest
-from ranker.types import RankQuery
+from rankserve.ranker.catalog import Catalog
+from rankserve.ranker.context import ContextEncoder, EncodedRequest
+from rankserve.ranker.types import RankQuery
 
 
 @dataclass

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ranker.types import Degradation, RankedItem
+from rankserve.ranker.types import Degradation, RankedItem
 
 
 @dataclass(frozen=True)

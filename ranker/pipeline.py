@@ -17,20 +17,20 @@ import numpy as np
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from ranker.catalog import Catalog
-from ranker.context import ContextEncoder
-from ranker.errors import DeadlineExceeded, ScoringError
-from ranker.features import CatalogFeatureStore, FeatureStore
-from ranker.merge import BatchOutcome, merge
-from ranker.metrics import RankerMetrics
-from ranker.planner import plan_batches
-from ranker.retrieval import CandidateSource, EmbeddingRetriever
-from ranker.routing import Decision, Router, RouteRule
-from ranker.scoring import BATCH_INDEX, PREDICT_METHOD, SIGNATURE_MISMATCH, Scorer
-from ranker.shadow import ShadowRunner
-from ranker.types import ModelRef, RankQuery, RankResult, StageTimings
-from ranker.validation import candidate_count
-from ranker.version_metrics import VersionMetrics
+from rankserve.ranker.catalog import Catalog
+from rankserve.ranker.context import ContextEncoder
+from rankserve.ranker.errors import DeadlineExceeded, ScoringError
+from rankserve.ranker.features import CatalogFeatureStore, FeatureStore
+from rankserve.ranker.merge import BatchOutcome, merge
+from rankserve.ranker.metrics import RankerMetrics
+from rankserve.ranker.planner import plan_batches
+from rankserve.ranker.retrieval import CandidateSource, EmbeddingRetriever
+from rankserve.ranker.routing import Decision, Router, RouteRule
+from rankserve.ranker.scoring import BATCH_INDEX, PREDICT_METHOD, SIGNATURE_MISMATCH, Scorer
+from rankserve.ranker.shadow import ShadowRunner
+from rankserve.ranker.types import ModelRef, RankQuery, RankResult, StageTimings
+from rankserve.ranker.validation import candidate_count
+from rankserve.ranker.version_metrics import VersionMetrics
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from typing import Protocol
 
 import numpy as np
 
-from ranker.catalog import Catalog
-from ranker.context import ContextEncoder, EncodedRequest
-from ranker.types import Candidates
+from rankserve.ranker.catalog import Catalog
+from rankserve.ranker.context import ContextEncoder, EncodedRequest
+from rankserve.ranker.types import Candidates
 
 _POPULARITY_REASON = (
     "no query tokens, user or viewed items matched the catalog: popularity retrieval"

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ranker.experiments import Arm, Experiment
-from ranker.types import ModelRef, RankQuery
+from rankserve.ranker.experiments import Arm, Experiment
+from rankserve.ranker.types import ModelRef, RankQuery
 
 
 @dataclass(frozen=True)

@@ -39,9 +39,9 @@ from typing import Any
 
 import yaml
 
-from ranker.experiments import Arm, Experiment
-from ranker.routing import Router, RouteRule
-from ranker.types import ModelRef
+from rankserve.ranker.experiments import Arm, Experiment
+from rankserve.ranker.routing import Router, RouteRule
+from rankserve.ranker.types import ModelRef
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from google.protobuf import wrappers_pb2
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from ranker.errors import ScoringError
-from ranker.metrics import RankerMetrics
-from ranker.tensors import TensorFormatError, fill_tensor_proto, from_tensor_proto
-from ranker.types import ModelRef, ScoredBatch
+from rankserve.ranker.errors import ScoringError
+from rankserve.ranker.metrics import RankerMetrics
+from rankserve.ranker.tensors import TensorFormatError, fill_tensor_proto, from_tensor_proto
+from rankserve.ranker.types import ModelRef, ScoredBatch
 from rankserve.tfserving.v1 import model_pb2, predict_pb2, prediction_service_pb2_grpc
 
 log = logging.getLogger(__name__)

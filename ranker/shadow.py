@@ -12,9 +12,9 @@ import logging
 
 import numpy as np
 
-from ranker.experiments import Arm
-from ranker.scoring import Scorer
-from ranker.version_metrics import VersionMetrics
+from rankserve.ranker.experiments import Arm
+from rankserve.ranker.scoring import Scorer
+from rankserve.ranker.version_metrics import VersionMetrics
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ranker.errors import InvalidArgument
-from ranker.types import RankQuery
+from rankserve.ranker.errors import InvalidArgument
+from rankserve.ranker.types import RankQuery
 
 
 def candidate_count(query: RankQuery, default_candidates: int, max_candidates: int) -> int:

@@ -22,12 +22,19 @@ from pathlib import Path
 import numpy as np
 from opentelemetry import trace
 
-from ranker.catalog import Catalog
-from ranker.context import EncodedRequest, tokenize
-from ranker.embedding_store import ITEMS, TOWER, USERS, EmbeddingStore, QueryTower, UserEmbeddings
-from ranker.retrieval import top_k
-from ranker.types import Candidates, RankQuery
-from ranker.version_metrics import VersionMetrics
+from rankserve.ranker.catalog import Catalog
+from rankserve.ranker.context import EncodedRequest, tokenize
+from rankserve.ranker.embedding_store import (
+    ITEMS,
+    TOWER,
+    USERS,
+    EmbeddingStore,
+    QueryTower,
+    UserEmbeddings,
+)
+from rankserve.ranker.retrieval import top_k
+from rankserve.ranker.types import Candidates, RankQuery
+from rankserve.ranker.version_metrics import VersionMetrics
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,15 @@ created through the `kubernetes` client, waited for, reached through port-forwar
 deleted by their run label when the test ends, also when it is interrupted.
 """
 
-from loadtest.k8s.cluster import Cluster, ClusterError
-from loadtest.k8s.kubeconfig import KubeconfigError
-from loadtest.k8s.manifests import RUN_LABEL, ManifestError, ModelVersion, Plan, plan
-from loadtest.k8s.provider import DeployTimeout, Terminated, provider, temporary_deployment
+from rankserve.loadtest.k8s.cluster import Cluster, ClusterError
+from rankserve.loadtest.k8s.kubeconfig import KubeconfigError
+from rankserve.loadtest.k8s.manifests import RUN_LABEL, ManifestError, ModelVersion, Plan, plan
+from rankserve.loadtest.k8s.provider import (
+    DeployTimeout,
+    Terminated,
+    provider,
+    temporary_deployment,
+)
 
 __all__ = [
     "RUN_LABEL",

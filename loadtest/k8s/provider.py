@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from loadtest.k8s.cluster import Cluster, ClusterError, pod_problems, pod_ready
-from loadtest.k8s.manifests import KIND_ORDER, Plan
-from loadtest.targets import Target
+from rankserve.loadtest.k8s.cluster import Cluster, ClusterError, pod_problems, pod_ready
+from rankserve.loadtest.k8s.manifests import KIND_ORDER, Plan
+from rankserve.loadtest.targets import Target
 
 Say = Callable[[str], None]
 
@@ -114,7 +114,7 @@ def temporary_deployment(cluster: Cluster, plan: Plan, *, timeout_s: float = 600
                          ) -> Iterator[Target]:
     """Creates ``plan``'s objects, waits for them, yields a loopback ``Target`` relayed to a
     ready pod, and deletes everything of the run when the block ends, however it ends."""
-    from loadtest.k8s.relay import Relay
+    from rankserve.loadtest.k8s.relay import Relay
 
     created: list[tuple[str, str]] = []
     with _stop_signals_raise():

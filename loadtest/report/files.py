@@ -41,7 +41,7 @@ def write_csv(doc: dict[str, Any], path: Path) -> Path:
 
 def write_all(doc: dict[str, Any], out_dir: Path, name: str = "report") -> dict[str, Path]:
     """``<out_dir>/<name>.json``, ``.csv`` and ``.html``."""
-    from loadtest.report.html import render_html
+    from rankserve.loadtest.report.html import render_html
 
     out_dir.mkdir(parents=True, exist_ok=True)
     html = out_dir / f"{name}.html"

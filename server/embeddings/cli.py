@@ -60,9 +60,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def handle(args: argparse.Namespace) -> int:
-    from ranker.catalog import Catalog, CatalogFormatError
-    from ranker.embedding_store import EmbeddingStore, EmbeddingStoreError
-    from server.embeddings.publish import publish, read_ids
+    from rankserve.ranker.catalog import Catalog, CatalogFormatError
+    from rankserve.ranker.embedding_store import EmbeddingStore, EmbeddingStoreError
+    from rankserve.server.embeddings.publish import publish, read_ids
 
     if args.mode == "delta" and not args.changed_items:
         print("rankserve embeddings publish: --delta needs --changed-items FILE", file=sys.stderr)

@@ -14,9 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from demo.towers import RotationTowers
-from ranker.catalog import Catalog
-from ranker.embedding_store import ITEMS, TOWER, USERS, EmbeddingStore, EmbeddingStoreError
+from rankserve.demo.towers import RotationTowers
+from rankserve.ranker.catalog import Catalog
+from rankserve.ranker.embedding_store import (
+    ITEMS,
+    TOWER,
+    USERS,
+    EmbeddingStore,
+    EmbeddingStoreError,
+)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""``python -m server.modelserver``: the model server's command line."""
+"""``python -m rankserve.server.modelserver``: the model server's command line."""
 
 from .cli import main
 

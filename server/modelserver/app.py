@@ -22,13 +22,13 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from server.common.errors import ErrorMappingInterceptor
-from server.common.health import HealthState
-from server.common.readyfile import write_ready_file
-from server.common.shutdown import run_until_signal
-from server.telemetry.interceptors import TracingServerInterceptor
-from server.telemetry.metrics_http import MetricsServer
-from server.telemetry.tracing import make_provider, shutdown_provider, tracer_of
+from rankserve.server.common.errors import ErrorMappingInterceptor
+from rankserve.server.common.health import HealthState
+from rankserve.server.common.readyfile import write_ready_file
+from rankserve.server.common.shutdown import run_until_signal
+from rankserve.server.telemetry.interceptors import TracingServerInterceptor
+from rankserve.server.telemetry.metrics_http import MetricsServer
+from rankserve.server.telemetry.tracing import make_provider, shutdown_provider, tracer_of
 
 from . import config
 from .core import ModelServerCore

@@ -1,5 +1,5 @@
 """Command line of the model server: ``rankserve model-server`` and
-``python -m server.modelserver``.
+``python -m rankserve.server.modelserver``.
 
 Flags override RANKSERVE_MODELSERVER_* environment settings; a flag left out keeps the
 environment's value or the default. Importing this module is cheap (no TensorFlow): the server
@@ -172,7 +172,7 @@ def handle(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args)
     except ValidationError as exc:
-        from server.common.settings_errors import report_invalid_settings
+        from rankserve.server.common.settings_errors import report_invalid_settings
 
         return report_invalid_settings("model-server", exc)
     from .app import run
@@ -186,9 +186,9 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m server.modelserver``."""
+    """Entry point of ``python -m rankserve.server.modelserver``."""
     parser = argparse.ArgumentParser(
-        prog="python -m server.modelserver",
+        prog="python -m rankserve.server.modelserver",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -2,9 +2,9 @@
 
 Each error names the gRPC status code it maps to in ``status`` and carries a message written for
 the caller: what was wrong and what to change. Only the error-mapping interceptor of
-``server.common.errors`` turns these into gRPC statuses, so the core never imports grpc; anything
-that is not a ``ModelServerError`` becomes INTERNAL with a generic message and its detail goes to
-the log.
+``rankserve.server.common.errors`` turns these into gRPC statuses, so the core never imports
+grpc; anything that is not a ``ModelServerError`` becomes INTERNAL with a generic message and
+its detail goes to the log.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""``python -m server.ranking``: the ranking server without the umbrella CLI."""
+"""``python -m rankserve.server.ranking``: the ranking server without the umbrella CLI."""
 
 import sys
 
-from server.ranking.cli import main
+from rankserve.server.ranking.cli import main
 
 sys.exit(main())

@@ -17,27 +17,32 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 from threadpoolctl import threadpool_limits
 
-from ranker.catalog import Catalog, CatalogFormatError
-from ranker.context import ContextEncoder
-from ranker.embedding_store import EmbeddingStore
-from ranker.features import CatalogFeatureStore
-from ranker.metrics import RankerMetrics
-from ranker.pipeline import Ranker, RankerConfig
-from ranker.retrieval import EmbeddingRetriever
-from ranker.routing_config import RoutingConfigError, RoutingPolicyFile
-from ranker.scoring import PredictScorer
-from ranker.types import ModelRef
-from ranker.version_metrics import VersionMetrics
-from ranker.versioned_retrieval import VersionedRetriever
+from rankserve.ranker.catalog import Catalog, CatalogFormatError
+from rankserve.ranker.context import ContextEncoder
+from rankserve.ranker.embedding_store import EmbeddingStore
+from rankserve.ranker.features import CatalogFeatureStore
+from rankserve.ranker.metrics import RankerMetrics
+from rankserve.ranker.pipeline import Ranker, RankerConfig
+from rankserve.ranker.retrieval import EmbeddingRetriever
+from rankserve.ranker.routing_config import RoutingConfigError, RoutingPolicyFile
+from rankserve.ranker.scoring import PredictScorer
+from rankserve.ranker.types import ModelRef
+from rankserve.ranker.version_metrics import VersionMetrics
+from rankserve.ranker.versioned_retrieval import VersionedRetriever
 from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
-from server.common import ErrorMappingInterceptor, HealthState, run_until_signal, write_ready_file
-from server.ranking.capture import RequestCapture
-from server.ranking.metrics import RankMetricsInterceptor
-from server.ranking.servicer import RankingServicer
-from server.ranking.settings import RankerSettings
-from server.telemetry.interceptors import TracingServerInterceptor
-from server.telemetry.metrics_http import MetricsServer
-from server.telemetry.tracing import make_provider, shutdown_provider, tracer_of
+from rankserve.server.common import (
+    ErrorMappingInterceptor,
+    HealthState,
+    run_until_signal,
+    write_ready_file,
+)
+from rankserve.server.ranking.capture import RequestCapture
+from rankserve.server.ranking.metrics import RankMetricsInterceptor
+from rankserve.server.ranking.servicer import RankingServicer
+from rankserve.server.ranking.settings import RankerSettings
+from rankserve.server.telemetry.interceptors import TracingServerInterceptor
+from rankserve.server.telemetry.metrics_http import MetricsServer
+from rankserve.server.telemetry.tracing import make_provider, shutdown_provider, tracer_of
 
 log = logging.getLogger("rankserve.ranker")
 

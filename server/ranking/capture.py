@@ -25,11 +25,11 @@ from typing import Any
 import zstandard
 from prometheus_client import CollectorRegistry, Counter
 
-from ranker.scoring import BATCH_INDEX
 from rankserve.capture.v1 import capture_pb2
+from rankserve.ranker.scoring import BATCH_INDEX
 from rankserve.ranking.v1 import ranking_pb2
+from rankserve.server.ranking.capture_files import PARTIAL, SUFFIX, write_delimited
 from rankserve.tfserving.v1 import predict_pb2
-from server.ranking.capture_files import PARTIAL, SUFFIX, write_delimited
 
 log = logging.getLogger(__name__)
 

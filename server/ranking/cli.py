@@ -1,4 +1,4 @@
-"""Command line of the ranking server: ``rankserve ranker`` and ``python -m server.ranking``.
+"""Command line of the ranking server: ``rankserve ranker``, ``python -m rankserve.server.ranking``.
 
 Flags mirror RankerSettings; a flag given on the command line overrides the environment
 variable RANKSERVE_RANKER_<NAME>, which overrides the default.
@@ -10,8 +10,8 @@ import argparse
 
 from pydantic import ValidationError
 
-from server.common.settings_errors import report_invalid_settings
-from server.ranking.settings import RankerSettings
+from rankserve.server.common.settings_errors import report_invalid_settings
+from rankserve.server.ranking.settings import RankerSettings
 
 DESCRIPTION = """\
 Serve rankserve.ranking.v1.RankingService/Rank on gRPC: retrieve candidates from the embedded
@@ -118,14 +118,14 @@ def handle(args: argparse.Namespace) -> int:
         settings = settings_from_args(args)
     except ValidationError as exc:
         return report_invalid_settings("rankserve ranker", exc)
-    from server.ranking.app import run
+    from rankserve.server.ranking.app import run
 
     return run(settings, ready_file=args.ready_file)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m server.ranking", description=DESCRIPTION, epilog=EPILOG,
+        prog="python -m rankserve.server.ranking", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     configure_parser(parser)
     args = parser.parse_args(argv)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from ranker.types import ModelRef, RankQuery, RankResult
+from rankserve.ranker.types import ModelRef, RankQuery, RankResult
 from rankserve.ranking.v1 import ranking_pb2
 
 

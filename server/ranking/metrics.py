@@ -11,8 +11,8 @@ from typing import Any
 
 import grpc
 
-from ranker.metrics import RankerMetrics
-from server.telemetry.interceptors import call_status, observed, with_unary
+from rankserve.ranker.metrics import RankerMetrics
+from rankserve.server.telemetry.interceptors import call_status, observed, with_unary
 
 
 class RankMetricsInterceptor(grpc.aio.ServerInterceptor):

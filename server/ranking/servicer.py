@@ -7,10 +7,10 @@ import contextlib
 
 import grpc
 
-from ranker.pipeline import Ranker
+from rankserve.ranker.pipeline import Ranker
 from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
-from server.ranking.capture import RequestCapture
-from server.ranking.converters import to_query, to_response
+from rankserve.server.ranking.capture import RequestCapture
+from rankserve.server.ranking.converters import to_query, to_response
 
 
 class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from demo.build import DemoPaths, ensure_demo
-from server.stack.local import LocalStack, StackInputs
-from server.stack.settings import StackSettings
+from rankserve.demo.build import DemoPaths, ensure_demo
+from rankserve.tools.stack.local import LocalStack, StackInputs
+from rankserve.tools.stack.settings import StackSettings
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from server.stack.local import find_envoy
+from rankserve.tools.stack.local import find_envoy
 from tests.integration.modelserver_support import (
     C,
     F,

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from server.cli import main as rankserve_main
-from server.stack.local import LocalStack, StackInputs
-from server.stack.settings import StackSettings
+from rankserve.tools.cli import main as rankserve_main
+from rankserve.tools.stack.local import LocalStack, StackInputs
+from rankserve.tools.stack.settings import StackSettings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -48,10 +48,10 @@ def test_rank_load_then_replay_of_its_capture_through_envoy(capturing_stack, dem
     assert rank["latency_ms"]["p50"] > 0
 
     # Stopping the ranker completes its capture file: 32 Rank calls, 40 batches each.
-    from server.stack.processes import stop
+    from rankserve.tools.stack.processes import stop
 
     stop(stack.ranker, 10)
-    from server.ranking.capture_files import list_capture_files, read_records
+    from rankserve.server.ranking.capture_files import list_capture_files, read_records
 
     kinds = [r.WhichOneof("record") for r in read_records(list_capture_files(capture))]
     assert kinds.count("rank") == 32 and kinds.count("predict") == 32 * 40

@@ -20,11 +20,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from demo.build import DemoPaths
-from demo.ids import user_id
+from rankserve.demo.build import DemoPaths
+from rankserve.demo.ids import user_id
 from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
-from server.stack.local import LocalStack, StackInputs
-from server.stack.settings import StackSettings
+from rankserve.tools.stack.local import LocalStack, StackInputs
+from rankserve.tools.stack.settings import StackSettings
 from tests.e2e.test_stack import rank_request
 from tests.support.tools import require_program
 

@@ -13,14 +13,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from demo.build import DemoPaths, export_version, model_config_text
-from ranker.catalog import Catalog
-from ranker.embedding_store import EmbeddingStore
+from rankserve.demo.build import DemoPaths, export_version, model_config_text
+from rankserve.ranker.catalog import Catalog
+from rankserve.ranker.embedding_store import EmbeddingStore
 from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
-from server.embeddings.publish import publish
-from server.modelserver.warmup_cli import synthesize
-from server.stack.local import LocalStack, StackInputs
-from server.stack.settings import StackSettings
+from rankserve.server.embeddings.publish import publish
+from rankserve.tools.stack.local import LocalStack, StackInputs
+from rankserve.tools.stack.settings import StackSettings
+from rankserve.tools.warmup_file import synthesize
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -67,7 +67,7 @@ def rollout_dir(demo_paths: DemoPaths, tmp_path_factory) -> DemoPaths:
     paths.model_base_path.mkdir(parents=True)
     shutil.copytree(demo_paths.version_dir(1), paths.version_dir(1))
     export_version(paths, 2, seed=23, epochs=3, progress=lambda _m: None)
-    from server.modelserver.warmup import write_warmup
+    from rankserve.server.modelserver.warmup import write_warmup
 
     write_warmup(paths.version_dir(2),
                  synthesize(str(paths.catalog_dir), "ranker", 8, [25, 10]))

@@ -15,7 +15,7 @@ import grpc
 import numpy as np
 import pytest
 
-from demo.queries import SAMPLE_REQUESTS
+from rankserve.demo.queries import SAMPLE_REQUESTS
 from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
 from tests.e2e.conftest import make_stack
 
@@ -145,7 +145,8 @@ def test_up_prints_processes_and_stops_them_on_signal(demo_paths, tmp_path, sig)
     # Started like a background job of a shell: SIGINT ignored on entry. `up` must still stop
     # on it (Ctrl-C), so it installs its own handler.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server", "up", "--ranker-port", "0", "--run-dir", str(tmp_path),
+        [sys.executable, "-m", "rankserve.tools", "up", "--ranker-port", "0",
+         "--run-dir", str(tmp_path),
          "--catalog-dir", str(demo_paths.catalog_dir),
          "--model-config-file", str(demo_paths.model_config_file)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,

@@ -11,10 +11,10 @@ from collections import Counter
 import grpc
 
 from rankserve.ranking.v1 import ranking_pb2_grpc
-from server.telemetry.interceptors import TracingClientInterceptor
-from server.telemetry.trace_cmd import fetch_trace
-from server.telemetry.tracing import exporting_provider, shutdown_provider
-from server.telemetry.waterfall import format_waterfall, orphans, span_tree
+from rankserve.server.telemetry.interceptors import TracingClientInterceptor
+from rankserve.server.telemetry.tracing import exporting_provider, shutdown_provider
+from rankserve.tools.traces.trace_cmd import fetch_trace
+from rankserve.tools.traces.waterfall import format_waterfall, orphans, span_tree
 from tests.e2e.test_stack import rank_request
 
 RANK = "rankserve.ranking.v1.RankingService/Rank"
@@ -115,7 +115,7 @@ def test_rankserve_trace_prints_the_waterfall(stack) -> None:
     with grpc.insecure_channel(stack.ranker.address) as ch:
         resp = ranking_pb2_grpc.RankingServiceStub(ch).Rank(rank_request(2), timeout=10)
     out = subprocess.run(
-        [sys.executable, "-m", "server.cli", "trace", resp.trace_id, "--receiver",
+        [sys.executable, "-m", "rankserve.tools.cli", "trace", resp.trace_id, "--receiver",
          stack.receiver_http, "--wait-s", "20"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
@@ -129,7 +129,7 @@ def test_demo_prints_the_waterfall_of_one_rank(demo_paths, tmp_path) -> None:
     import sys
 
     out = subprocess.run(
-        [sys.executable, "-m", "server", "demo", "--eval-requests", "0", "--top", "1",
+        [sys.executable, "-m", "rankserve.tools", "demo", "--eval-requests", "0", "--top", "1",
          "--run-dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout

@@ -82,7 +82,7 @@ def predict_request(
 ):
     from tensorflow_serving.apis import predict_pb2
 
-    from server.modelserver.tensors import from_numpy
+    from rankserve.server.modelserver.tensors import from_numpy
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = name
@@ -96,19 +96,21 @@ def predict_request(
 
 
 def scores_of(response) -> np.ndarray:
-    from server.modelserver.tensors import to_numpy
+    from rankserve.server.modelserver.tensors import to_numpy
 
     return to_numpy("scores", response.outputs["scores"], 1 << 30)
 
 
 class ServerProcess:
-    """``python -m server.modelserver`` on 127.0.0.1:0; the port comes from --ready-file."""
+    """``python -m rankserve.server.modelserver`` on 127.0.0.1:0; the port comes from the ready
+    file."""
 
     def __init__(self, tmp: Path, *args: str) -> None:
         self.ready_file = tmp / f"ready-{time.monotonic_ns()}.json"
         self.log_path = tmp / f"server-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115
-        cmd = [sys.executable, "-m", "server.modelserver", "--host", "127.0.0.1", "--port", "0"]
+        cmd = [sys.executable, "-m", "rankserve.server.modelserver", "--host", "127.0.0.1",
+               "--port", "0"]
         cmd += ["--metrics-port", "0", "--ready-file", str(self.ready_file), *args]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=self._log, env=env)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from loadtest.runner import LoadSpec, run
-from loadtest.sources import replay
-from loadtest.stats import summarize
-from loadtest.targets import Target
+from rankserve.loadtest.runner import LoadSpec, run
+from rankserve.loadtest.sources import replay
+from rankserve.loadtest.stats import summarize
+from rankserve.loadtest.targets import Target
 from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
-from server.ranking import RankerSettings, RankingApp
-from server.ranking.capture_files import list_capture_files, read_records
+from rankserve.server.ranking import RankerSettings, RankingApp
+from rankserve.server.ranking.capture_files import list_capture_files, read_records
 from tests.support.catalog import make_catalog
 from tests.support.predict_server import NumpyModel, PredictServer
 
@@ -93,11 +93,11 @@ async def test_replay_can_re_split_batches_and_re_address_the_model(tmp_path):
                     ranking_pb2.RankRequest(query="red shoes", page_size=5), timeout=10)
         finally:
             await app.stop()
-    from loadtest.sources import parse_model
+    from rankserve.loadtest.sources import parse_model
 
     p = replay(capture_dir, "predict", batch_size=10, model=parse_model("ranker@2"))
     assert len(p) == 100 and set(p.batch_sizes) == {10}
-    from ranker.tensors import from_tensor_proto
+    from rankserve.ranker.tensors import from_tensor_proto
     from rankserve.tfserving.v1 import predict_pb2
 
     req = predict_pb2.PredictRequest.FromString(p[0])

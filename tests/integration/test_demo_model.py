@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from demo import SAMPLE_REQUESTS, CandidateMaker, Truth, ensure_demo, evaluate
+from rankserve.demo import SAMPLE_REQUESTS, CandidateMaker, Truth, ensure_demo, evaluate
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ def paths():
 
 @pytest.fixture(scope="module")
 def tfmodel():
-    from demo import model
+    from rankserve.demo import model
 
     return model
 

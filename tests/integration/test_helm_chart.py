@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from deploy import envoy_chart
-from server.stack import envoy_config
-from server.stack.local import find_envoy
+from rankserve.tools.stack import envoy_config
+from rankserve.tools.stack.local import find_envoy
 from tests.support.chart import (
     CHART,
     CLAIMS,

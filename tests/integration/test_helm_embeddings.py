@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ranker.embedding_store import ITEMS, TOWER, USERS, EmbeddingStore
-from ranker.routing_config import RoutingPolicyFile, load_policy
-from server.cli import build_parser
-from server.embeddings import cli as embeddings_cli
-from server.ranking.settings import RankerSettings
+from rankserve.ranker.embedding_store import ITEMS, TOWER, USERS, EmbeddingStore
+from rankserve.ranker.routing_config import RoutingPolicyFile, load_policy
+from rankserve.server.embeddings import cli as embeddings_cli
+from rankserve.server.ranking.settings import RankerSettings
+from rankserve.tools.cli import build_parser
 from tests.integration.test_helm_chart import merged
 from tests.support.catalog import make_catalog
 from tests.support.chart import CHART, CLAIMS, NAMESPACE, find, helm, objects, render, validate

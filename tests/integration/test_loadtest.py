@@ -11,13 +11,13 @@ import re
 import numpy as np
 import pytest
 
-from loadtest.report.files import flatten
-from loadtest.runner import LoadSpec, run
-from loadtest.sources import Payloads
-from loadtest.stats import summarize
-from loadtest.step import step_search
-from loadtest.targets import Target
-from server.cli import main as rankserve_main
+from rankserve.loadtest.report.files import flatten
+from rankserve.loadtest.runner import LoadSpec, run
+from rankserve.loadtest.sources import Payloads
+from rankserve.loadtest.stats import summarize
+from rankserve.loadtest.step import step_search
+from rankserve.loadtest.targets import Target
+from rankserve.tools.cli import main as rankserve_main
 from tests.support.catalog import make_catalog
 from tests.support.chromium import screenshot
 from tests.support.processes import predict_process
@@ -32,7 +32,7 @@ def catalog_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def payloads(catalog_dir) -> Payloads:
-    from loadtest.sources import synthesize
+    from rankserve.loadtest.sources import synthesize
 
     return synthesize("predict", catalog_dir, requests=2, batch_size=25)
 

@@ -30,7 +30,7 @@ GPU_WITH_POLICIES = {"modelServer": {"modelStore": {"claimName": "models"}},
 
 def _plan(values: dict, tmp_path: Path, **kw):
     helm()  # fails under CI=true, skips elsewhere, when the Helm engine is missing
-    from loadtest.k8s import ModelVersion, plan
+    from rankserve.loadtest.k8s import ModelVersion, plan
 
     f = tmp_path / "values.yaml"
     f.write_text(yaml.safe_dump(values))
@@ -39,7 +39,7 @@ def _plan(values: dict, tmp_path: Path, **kw):
 
 @pytest.mark.parametrize("values", [RANKSERVE_CPU, GPU_WITH_POLICIES], ids=["cpu", "gpu"])
 def test_objects_validate_strictly_and_carry_the_run_label(tmp_path, values):
-    from loadtest.k8s import RUN_LABEL
+    from rankserve.loadtest.k8s import RUN_LABEL
 
     p = _plan(values, tmp_path, replicas=3)
     validate(p.objects)

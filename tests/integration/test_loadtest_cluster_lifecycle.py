@@ -18,8 +18,8 @@ import time
 import pytest
 import yaml
 
-from loadtest.runner import LoadSpec, run
-from loadtest.stats import summarize
+from rankserve.loadtest.runner import LoadSpec, run
+from rankserve.loadtest.stats import summarize
 from tests.support.catalog import make_catalog
 from tests.support.chart import helm
 from tests.support.processes import predict_process
@@ -32,7 +32,7 @@ OTHER = ("ml", "Deployment", "prod-rankserve-model-server")
 
 @pytest.fixture(scope="module")
 def payloads(tmp_path_factory):
-    from loadtest.sources import synthesize
+    from rankserve.loadtest.sources import synthesize
 
     catalog = make_catalog(tmp_path_factory.mktemp("catalog") / "c", num_items=2000)
     return synthesize("predict", catalog, requests=2, batch_size=25, model=None)
@@ -40,7 +40,7 @@ def payloads(tmp_path_factory):
 
 def _setup(tmp_path, **fake_kw):
     helm()
-    from loadtest.k8s import Cluster, ModelVersion, plan
+    from rankserve.loadtest.k8s import Cluster, ModelVersion, plan
     from tests.support.fake_kube import FakeKube
 
     f = tmp_path / "values.yaml"
@@ -69,7 +69,7 @@ def _left(kube):
 
 def test_a_run_creates_waits_loads_through_the_relay_and_deletes_everything(
         tmp_path, payloads):
-    from loadtest.k8s import temporary_deployment
+    from rankserve.loadtest.k8s import temporary_deployment
 
     p, kube, Cluster = _setup(tmp_path, ready_after=2)
     said: list[str] = []
@@ -98,7 +98,7 @@ def test_a_run_creates_waits_loads_through_the_relay_and_deletes_everything(
 
 
 def _interrupt_during_load(tmp_path, payloads, signum: int, expected: type[BaseException]):
-    from loadtest.k8s import temporary_deployment
+    from rankserve.loadtest.k8s import temporary_deployment
 
     p, kube, Cluster = _setup(tmp_path, ready_after=0)
     said: list[str] = []
@@ -124,7 +124,7 @@ def _interrupt_during_load(tmp_path, payloads, signum: int, expected: type[BaseE
 
 
 def test_sigterm_during_the_load_still_deletes_every_object(tmp_path, payloads):
-    from loadtest.k8s import Terminated
+    from rankserve.loadtest.k8s import Terminated
 
     before = signal.getsignal(signal.SIGTERM)
     _interrupt_during_load(tmp_path, payloads, signal.SIGTERM, Terminated)
@@ -136,7 +136,7 @@ def test_ctrl_c_during_the_load_still_deletes_every_object(tmp_path, payloads):
 
 
 def test_a_deployment_that_never_becomes_available_times_out_and_is_deleted(tmp_path):
-    from loadtest.k8s import DeployTimeout, temporary_deployment
+    from rankserve.loadtest.k8s import DeployTimeout, temporary_deployment
 
     p, kube, Cluster = _setup(tmp_path, ready_after=None, waiting_reason="ImagePullBackOff")
     said: list[str] = []
@@ -150,7 +150,7 @@ def test_a_deployment_that_never_becomes_available_times_out_and_is_deleted(tmp_
 
 
 def test_a_name_that_exists_already_stops_the_run_and_leaves_that_object_alone(tmp_path):
-    from loadtest.k8s import ClusterError, temporary_deployment
+    from rankserve.loadtest.k8s import ClusterError, temporary_deployment
 
     p, kube, Cluster = _setup(tmp_path)
     clash = p.objects[2]
@@ -164,7 +164,7 @@ def test_a_name_that_exists_already_stops_the_run_and_leaves_that_object_alone(t
 
 
 def test_keep_leaves_the_objects_and_prints_how_to_delete_them(tmp_path):
-    from loadtest.k8s import temporary_deployment
+    from rankserve.loadtest.k8s import temporary_deployment
 
     p, kube, Cluster = _setup(tmp_path, ready_after=0)
     said: list[str] = []

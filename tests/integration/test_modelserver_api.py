@@ -22,8 +22,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from server.modelserver import ModelServerApp, ModelServerSettings
-from server.modelserver.tensors import from_numpy
+from rankserve.server.modelserver import ModelServerApp, ModelServerSettings
+from rankserve.server.modelserver.tensors import from_numpy
 from tests.integration import modelserver_support as support
 
 pytestmark = pytest.mark.timeout(120)
@@ -293,7 +293,7 @@ async def test_concurrent_calls_sharing_a_context_merge_into_few_model_calls(bas
 
 
 async def test_unexpected_errors_are_internal_without_detail(base: Path, caplog) -> None:
-    from server.modelserver.tf_runtime import TensorFlowRuntime
+    from rankserve.server.modelserver.tf_runtime import TensorFlowRuntime
 
     class Exploding(TensorFlowRuntime):
         def predict(self, model, signature, inputs):

@@ -1,4 +1,4 @@
-"""The model server as a real process (``python -m server.modelserver``): versions swapped
+"""The model server as a real process (``python -m rankserve.server.modelserver``): versions swapped
 under load with zero failed calls, a broken version that leaves the old one serving, labels
 moved by editing TF Serving's config file, and SIGTERM.
 """
@@ -110,7 +110,7 @@ class Load:
 
 def test_help_explains_every_flag() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "server.modelserver", "--help"],
+        [sys.executable, "-m", "rankserve.server.modelserver", "--help"],
         capture_output=True,
         text=True,
         timeout=60,

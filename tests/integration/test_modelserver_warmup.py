@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.modelserver import ModelServerApp, ModelServerSettings
-from server.modelserver.tf_runtime import TensorFlowRuntime
-from server.modelserver.tfrecord import read_records, write_records
-from server.modelserver.warmup import WARMUP_PATH, read_warmup, write_warmup
+from rankserve.server.modelserver import ModelServerApp, ModelServerSettings
+from rankserve.server.modelserver.tf_runtime import TensorFlowRuntime
+from rankserve.server.modelserver.tfrecord import read_records, write_records
+from rankserve.server.modelserver.warmup import WARMUP_PATH, read_warmup, write_warmup
 from tests.integration import modelserver_support as support
 
 pytestmark = pytest.mark.timeout(120)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from ranker.errors import NotFound, ScoringError
-from server.common import ErrorMappingInterceptor
+from rankserve.ranker.errors import NotFound, ScoringError
+from rankserve.server.common import ErrorMappingInterceptor
 
 SERVICE = "test.Errors"
 

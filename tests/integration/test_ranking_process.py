@@ -1,4 +1,4 @@
-"""``python -m server.ranking`` as a real process: ready file, health, SIGTERM exits 0."""
+"""``python -m rankserve.server.ranking`` as a real process: ready file, health, SIGTERM exits 0."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def test_sigterm_drains_and_exits_zero(tmp_path):
     env = {**os.environ, "RANKSERVE_RANKER_MODEL_TARGET": "127.0.0.1:9", "RANKSERVE_RANKER_PORT":
            "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.ranking", "--catalog-dir", str(catalog), "--port", "0",
+        [sys.executable, "-m", "rankserve.server.ranking", "--catalog-dir", str(catalog),
+         "--port", "0",
          "--metrics-port", "0", "--ready-file", str(ready), "--grace-s", "1"],
         env=env, stderr=subprocess.PIPE, text=True)
     try:
@@ -57,11 +58,12 @@ def test_sigterm_drains_and_exits_zero(tmp_path):
 
 def test_bad_settings_exit_nonzero_with_a_message(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "server.ranking", "--catalog-dir", str(tmp_path), "--port", "0"],
+        [sys.executable, "-m", "rankserve.server.ranking", "--catalog-dir", str(tmp_path),
+         "--port", "0"],
         capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "holds no catalog" in out.stderr
     out = subprocess.run(
-        [sys.executable, "-m", "server.ranking", "--batch-size", "30"],
+        [sys.executable, "-m", "rankserve.server.ranking", "--batch-size", "30"],
         capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "batch_size" in out.stderr

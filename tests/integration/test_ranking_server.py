@@ -12,9 +12,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from ranker.catalog import Catalog
+from rankserve.ranker.catalog import Catalog
 from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
-from server.ranking import RankerSettings, RankingApp
+from rankserve.server.ranking import RankerSettings, RankingApp
 from tests.support.catalog import make_catalog
 from tests.support.predict_server import NumpyModel, PredictServer
 from tests.support.tcp_proxy import CountingProxy

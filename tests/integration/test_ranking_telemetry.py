@@ -14,8 +14,8 @@ from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
 from rankserve.ranking.v1 import ranking_pb2_grpc
-from server.ranking.app import RankingApp
-from server.ranking.settings import RankerSettings
+from rankserve.server.ranking.app import RankingApp
+from rankserve.server.ranking.settings import RankerSettings
 from tests.integration.test_ranking_server import F, request, weights
 from tests.support.catalog import make_catalog
 from tests.support.predict_server import NumpyModel, PredictServer

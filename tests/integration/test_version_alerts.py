@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
 
-from ranker.version_metrics import VersionMetrics
+from rankserve.ranker.version_metrics import VersionMetrics
 
 RULES = Path(__file__).parents[2] / "deploy/helm/rankserve/files/alerts/rankserve-rules.yaml"
 

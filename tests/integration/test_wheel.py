@@ -48,6 +48,27 @@ def test_wheel_ships_generated_protos_and_no_tests(venv: tuple[Path, Path]) -> N
     assert not any(n.startswith(("tests/", "deploy/", "bench/")) for n in names)
 
 
+def test_wheel_installs_one_top_level_package(venv: tuple[Path, Path]) -> None:
+    """Everything imports as rankserve.<...>: no `server` or `ranker` beside other packages."""
+    wheel, env_dir = venv
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"rankserve"}
+    top_level = next(n for n in names if n.endswith(".dist-info/top_level.txt"))
+    assert zipfile.ZipFile(wheel).read(top_level).decode().split() == ["rankserve"]
+    # Every hand-written package directory of the checkout is in the wheel, under its new name.
+    for source, package in (("ranker", "rankserve/ranker"), ("server", "rankserve/server"),
+                            ("demo", "rankserve/demo"), ("loadtest", "rankserve/loadtest"),
+                            ("tools", "rankserve/tools")):
+        for init in (REPO / source).rglob("__init__.py"):
+            inside = init.relative_to(REPO / source).as_posix()
+            assert f"{package}/{inside}" in names, f"{source}/{inside} missing from the wheel"
+    out = run(str(env_dir / "bin" / "python"), "-c",
+              "import rankserve.ranker, rankserve.server.common, rankserve.tools.cli;"
+              "print(rankserve.ranker.__name__)", cwd=env_dir)
+    assert out.strip() == "rankserve.ranker"
+
+
 def test_console_script_and_every_subcommand_help(venv: tuple[Path, Path]) -> None:
     _, env_dir = venv
     rankserve = str(env_dir / "bin" / "rankserve")
@@ -62,7 +83,8 @@ def test_ranker_imports_without_tensorflow(venv: tuple[Path, Path]) -> None:
     """The ranker image has no TensorFlow: its server and protos import without it."""
     _, env_dir = venv
     out = run(str(env_dir / "bin" / "python"), "-c",
-              "import importlib.util, server.ranking.app, rankserve.tfserving.v1.predict_pb2;"
+              "import importlib.util, rankserve.server.ranking.app;"
+              "import rankserve.tfserving.v1.predict_pb2;"
               "print(importlib.util.find_spec('tensorflow') is None)", cwd=env_dir)
     assert out.strip() == "True"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ranker.catalog import write_catalog
+from rankserve.ranker.catalog import write_catalog
 
 DEVICES = ["mobile", "desktop"]
 LOCALES = ["en-US", "de-DE"]

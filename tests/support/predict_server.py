@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
-from ranker.tensors import from_tensor_proto, to_tensor_proto
+from rankserve.ranker.tensors import from_tensor_proto, to_tensor_proto
 from rankserve.tfserving.v1 import predict_pb2, prediction_service_pb2_grpc
 
 

@@ -7,17 +7,17 @@ import random
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ranker.scoring import BATCH_INDEX
+from rankserve.ranker.scoring import BATCH_INDEX
 from rankserve.ranking.v1 import ranking_pb2
-from rankserve.tfserving.v1 import predict_pb2
-from server.ranking.capture import RequestCapture
-from server.ranking.capture_files import (
+from rankserve.server.ranking.capture import RequestCapture
+from rankserve.server.ranking.capture_files import (
     CaptureFormatError,
     encode_varint,
     iter_payloads,
     list_capture_files,
     read_records,
 )
+from rankserve.tfserving.v1 import predict_pb2
 
 
 def metric(registry: CollectorRegistry, name: str, **labels: str) -> float:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from demo import CandidateMaker, generate
-from demo.build import DemoPaths, _key, build_spec, default_home, model_config_text
-from demo.trainset import make_training_lists
+from rankserve.demo import CandidateMaker, generate
+from rankserve.demo.build import DemoPaths, _key, build_spec, default_home, model_config_text
+from rankserve.demo.trainset import make_training_lists
 
 
 def test_cache_key_follows_the_spec():
@@ -49,7 +49,7 @@ def test_training_lists_come_from_retrieval(tmp_path):
     lists = make_training_lists(maker, world.truth, num_requests=40, seed=1, k=200)
     assert lists.rows.shape == (40, 64) and lists.labels.shape == (40, 64)
     assert lists.contexts.shape == (40, maker.catalog.manifest.context_dim)
-    from demo.queries import random_requests
+    from rankserve.demo.queries import random_requests
 
     reqs = random_requests(40, seed=1, num_items=2_000, num_users=300)
     for req, rows, ctx in zip(reqs, lists.rows, lists.contexts, strict=True):

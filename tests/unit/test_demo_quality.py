@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from demo import (
+from rankserve.demo import (
     DemoRequest,
     dcg_at_k,
     generate,
@@ -18,12 +18,12 @@ from demo import (
     retrieval_order,
     utility,
 )
-from demo.candidates import CandidateMaker
-from demo.ids import item_id, item_row, user_id, user_row
-from demo.relevance import Truth
-from demo.vocab import VOCAB
-from ranker.catalog import Catalog
-from ranker.context import ContextEncoder
+from rankserve.demo.candidates import CandidateMaker
+from rankserve.demo.ids import item_id, item_row, user_id, user_row
+from rankserve.demo.relevance import Truth
+from rankserve.demo.vocab import VOCAB
+from rankserve.ranker.catalog import Catalog
+from rankserve.ranker.context import ContextEncoder
 
 SMALL = {"num_items": 2_000, "num_users": 300, "seed": 3}
 

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ranker import Catalog, Ranker, RankerConfig
-from ranker.context import ContextEncoder
-from ranker.errors import ScoringError
-from ranker.features import CatalogFeatureStore
-from ranker.retrieval import EmbeddingRetriever
-from ranker.routing_config import parse_policy
-from ranker.types import RankQuery, ScoredBatch
-from ranker.version_metrics import VersionMetrics
+from rankserve.ranker import Catalog, Ranker, RankerConfig
+from rankserve.ranker.context import ContextEncoder
+from rankserve.ranker.errors import ScoringError
+from rankserve.ranker.features import CatalogFeatureStore
+from rankserve.ranker.retrieval import EmbeddingRetriever
+from rankserve.ranker.routing_config import parse_policy
+from rankserve.ranker.types import RankQuery, ScoredBatch
+from rankserve.ranker.version_metrics import VersionMetrics
 from tests.support.catalog import make_catalog
 
 POLICY = {

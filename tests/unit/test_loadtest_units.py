@@ -9,15 +9,22 @@ import re
 import numpy as np
 import pytest
 
-from loadtest.arrivals import schedule
-from loadtest.compare import compare, format_rows
-from loadtest.cost import CostInputError, Prices, Tier, estimate, parse_quantity, tier_from_values
-from loadtest.report import build_document, flatten, render_html, write_all
-from loadtest.runner import LoadSpec, RunOutcome
-from loadtest.samples import Samples
-from loadtest.sources import Payloads
-from loadtest.stats import histogram, summarize
-from loadtest.targets import Target
+from rankserve.loadtest.arrivals import schedule
+from rankserve.loadtest.compare import compare, format_rows
+from rankserve.loadtest.cost import (
+    CostInputError,
+    Prices,
+    Tier,
+    estimate,
+    parse_quantity,
+    tier_from_values,
+)
+from rankserve.loadtest.report import build_document, flatten, render_html, write_all
+from rankserve.loadtest.runner import LoadSpec, RunOutcome
+from rankserve.loadtest.samples import Samples
+from rankserve.loadtest.sources import Payloads
+from rankserve.loadtest.stats import histogram, summarize
+from rankserve.loadtest.targets import Target
 
 
 def test_constant_arrivals_are_evenly_spaced():

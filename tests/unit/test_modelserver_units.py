@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from tensorflow.core.framework import tensor_pb2
 
-from server.modelserver import cli
-from server.modelserver.batching import Batcher, merge_key, split_outputs
-from server.modelserver.config import VersionPolicy, parse_policy, read_config_file
-from server.modelserver.errors import ConfigError, InvalidInput, TooLarge
-from server.modelserver.runtime import Signature, TensorSpec, warm_up_inputs
-from server.modelserver.tensors import EncodedInputs, from_numpy, to_numpy
-from server.modelserver.validation import check_inputs
-from server.modelserver.versions import scan_versions
+from rankserve.server.modelserver import cli
+from rankserve.server.modelserver.batching import Batcher, merge_key, split_outputs
+from rankserve.server.modelserver.config import VersionPolicy, parse_policy, read_config_file
+from rankserve.server.modelserver.errors import ConfigError, InvalidInput, TooLarge
+from rankserve.server.modelserver.runtime import Signature, TensorSpec, warm_up_inputs
+from rankserve.server.modelserver.tensors import EncodedInputs, from_numpy, to_numpy
+from rankserve.server.modelserver.validation import check_inputs
+from rankserve.server.modelserver.versions import scan_versions
 
 LIMIT = 1 << 20
 PACKAGE = Path(__file__).resolve().parents[2] / "server" / "modelserver"
@@ -324,7 +324,7 @@ def test_settings_need_exactly_one_model_source(capsys) -> None:
 
 
 def test_settings_fields_are_documented() -> None:
-    from server.modelserver.settings import ModelServerSettings
+    from rankserve.server.modelserver.settings import ModelServerSettings
 
     for name, field in ModelServerSettings.model_fields.items():
         assert field.description, name

@@ -1,17 +1,18 @@
-"""The ranker's and the load generator's processes never load TensorFlow (DESIGN decision 1)."""
+"""The ranker's, the load generator's and the tools' processes never load TensorFlow."""
 
 import subprocess
 import sys
 
 CHECK = """
 import importlib, pkgutil, sys
-import ranker, server.ranking, server.common, server.embeddings, loadtest, loadtest.report
-for pkg in (ranker, server.ranking, server.common, server.embeddings, loadtest, loadtest.report):
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        if mod.name != "__main__":
-            importlib.import_module(f"{pkg.__name__}.{mod.name}")
-import server.ranking.app
-import server.cli
+import rankserve.ranker, rankserve.server.ranking, rankserve.server.common
+import rankserve.server.embeddings, rankserve.server.telemetry, rankserve.loadtest, rankserve.tools
+for pkg in (rankserve.ranker, rankserve.server.ranking, rankserve.server.common,
+            rankserve.server.embeddings, rankserve.server.telemetry, rankserve.loadtest,
+            rankserve.tools):
+    for mod in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
+        if not mod.name.endswith("__main__"):
+            importlib.import_module(mod.name)
 from rankserve.capture.v1 import capture_pb2
 from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
 from rankserve.tfserving.v1 import (get_model_status_pb2, model_pb2, model_service_pb2_grpc,

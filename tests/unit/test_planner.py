@@ -1,6 +1,6 @@
 import pytest
 
-from ranker.planner import plan_batches
+from rankserve.ranker.planner import plan_batches
 
 
 @pytest.mark.parametrize("batch_size", [5, 13, 25])

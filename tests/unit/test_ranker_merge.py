@@ -1,6 +1,6 @@
 import numpy as np
 
-from ranker.merge import BatchOutcome, merge
+from rankserve.ranker.merge import BatchOutcome, merge
 
 
 def _ids(pos: int) -> str:

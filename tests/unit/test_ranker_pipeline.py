@@ -6,11 +6,11 @@ import time
 import numpy as np
 import pytest
 
-from ranker import Catalog, Ranker, RankerConfig
-from ranker.context import ContextEncoder
-from ranker.errors import DeadlineExceeded, InvalidArgument, ScoringError
-from ranker.features import CatalogFeatureStore, sanitize
-from ranker.types import ModelRef, RankQuery, ScoredBatch
+from rankserve.ranker import Catalog, Ranker, RankerConfig
+from rankserve.ranker.context import ContextEncoder
+from rankserve.ranker.errors import DeadlineExceeded, InvalidArgument, ScoringError
+from rankserve.ranker.features import CatalogFeatureStore, sanitize
+from rankserve.ranker.types import ModelRef, RankQuery, ScoredBatch
 from tests.support.catalog import make_catalog
 
 
@@ -163,7 +163,7 @@ async def test_non_finite_features_reach_the_reasons(catalog):
             return sanitize(values)
 
 
-    from ranker.retrieval import EmbeddingRetriever
+    from rankserve.ranker.retrieval import EmbeddingRetriever
 
     enc = ContextEncoder(catalog)
     ranker = Ranker(RankerConfig(), encoder=enc, retriever=EmbeddingRetriever(catalog, enc),

@@ -1,5 +1,5 @@
-from ranker.routing import Router, RouteRule
-from ranker.types import ModelRef, RankQuery
+from rankserve.ranker.routing import Router, RouteRule
+from rankserve.ranker.types import ModelRef, RankQuery
 
 DEFAULT = ModelRef("ranker", label="stable")
 GENERIC = ModelRef("generic")

@@ -6,12 +6,12 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from ranker.types import Degradation, ModelRef, RankedItem, RankResult, StageTimings
+from rankserve.ranker.types import Degradation, ModelRef, RankedItem, RankResult, StageTimings
 from rankserve.ranking.v1 import ranking_pb2
-from server.ranking.app import ranker_config
-from server.ranking.cli import add_parser, settings_from_args
-from server.ranking.converters import to_query, to_response
-from server.ranking.settings import RankerSettings
+from rankserve.server.ranking.app import ranker_config
+from rankserve.server.ranking.cli import add_parser, settings_from_args
+from rankserve.server.ranking.converters import to_query, to_response
+from rankserve.server.ranking.settings import RankerSettings
 
 
 def test_request_conversion_and_deadline():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ranker.tensors import TensorFormatError, from_tensor_proto, to_tensor_proto
+from rankserve.ranker.tensors import TensorFormatError, from_tensor_proto, to_tensor_proto
 from rankserve.tfserving.v1 import tensor_pb2
 
 

@@ -9,8 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from ranker.routing_config import RoutingConfigError, RoutingPolicyFile, load_policy, parse_policy
-from ranker.types import ModelRef, RankQuery
+from rankserve.ranker.routing_config import (
+    RoutingConfigError,
+    RoutingPolicyFile,
+    load_policy,
+    parse_policy,
+)
+from rankserve.ranker.types import ModelRef, RankQuery
 
 POLICY = Path(__file__).parent.parent / "testdata" / "routing.yaml"
 

@@ -10,10 +10,10 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from server.stack import envoy_config
-from server.telemetry.receiver import SpanStore
-from server.telemetry.tracing import tracing_enabled
-from server.telemetry.waterfall import format_waterfall, orphans
+from rankserve.server.telemetry.tracing import tracing_enabled
+from rankserve.tools.stack import envoy_config
+from rankserve.tools.traces.receiver import SpanStore
+from rankserve.tools.traces.waterfall import format_waterfall, orphans
 
 T = "ab" * 16
 

@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from demo.towers import RotationTowers
-from ranker import Catalog, Ranker, RankerConfig
-from ranker.catalog import write_catalog
-from ranker.context import ContextEncoder
-from ranker.embedding_store import ITEMS, TOWER, USERS, EmbeddingStore
-from ranker.features import CatalogFeatureStore
-from ranker.retrieval import EmbeddingRetriever, top_k
-from ranker.types import RankQuery, ScoredBatch
-from ranker.version_metrics import VersionMetrics
-from ranker.versioned_retrieval import VersionedRetriever
-from server.embeddings.publish import publish
+from rankserve.demo.towers import RotationTowers
+from rankserve.ranker import Catalog, Ranker, RankerConfig
+from rankserve.ranker.catalog import write_catalog
+from rankserve.ranker.context import ContextEncoder
+from rankserve.ranker.embedding_store import ITEMS, TOWER, USERS, EmbeddingStore
+from rankserve.ranker.features import CatalogFeatureStore
+from rankserve.ranker.retrieval import EmbeddingRetriever, top_k
+from rankserve.ranker.types import RankQuery, ScoredBatch
+from rankserve.ranker.version_metrics import VersionMetrics
+from rankserve.ranker.versioned_retrieval import VersionedRetriever
+from rankserve.server.embeddings.publish import publish
 from tests.support.catalog import make_catalog
 
 MODEL = "retrieval"

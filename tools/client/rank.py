@@ -132,8 +132,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from server.telemetry.interceptors import TracingClientInterceptor
-    from server.telemetry.tracing import make_provider, shutdown_provider
+    from rankserve.server.telemetry.interceptors import TracingClientInterceptor
+    from rankserve.server.telemetry.tracing import make_provider, shutdown_provider
 
     req = build_request(args)
     # With OTEL_EXPORTER_OTLP_ENDPOINT set, the call is the root span of its trace.

@@ -11,15 +11,15 @@ import argparse
 import logging
 import sys
 
-from loadtest import cli as loadtest_cli
-from server.client import rank as rank_cmd
-from server.embeddings import cli as embeddings_cli
-from server.modelserver import cli as modelserver_cli
-from server.modelserver import warmup_cli
-from server.ranking import cli as ranking_cli
-from server.stack import demo as demo_cmd
-from server.stack import up as up_cmd
-from server.telemetry import trace_cmd
+from rankserve.loadtest import cli as loadtest_cli
+from rankserve.server.embeddings import cli as embeddings_cli
+from rankserve.server.modelserver import cli as modelserver_cli
+from rankserve.server.ranking import cli as ranking_cli
+from rankserve.tools import warmup_file as warmup_cli
+from rankserve.tools.client import rank as rank_cmd
+from rankserve.tools.stack import demo as demo_cmd
+from rankserve.tools.stack import up as up_cmd
+from rankserve.tools.traces import trace_cmd
 
 DESCRIPTION = """\
 rankserve: gRPC ranking and model serving.

@@ -187,8 +187,8 @@ def serve(host: str, port: int, http_port: int, max_traces: int,
     import os
     import sys
 
-    from server.common.readyfile import write_ready_file
-    from server.common.shutdown import run_until_signal
+    from rankserve.server.common.readyfile import write_ready_file
+    from rankserve.server.common.shutdown import run_until_signal
 
     receiver = TraceReceiver(host, port, http_port, max_traces)
 

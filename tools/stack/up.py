@@ -8,9 +8,9 @@ import sys
 import threading
 from pathlib import Path
 
-from server.stack.local import LocalStack, StackInputs
-from server.stack.processes import StartError
-from server.stack.settings import StackSettings
+from rankserve.tools.stack.local import LocalStack, StackInputs
+from rankserve.tools.stack.processes import StartError
+from rankserve.tools.stack.settings import StackSettings
 
 HELP = """\
 Run the whole ranking path on this machine: N model-server replicas, a real Envoy in front of
@@ -93,7 +93,9 @@ def stack_settings(args: argparse.Namespace, **overrides: object) -> StackSettin
 def resolve_inputs(settings: StackSettings, home: Path | None) -> StackInputs:
     if settings.catalog_dir and settings.model_config_file:
         return StackInputs(settings.catalog_dir, settings.model_config_file)
-    from demo.build import ensure_demo  # builds with TensorFlow only when artifacts are missing
+    from rankserve.demo.build import (
+        ensure_demo,  # builds with TensorFlow only when artifacts are missing
+    )
 
     paths = ensure_demo(home)
     return StackInputs(

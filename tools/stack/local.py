@@ -17,9 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.stack import envoy_config
-from server.stack.processes import Child, StartError, start, stop, wait_ready_file, wait_until
-from server.stack.settings import StackSettings
+from rankserve.tools.stack import envoy_config
+from rankserve.tools.stack.processes import (
+    Child,
+    StartError,
+    start,
+    stop,
+    wait_ready_file,
+    wait_until,
+)
+from rankserve.tools.stack.settings import StackSettings
 
 
 @dataclass(frozen=True)
@@ -177,7 +184,7 @@ class LocalStack:
         ready.unlink(missing_ok=True)
         child = Child(
             "trace-receiver",
-            [*self._py("server.telemetry"), "--port", "0", "--http-port", "0",
+            [*self._py("rankserve.tools.traces"), "--port", "0", "--http-port", "0",
              "--ready-file", str(ready)],
             self.run_dir / "trace-receiver.log",
         )
@@ -194,7 +201,7 @@ class LocalStack:
             child = Child(
                 f"model-server-{i}",
                 [
-                    *self._py("server.modelserver"),
+                    *self._py("rankserve.server.modelserver"),
                     "--host", "127.0.0.1",
                     "--port", "0",
                     "--metrics-port", "0",
@@ -278,7 +285,7 @@ class LocalStack:
         child = Child(
             "ranker",
             [
-                *self._py("server.ranking"),
+                *self._py("rankserve.server.ranking"),
                 "--host", "127.0.0.1",
                 "--port", str(s.ranker_port),
                 "--catalog-dir", str(self.inputs.catalog_dir),

@@ -10,10 +10,10 @@ import grpc
 import numpy as np
 
 from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
-from server.client.rank import format_page
-from server.stack.local import LocalStack, StackInputs
-from server.stack.processes import StartError
-from server.stack.up import add_stack_arguments, stack_settings
+from rankserve.tools.client.rank import format_page
+from rankserve.tools.stack.local import LocalStack, StackInputs
+from rankserve.tools.stack.processes import StartError
+from rankserve.tools.stack.up import add_stack_arguments, stack_settings
 
 HELP = """\
 The product in one command: builds the demo catalog (50,000 items x 300 features) and the
@@ -64,11 +64,11 @@ def evaluate(stub, paths, n: int) -> dict[str, float]:
     The stack ranks all 1000 candidates (page size 1000) so that its order is judged exactly
     like the baselines: against the best order of the same retrieved candidates.
     """
-    from demo.candidates import CandidateMaker
-    from demo.evaluate import EVAL_SEED
-    from demo.quality import ndcg_of_rows, random_order, retrieval_order
-    from demo.queries import random_requests
-    from demo.relevance import Truth
+    from rankserve.demo.candidates import CandidateMaker
+    from rankserve.demo.evaluate import EVAL_SEED
+    from rankserve.demo.quality import ndcg_of_rows, random_order, retrieval_order
+    from rankserve.demo.queries import random_requests
+    from rankserve.demo.relevance import Truth
 
     truth = Truth.open(paths.truth_dir)
     maker = CandidateMaker.open(paths.catalog_dir)
@@ -92,10 +92,10 @@ def evaluate(stub, paths, n: int) -> dict[str, float]:
 
 def show_trace(stack: LocalStack, request: ranking_pb2.RankRequest) -> None:
     """One traced Rank from a client span of our own, then its waterfall from the receiver."""
-    from server.telemetry.interceptors import TracingClientInterceptor
-    from server.telemetry.trace_cmd import fetch_trace
-    from server.telemetry.tracing import exporting_provider, shutdown_provider
-    from server.telemetry.waterfall import format_waterfall
+    from rankserve.server.telemetry.interceptors import TracingClientInterceptor
+    from rankserve.server.telemetry.tracing import exporting_provider, shutdown_provider
+    from rankserve.tools.traces.trace_cmd import fetch_trace
+    from rankserve.tools.traces.waterfall import format_waterfall
 
     provider = exporting_provider("rankserve-demo-client", stack.otlp_endpoint)
     try:
@@ -113,9 +113,9 @@ def show_trace(stack: LocalStack, request: ranking_pb2.RankRequest) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from demo.build import ensure_demo
-    from demo.ids import item_id
-    from demo.queries import SAMPLE_REQUESTS
+    from rankserve.demo.build import ensure_demo
+    from rankserve.demo.ids import item_id
+    from rankserve.demo.queries import SAMPLE_REQUESTS
 
     t0 = time.monotonic()
     paths = ensure_demo(args.home)

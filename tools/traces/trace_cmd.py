@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from server.telemetry.waterfall import format_waterfall
+from rankserve.tools.traces.waterfall import format_waterfall
 
 RECEIVER_ENV = "RANKSERVE_TRACE_RECEIVER"
 
@@ -119,6 +119,6 @@ def run_trace(args: argparse.Namespace) -> int:
 
 
 def run_receiver(args: argparse.Namespace) -> int:
-    from server.telemetry.receiver import serve
+    from rankserve.tools.traces.receiver import serve
 
     return serve(args.host, args.port, args.http_port, args.max_traces, args.ready_file)

@@ -51,12 +51,12 @@ def synthesize(catalog_dir: str, model_name: str, count: int, batch_sizes: list[
                seed: int = 0) -> list[bytes]:
     import numpy as np
 
-    from ranker.catalog import Catalog
-    from ranker.context import ContextEncoder
-    from ranker.features import CatalogFeatureStore
-    from ranker.retrieval import EmbeddingRetriever
-    from ranker.scoring import build_request
-    from ranker.types import ModelRef, RankQuery
+    from rankserve.ranker.catalog import Catalog
+    from rankserve.ranker.context import ContextEncoder
+    from rankserve.ranker.features import CatalogFeatureStore
+    from rankserve.ranker.retrieval import EmbeddingRetriever
+    from rankserve.ranker.scoring import build_request
+    from rankserve.ranker.types import ModelRef, RankQuery
 
     catalog = Catalog.open(catalog_dir)
     enc = ContextEncoder(catalog)
@@ -96,14 +96,14 @@ def handle(args: argparse.Namespace) -> int:
         print(f"rankserve warmup-file: {args.version_dir} holds no saved_model.pb",
               file=sys.stderr)
         return 2
-    from ranker.catalog import CatalogFormatError
+    from rankserve.ranker.catalog import CatalogFormatError
 
     try:
         requests = synthesize(args.catalog_dir, args.model_name, args.requests, sizes, args.seed)
     except CatalogFormatError as exc:
         print(f"rankserve warmup-file: {exc}", file=sys.stderr)
         return 2
-    from server.modelserver.warmup import write_warmup
+    from rankserve.server.modelserver.warmup import write_warmup
 
     path = write_warmup(Path(args.version_dir), requests)
     print(f"wrote {len(requests)} warm-up requests to {path}")

@@ -1,0 +1,5 @@
+import sys
+
+from rankserve.tools.cli import main
+
+sys.exit(main())

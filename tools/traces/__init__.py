@@ -1,0 +1,1 @@
+"""The local trace path: an OTLP receiver that keeps recent traces, and their waterfall."""
