@@ -55,6 +55,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                      help="With --delta: file of changed item ids, one a line.")
     pub.add_argument("--keep-user-versions", type=int, default=3, metavar="N",
                      help="Versions of user embeddings to keep (default %(default)s).")
+    pub.add_argument("--towers", default=None, metavar="MODULE:NAME",
+                     help="Callable (catalog, model name, version) -> towers with items(rows),"
+                          " tokens() and users(), importable from this process; default: the"
+                          " demo retrieval model's towers (rankserve.demo.towers:RotationTowers).")
     pub.set_defaults(func=handle, mode="bulk")
     return parser
 
@@ -62,7 +66,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def handle(args: argparse.Namespace) -> int:
     from rankserve.ranker.catalog import Catalog, CatalogFormatError
     from rankserve.ranker.embedding_store import EmbeddingStore, EmbeddingStoreError
-    from rankserve.server.embeddings.publish import publish, read_ids
+    from rankserve.server.embeddings.publish import DEFAULT_TOWERS, load_towers, publish, read_ids
 
     if args.mode == "delta" and not args.changed_items:
         print("rankserve embeddings publish: --delta needs --changed-items FILE", file=sys.stderr)
@@ -72,11 +76,12 @@ def handle(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
+        towers = load_towers(args.towers or DEFAULT_TOWERS)
         catalog = Catalog.open(args.catalog_dir)
         changed = read_ids(args.changed_items) if args.mode == "delta" else None
         result = publish(catalog, EmbeddingStore(args.root, args.model), args.version,
                          mode=args.mode, changed_ids=changed,
-                         keep_user_versions=args.keep_user_versions)
+                         keep_user_versions=args.keep_user_versions, towers_factory=towers)
     except (CatalogFormatError, EmbeddingStoreError, OSError, ValueError) as exc:
         print(f"rankserve embeddings publish: {exc}", file=sys.stderr)
         return 2

@@ -8,13 +8,15 @@ bulk publish orders it, so both give the same index for the same catalog.
 
 from __future__ import annotations
 
+import importlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from rankserve.demo.towers import RotationTowers
 from rankserve.ranker.catalog import Catalog
 from rankserve.ranker.embedding_store import (
     ITEMS,
@@ -23,6 +25,45 @@ from rankserve.ranker.embedding_store import (
     EmbeddingStore,
     EmbeddingStoreError,
 )
+
+
+class Towers(Protocol):
+    """One version of an embedding model, as the refresh job uses it."""
+
+    def items(self, rows: np.ndarray) -> np.ndarray:
+        """Embeddings of the catalog rows ``rows``, one row each, L2-normalised."""
+        ...
+
+    def tokens(self) -> tuple[list[str], np.ndarray]:
+        """The query tower: vocabulary and one embedding per token."""
+        ...
+
+    def users(self) -> tuple[list[str], np.ndarray]:
+        """User ids and one embedding per user."""
+        ...
+
+
+#: Builds a version's towers: (catalog, embedding model name, version) -> Towers.
+TowersFactory = Callable[[Catalog, str, int], Towers]
+
+#: The towers a publish uses unless told otherwise: the demo model's, found by name so this
+#: job depends on no model of its own and a team's towers plug in the same way.
+DEFAULT_TOWERS = "rankserve.demo.towers:RotationTowers"
+
+
+def load_towers(spec: str) -> TowersFactory:
+    """``"package.module:name"`` -> the factory it names; ValueError says what to fix."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"towers {spec!r}: give MODULE:NAME, e.g. {DEFAULT_TOWERS}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"towers {spec!r}: cannot import {module_name}: {exc}") from None
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise ValueError(f"towers {spec!r}: {module_name} has no callable {attribute!r}")
+    return factory
 
 
 @dataclass(frozen=True)
@@ -44,10 +85,11 @@ class PublishResult:
 def publish(
     catalog: Catalog, store: EmbeddingStore, version: int, *, mode: str = "bulk",
     changed_ids: list[str] | None = None, parts: tuple[str, ...] = (ITEMS, TOWER, USERS),
-    keep_user_versions: int = 3,
+    keep_user_versions: int = 3, towers_factory: TowersFactory | None = None,
 ) -> PublishResult:
     t0 = time.perf_counter()
-    towers = RotationTowers(catalog, store.model, version)
+    factory = towers_factory if towers_factory is not None else load_towers(DEFAULT_TOWERS)
+    towers = factory(catalog, store.model, version)
     n = catalog.manifest.num_items
     removed = 0
     if mode == "bulk":
