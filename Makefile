@@ -33,7 +33,7 @@ proto-check: $(STAMP) ## Fail when the generated code under protos/ is stale
 	@test -z "$$(git status --porcelain --untracked-files=all -- protos)" || { git status --short -- protos; echo "untracked generated files: run 'make proto' and commit"; exit 1; }
 
 .PHONY: chart-envoy
-chart-envoy: $(STAMP) ## Regenerate the chart's Envoy template from server/stack/envoy_config.render()
+chart-envoy: $(STAMP) ## Regenerate the chart's Envoy template from tools/stack/envoy_config.render()
 	$(PY) -m deploy.envoy_chart
 
 .PHONY: helm-lint

@@ -1,7 +1,7 @@
 """The demo ranking model: train on graded retrieval candidates, export a TF Serving SavedModel.
 
 The only demo module that imports TensorFlow. The model scores candidates [B, F] of one request
-given its context [1, C], broadcasting the context inside (DESIGN decision 3):
+given its context [1, C], broadcasting the context inside (docs/architecture.md, decision 3):
 
     score = context W candidate^T            (bilinear: query/user/viewed/device/locale x item)
           + MLP(norm(candidate), context P)  (non-linear item quality and interactions)

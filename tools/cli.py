@@ -15,7 +15,7 @@ from rankserve.loadtest import cli as loadtest_cli
 from rankserve.server.embeddings import cli as embeddings_cli
 from rankserve.server.modelserver import cli as modelserver_cli
 from rankserve.server.ranking import cli as ranking_cli
-from rankserve.tools import warmup_file as warmup_cli
+from rankserve.tools import warmup_file
 from rankserve.tools.client import rank as rank_cmd
 from rankserve.tools.stack import demo as demo_cmd
 from rankserve.tools.stack import up as up_cmd
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     modelserver_cli.add_parser(sub)
     ranking_cli.add_parser(sub)
     embeddings_cli.add_parser(sub)
-    warmup_cli.add_parser(sub)
+    warmup_file.add_parser(sub)
     loadtest_cli.add_parser(sub)
     trace_cmd.add_parsers(sub)
     return parser

@@ -1,4 +1,5 @@
-"""The one source of the Envoy configuration in front of the model servers (DESIGN decision 6).
+"""The one source of the Envoy configuration in front of the model servers (decision 6 of
+docs/architecture.md).
 
 `rankserve up` renders it with static loopback endpoints; the Helm chart renders it with a
 headless Service name (STRICT_DNS) so Envoy balances per pod. Both call :func:`render`, so the
