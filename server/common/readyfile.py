@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -17,3 +18,16 @@ def write_ready_file(
     body = {"address": address, "pid": os.getpid() if pid is None else pid, **extra}
     tmp.write_text(json.dumps(body))
     os.replace(tmp, target)
+
+
+def announce_ready(
+    log: logging.Logger, name: str, address: str, *, metrics_address: str,
+    ready_file: str | os.PathLike[str] | None = None, detail: str = "",
+) -> None:
+    """Logs ``NAME serving on ADDRESS (DETAIL; metrics http://.../metrics)``, then writes the
+    ready file if one is asked for: a parent that finds the file also finds the banner."""
+    about = f"{detail}; " if detail else ""
+    log.info("%s serving on %s (%smetrics http://%s/metrics)", name, address, about,
+             metrics_address)
+    if ready_file:
+        write_ready_file(ready_file, address, os.getpid(), metrics_address=metrics_address)
