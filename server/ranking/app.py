@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -33,8 +32,8 @@ from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
 from rankserve.server.common import (
     ErrorMappingInterceptor,
     HealthState,
+    announce_ready,
     run_until_signal,
-    write_ready_file,
 )
 from rankserve.server.ranking.capture import RequestCapture
 from rankserve.server.ranking.metrics import RankMetricsInterceptor
@@ -70,85 +69,55 @@ def ranker_config(settings: RankerSettings) -> RankerConfig:
 
 
 class RankingApp:
-    """The ranking gRPC server: ``port = await app.start()`` ... ``await app.stop()``.
+    """The ranking gRPC server: ``app = RankingApp(settings)`` builds every component,
+    ``port = await app.start()`` binds and serves, ``await app.stop()`` drains and closes.
 
+    Built inside the event loop it will serve on (its channel and server belong to that loop).
+    A missing catalog or a broken routing file fails the constructor, before anything binds.
     ``registry`` receives every metric of the process (a fresh one when not given; other
     components may register on the same one). ``span_exporter`` replaces the OTLP exporter that
     the OTEL_* environment would configure (tests pass an in-memory one).
     """
 
     def __init__(
-        self, settings: RankerSettings, *, ready_file: str | None = None,
-        registry: CollectorRegistry | None = None, span_exporter=None,
+        self, settings: RankerSettings, *, registry: CollectorRegistry | None = None,
+        span_exporter=None,
     ) -> None:
-        self.settings = settings
-        # One registry per process, never the global one; the metrics port serves it.
-        self.registry = registry if registry is not None else CollectorRegistry()
-        self.metrics = RankerMetrics(self.registry)
-        self.version_metrics = VersionMetrics(self.registry)
-        self.ranker: Ranker | None = None
-        self.routing: RoutingPolicyFile | None = None
-        self.ready_file = ready_file
-        self.capture: RequestCapture | None = None
-        self.port = 0
-        self.address = ""
-        self.tracer_provider = make_provider(TRACE_SERVICE_NAME, span_exporter)
-        self.metrics_server = MetricsServer(self.registry, settings.host, settings.metrics_port)
-        self.metrics_address = ""
-        self._server: grpc.aio.Server | None = None
-        self._health: HealthState | None = None
-        self._scorer: PredictScorer | None = None
-
-    async def start(self) -> int:
-        s = self.settings
+        s = self.settings = settings
+        # Files first: a bad catalog or routing file fails before any thread or channel exists.
         if not s.catalog_dir:
             raise CatalogFormatError("no catalog directory: set --catalog-dir")
         catalog = Catalog.open(s.catalog_dir)
+        self.routing: RoutingPolicyFile | None = None
+        if s.routing_config:
+            self.routing = RoutingPolicyFile(s.routing_config, s.routing_check_s)
         if s.blas_threads:
             # Measured on 2 cores: OpenBLAS threads spinning after each retrieval product cost
             # about 20 ms of CPU per Rank, twice the rest of the ranker's work.
             threadpool_limits(limits=s.blas_threads, user_api="blas")
+        # One registry per process, never the global one; the metrics port serves it.
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = RankerMetrics(self.registry)
+        self.version_metrics = VersionMetrics(self.registry)
+        self.tracer_provider = make_provider(TRACE_SERVICE_NAME, span_exporter)
+        self.metrics_server = MetricsServer(self.registry, s.host, s.metrics_port)
         max_bytes = s.max_message_mb * 1024 * 1024
+        self.capture: RequestCapture | None = None
         if s.capture_dir:
             self.capture = RequestCapture(
                 Path(s.capture_dir), rate=s.capture_rate,
                 max_per_minute=s.capture_max_per_minute, registry=self.registry)
-        self._scorer = PredictScorer(
+        self._scorer: PredictScorer | None = PredictScorer(
             s.model_target, compression=s.compression, gzip_min_bytes=s.gzip_min_bytes,
             max_message_bytes=max_bytes, metrics=self.metrics,
             on_request=self.capture.predict if self.capture else None)
         tracer = tracer_of(self.tracer_provider)
-        ranker = self._build_ranker(catalog, tracer)
-        # Outermost first: tracing, metrics, error mapping (the metrics see mapped statuses).
-        interceptors: list[grpc.aio.ServerInterceptor] = [
-            RankMetricsInterceptor(self.metrics), ErrorMappingInterceptor()]
-        if self.tracer_provider is not None:
-            interceptors.insert(0, TracingServerInterceptor(tracer))
-
-        server = grpc.aio.server(
-            interceptors=interceptors,
-            options=[("grpc.max_send_message_length", max_bytes),
-                     ("grpc.max_receive_message_length", max_bytes)],
-        )
-        ranking_pb2_grpc.add_RankingServiceServicer_to_server(
-            RankingServicer(ranker, s.default_deadline_ms / 1e3, self.capture), server)
-        self._health = HealthState(server, [SERVICE_NAME])
-        reflection.enable_server_reflection(
-            [SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME], server)
-        self.port = server.add_insecure_port(f"{s.host}:{s.port}")
-        self._server = server
-        self.metrics_address = self.metrics_server.start()
-        await server.start()
-        await self._health.set(True)
-        host = "127.0.0.1" if s.host in _WILDCARD_HOSTS else s.host
-        self.address = f"{host}:{self.port}"
-        print(f"rankserve ranker serving on {self.address} (model target {s.model_target},"
-              f" catalog {s.catalog_dir}; metrics http://{self.metrics_address}/metrics)",
-              file=sys.stderr, flush=True)
-        if self.ready_file:
-            write_ready_file(self.ready_file, self.address, os.getpid(),
-                             metrics_address=self.metrics_address)
-        return self.port
+        self.ranker: Ranker | None = self._build_ranker(catalog, tracer)
+        server, self._health = self._build_server(tracer, max_bytes)
+        self._server: grpc.aio.Server | None = server
+        self.port = 0
+        self.address = ""
+        self.metrics_address = ""
 
     def _build_ranker(self, catalog: Catalog, tracer: trace.Tracer) -> Ranker:
         s = self.settings
@@ -159,22 +128,52 @@ class RankingApp:
                 refresh_s=s.embedding_refresh_s, metrics=self.version_metrics)
         else:
             retriever = EmbeddingRetriever(catalog, encoder)
-        router = None
-        if s.routing_config:
-            self.routing = RoutingPolicyFile(s.routing_config, s.routing_check_s)
-            router = self.routing.current
-        self.ranker = Ranker(
+        return Ranker(
             ranker_config(s), encoder=encoder, retriever=retriever,
             features=CatalogFeatureStore(catalog, encoder), scorer=self._scorer,
-            item_id=catalog.item_id, router=router, tracer=tracer, metrics=self.metrics,
-            version_metrics=self.version_metrics)
-        return self.ranker
+            item_id=catalog.item_id, router=self.routing.current if self.routing else None,
+            tracer=tracer, metrics=self.metrics, version_metrics=self.version_metrics)
+
+    def _build_server(
+        self, tracer: trace.Tracer, max_bytes: int
+    ) -> tuple[grpc.aio.Server, HealthState]:
+        """The gRPC server with the servicer, health and reflection; bound in start()."""
+        # Outermost first: tracing, metrics, error mapping (the metrics see mapped statuses).
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            RankMetricsInterceptor(self.metrics), ErrorMappingInterceptor()]
+        if self.tracer_provider is not None:
+            interceptors.insert(0, TracingServerInterceptor(tracer))
+        server = grpc.aio.server(
+            interceptors=interceptors,
+            options=[("grpc.max_send_message_length", max_bytes),
+                     ("grpc.max_receive_message_length", max_bytes)],
+        )
+        ranking_pb2_grpc.add_RankingServiceServicer_to_server(
+            RankingServicer(self.ranker, self.settings.default_deadline_ms / 1e3, self.capture),
+            server)
+        health = HealthState(server, [SERVICE_NAME])
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME], server)
+        return server, health
+
+    async def start(self) -> int:
+        """Binds, serves, turns health SERVING and announces it; returns the bound port."""
+        s = self.settings
+        self.port = self._server.add_insecure_port(f"{s.host}:{s.port}")
+        self.metrics_address = self.metrics_server.start()
+        await self._server.start()
+        await self._health.set(True)
+        host = "127.0.0.1" if s.host in _WILDCARD_HOSTS else s.host
+        self.address = f"{host}:{self.port}"
+        announce_ready(log, "rankserve ranker", self.address,
+                       metrics_address=self.metrics_address, ready_file=s.ready_file,
+                       detail=f"model target {s.model_target}, catalog {s.catalog_dir}")
+        return self.port
 
     async def stop(self, grace_s: float | None = None) -> None:
         """NOT_SERVING first so load balancers drain us, then let in-flight calls finish."""
         grace = self.settings.grace_s if grace_s is None else grace_s
-        if self._health is not None:
-            await self._health.set(False)
+        await self._health.set(False)
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
@@ -191,14 +190,13 @@ class RankingApp:
         shutdown_provider(self.tracer_provider)
 
 
-def run(settings: RankerSettings, ready_file: str | None = None) -> int:
+def run(settings: RankerSettings) -> int:
     """Serves until SIGTERM or SIGINT; returns the process exit code."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = RankingApp(settings, ready_file=ready_file)
     try:
-        asyncio.run(run_until_signal(app.start, app.stop))
+        asyncio.run(_serve(settings))
     except (CatalogFormatError, FileNotFoundError, RoutingConfigError) as exc:
         print(f"rankserve ranker: {exc}", file=sys.stderr)
         return 2
@@ -207,3 +205,8 @@ def run(settings: RankerSettings, ready_file: str | None = None) -> int:
         print(f"rankserve ranker: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+async def _serve(settings: RankerSettings) -> None:
+    app = RankingApp(settings)
+    await run_until_signal(app.start, app.stop)

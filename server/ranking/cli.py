@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from pydantic import ValidationError
-
-from rankserve.server.common.settings_errors import report_invalid_settings
+from rankserve.server.common import settings_cli
 from rankserve.server.ranking.settings import RankerSettings
 
 DESCRIPTION = """\
@@ -62,38 +60,27 @@ example:
       127.0.0.1:PORT rankserve.ranking.v1.RankingService/Rank
 """
 
-# Flag help: the settings' descriptions plus what the flag's value looks like.
+PROG = "rankserve ranker"
+
+# What each flag's value looks like, beside the settings' own descriptions.
 _METAVARS = {
     "host": "ADDR", "port": "PORT", "metrics_port": "PORT", "catalog_dir": "DIR",
     "model_target": "HOST:PORT",
     "model_name": "NAME", "model_label": "LABEL", "model_version": "N", "batch_size": "N",
-    "max_in_flight": "N", "compression": "{none,gzip}", "gzip_min_bytes": "BYTES",
+    "max_in_flight": "N", "gzip_min_bytes": "BYTES",
     "default_candidates": "N", "max_candidates": "N", "default_deadline_ms": "MS",
     "min_score_budget_ms": "MS", "merge_reserve_ms": "MS", "grace_s": "SECONDS",
     "max_message_mb": "MIB", "blas_threads": "N", "routing_config": "FILE",
     "routing_check_s": "SECONDS", "embeddings_root": "DIR", "embedding_model": "NAME",
     "embedding_refresh_s": "SECONDS",
     "capture_dir": "DIR", "capture_rate": "FRACTION",
-    "capture_max_per_minute": "N",
+    "capture_max_per_minute": "N", "ready_file": "PATH",
 }
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    for name, field in RankerSettings.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        kind = field.annotation if field.annotation in (int, float) else str
-        extra = {"choices": ["none", "gzip"]} if name == "compression" else {}
-        parser.add_argument(
-            flag, dest=name, type=kind, default=None, metavar=_METAVARS.get(name),
-            help=f"{field.description} (default {field.default!r};"
-                 f" env RANKSERVE_RANKER_{name.upper()})",
-            **extra,
-        )
-    parser.add_argument(
-        "--ready-file", metavar="PATH", default=None,
-        help="Once serving, write {\"address\": \"127.0.0.1:PORT\", \"pid\": PID,"
-             " \"metrics_address\": \"127.0.0.1:PORT\"} here (atomically), so a parent process"
-             " can find the ports picked by --port 0 and --metrics-port 0.")
+    """Adds one flag per RankerSettings field to ``parser``."""
+    settings_cli.add_settings_flags(parser, RankerSettings, metavars=_METAVARS)
     parser.set_defaults(func=handle)
     return parser
 
@@ -108,19 +95,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def settings_from_args(args: argparse.Namespace) -> RankerSettings:
-    overrides = {name: getattr(args, name) for name in RankerSettings.model_fields
-                 if getattr(args, name, None) is not None}
-    return RankerSettings(**overrides)
+    """RankerSettings from the environment with every flag given on top."""
+    return settings_cli.settings_from_args(RankerSettings, args)
 
 
 def handle(args: argparse.Namespace) -> int:
-    try:
-        settings = settings_from_args(args)
-    except ValidationError as exc:
-        return report_invalid_settings("rankserve ranker", exc)
+    """Runs the ranking server with these flags; returns the exit code."""
+    return settings_cli.run_with_settings(RankerSettings, args, PROG, _serve)
+
+
+def _serve(settings: RankerSettings) -> int:
     from rankserve.server.ranking.app import run
 
-    return run(settings, ready_file=args.ready_file)
+    return run(settings)
 
 
 def main(argv: list[str] | None = None) -> int:

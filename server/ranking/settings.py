@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -81,6 +82,10 @@ class RankerSettings(BaseSettings):
         description="Fraction of Rank calls captured when --capture-dir is set (0..1).")
     capture_max_per_minute: int = Field(
         600, ge=0, description="At most this many Rank calls captured per minute.")
+    ready_file: Path | None = Field(
+        None, description='Once serving, write {"address": "127.0.0.1:PORT", "pid": PID,'
+        ' "metrics_address": "127.0.0.1:PORT"} here (atomically), so a parent process can find'
+        " the ports picked by --port 0 and --metrics-port 0.")
 
     @model_validator(mode="after")
     def _one_version(self) -> RankerSettings:
