@@ -24,7 +24,7 @@ from tensorflow_serving.apis import (
 
 from rankserve.server.common.errors import ErrorMappingInterceptor
 from rankserve.server.common.health import HealthState
-from rankserve.server.common.readyfile import write_ready_file
+from rankserve.server.common.readyfile import announce_ready
 from rankserve.server.common.shutdown import run_until_signal
 from rankserve.server.telemetry.interceptors import TracingServerInterceptor
 from rankserve.server.telemetry.metrics_http import MetricsServer
@@ -32,6 +32,7 @@ from rankserve.server.telemetry.tracing import make_provider, shutdown_provider,
 
 from . import config
 from .core import ModelServerCore
+from .errors import ConfigError
 from .metrics import ModelServerMetrics, ModelServerMetricsInterceptor
 from .runtime import Runtime
 from .servicer import ModelServicer, PredictionServicer
@@ -65,8 +66,11 @@ def _default_runtime(settings: ModelServerSettings) -> Runtime:
 
 
 class ModelServerApp:
-    """The model server: gRPC server, health, reflection, version manager, runtime.
+    """The model server: ``app = ModelServerApp(settings)`` builds every component (runtime,
+    version manager, gRPC server, health, reflection), ``port = await app.start()`` binds and
+    serves, ``await app.stop()`` drains and unloads.
 
+    Built inside the event loop it will serve on (its gRPC server belongs to that loop).
     ``registry`` receives every metric of the process (a fresh one when not given);
     ``span_exporter`` replaces the OTLP exporter the OTEL_* environment would configure.
     """
@@ -97,11 +101,10 @@ class ModelServerApp:
 
         self.core = ModelServerCore(self.manager, tracer_of(self.tracer_provider),
                                     observe_queue_wait)
-        self.health: HealthState | None = None
         self.port: int | None = None
-        self._server: grpc.aio.Server | None = None
         self._serving = asyncio.Event()
         self._stopping = False
+        self._build_server()
 
     @property
     def address(self) -> str:
@@ -111,9 +114,8 @@ class ModelServerApp:
     def metrics_address(self) -> str:
         return self.metrics_server.address
 
-    async def start(self) -> int:
-        """Bind, start serving (health NOT_SERVING until every model has a version), and
-        return the bound port. Versions load in the background."""
+    def _build_server(self) -> None:
+        """The gRPC server with both servicers, health and reflection; bound in start()."""
         limit = self.settings.max_message_mb * 1024 * 1024
         # Outermost first: tracing, metrics, error mapping (the metrics see mapped statuses).
         interceptors: list[grpc.aio.ServerInterceptor] = [
@@ -138,6 +140,10 @@ class ModelServerApp:
             (PREDICTION_SERVICE, MODEL_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME),
             self._server,
         )
+
+    async def start(self) -> int:
+        """Bind, start serving (health NOT_SERVING until every model has a version), and
+        return the bound port. Versions load in the background."""
         await self.health.set(False)
         target = f"{self.settings.host}:{self.settings.port}"
         try:
@@ -164,10 +170,10 @@ class ModelServerApp:
         await self.health.set(ready)
         if ready and not self._serving.is_set():
             self._serving.set()
-            log.info("serving: every configured model has a version available")
-            if self.settings.ready_file is not None:
-                write_ready_file(self.settings.ready_file, self.address,
-                                 metrics_address=self.metrics_address)
+            announce_ready(log, "model server", self.address,
+                           metrics_address=self.metrics_address,
+                           ready_file=self.settings.ready_file,
+                           detail="every configured model has a version available")
 
     async def stop(self) -> None:
         """NOT_SERVING, then stop(grace), then unload every version."""
@@ -185,15 +191,21 @@ class ModelServerApp:
 
 
 def run(settings: ModelServerSettings) -> int:
-    """Run until SIGTERM or SIGINT; returns the process exit code."""
-    return asyncio.run(_serve(settings))
-
-
-async def _serve(settings: ModelServerSettings) -> int:
-    app = ModelServerApp(settings)
+    """Serves until SIGTERM or SIGINT; returns the process exit code."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        await run_until_signal(app.start, app.stop)
+        asyncio.run(_serve(settings))
+    except ConfigError as exc:
+        print(f"model-server: {exc.message}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"model-server: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+async def _serve(settings: ModelServerSettings) -> None:
+    app = ModelServerApp(settings)
+    await run_until_signal(app.start, app.stop)

@@ -19,35 +19,45 @@ class ModelServerSettings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address to bind; loopback unless exposed.")
     port: int = Field(
-        8500, ge=0, le=65535, description="gRPC port (TF Serving's default); 0 picks a free one."
+        8500, ge=0, le=65535,
+        description="gRPC port (TF Serving's default); 0 picks a free one, see --ready-file.",
     )
     metrics_port: int = Field(
         9465, ge=0, le=65535,
-        description="Port of the Prometheus /metrics endpoint (on host); 0 picks a free one.",
+        description="Port of the Prometheus /metrics endpoint on --host; 0 picks a free one,"
+        " see --ready-file.",
     )
     model_name: str | None = Field(
-        None, description="Name clients put in ModelSpec.name (with model_base_path)."
+        None,
+        description="Serve one model under this name, the ModelSpec.name clients send (needs"
+        " --model-base-path).",
     )
     model_base_path: Path | None = Field(
-        None, description="Directory holding <version>/saved_model.pb for model_name."
+        None,
+        description="Directory of the model given by --model-name, holding"
+        " <version>/saved_model.pb.",
     )
     model_config_file: Path | None = Field(
         None,
-        description="TF Serving ModelServerConfig text file (models, policies, labels); "
-        "re-read on every poll.",
+        description="TF Serving model config (text ModelServerConfig) naming several models,"
+        " their version policies and labels, re-read on every poll; instead of"
+        " --model-name/--model-base-path.",
     )
     version_policy: str = Field(
         "latest:1",
-        description="Versions of model_name to serve: 'latest:N', 'all' or 'specific:1,3'.",
+        description="Versions of --model-name to serve: 'latest:N' (newest N), 'all' or"
+        " 'specific:1,3'; config files set model_version_policy instead.",
     )
     poll_interval_s: float = Field(
-        2.0, gt=0, description="Seconds between scans of base paths and re-reads of the config."
+        2.0, gt=0,
+        description="Seconds between scans for new/removed versions and re-reads of the config.",
     )
     batch_max_rows: int = Field(
         1000, ge=1, description="Most rows one merged model call may hold."
     )
     batch_max_wait_ms: float = Field(
-        1.0, ge=0, description="Longest a call waits for others to merge with; 0 = no waiting."
+        1.0, ge=0,
+        description="Longest a call waits for others to merge with, in ms; 0 disables waiting.",
     )
     max_message_mb: int = Field(
         64, ge=1,
@@ -59,7 +69,8 @@ class ModelServerSettings(BaseSettings):
         0,
         ge=0,
         description="Threads TensorFlow uses inside one op (TF Serving's"
-        " --tensorflow_intra_op_parallelism); 0 = one per core.",
+        " --tensorflow_intra_op_parallelism); 0 = one per core. With several replicas on few"
+        " cores, 1 stops idle pool threads from spinning on cores that serve requests.",
     )
     inter_op_threads: int = Field(
         0,
@@ -73,7 +84,8 @@ class ModelServerSettings(BaseSettings):
     ready_file: Path | None = Field(
         None,
         description='Once SERVING, write {"address": "HOST:PORT", "pid": PID,'
-        ' "metrics_address": "HOST:PORT"} here atomically.',
+        ' "metrics_address": "HOST:PORT"} here (atomically), so a launcher can read the ports'
+        " back.",
     )
 
     @model_validator(mode="after")

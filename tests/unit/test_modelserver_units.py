@@ -328,3 +328,23 @@ def test_settings_fields_are_documented() -> None:
 
     for name, field in ModelServerSettings.model_fields.items():
         assert field.description, name
+
+
+def test_help_shows_each_settings_default_and_env_var() -> None:
+    from rankserve.server.modelserver.settings import ModelServerSettings
+
+    text = " ".join(cli.configure_parser(__import__("argparse").ArgumentParser()).format_help()
+                    .split())
+    for name in ModelServerSettings.model_fields:
+        assert f"--{name.replace('_', '-')} " in text, name
+        assert f"env RANKSERVE_MODELSERVER_{name.upper()})" in text, name
+    assert "(default 8500; env RANKSERVE_MODELSERVER_PORT)" in text
+
+
+def test_an_empty_flag_unsets_an_optional_setting_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("RANKSERVE_MODELSERVER_MODEL_NAME", "m")
+    monkeypatch.setenv("RANKSERVE_MODELSERVER_MODEL_BASE_PATH", "/models/m")
+    settings = cli.settings_from_args(
+        _args("--model-name", "", "--model-base-path", "", "--model-config-file", "c")
+    )
+    assert settings.model_name is None and settings.model_config_file == Path("c")
