@@ -14,11 +14,13 @@ from rankserve.ranker.catalog import Catalog
 from rankserve.ranker.features import CatalogFeatureStore, FeatureStore
 from rankserve.ranker.pipeline import Ranker, RankerConfig
 from rankserve.ranker.planner import plan_batches
+from rankserve.ranker.retrieval import CandidateSource
 from rankserve.ranker.routing import Router, RouteRule
 from rankserve.ranker.scoring import PredictScorer, Scorer
 from rankserve.ranker.types import ModelRef, RankQuery, RankResult
 
 __all__ = [
+    "CandidateSource",
     "Catalog",
     "CatalogFeatureStore",
     "FeatureStore",

@@ -12,23 +12,25 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from rankserve.ranker.catalog import Catalog
 from rankserve.ranker.context import ContextEncoder
 from rankserve.ranker.errors import DeadlineExceeded, ScoringError
-from rankserve.ranker.features import CatalogFeatureStore, FeatureStore
-from rankserve.ranker.merge import BatchOutcome, merge
+from rankserve.ranker.features import CatalogFeatureStore, FeatureBlock, FeatureStore
+from rankserve.ranker.merge import BatchOutcome, MergedPage, merge
 from rankserve.ranker.metrics import RankerMetrics
 from rankserve.ranker.planner import plan_batches
+from rankserve.ranker.predict_telemetry import PredictTelemetry
 from rankserve.ranker.retrieval import CandidateSource, EmbeddingRetriever
 from rankserve.ranker.routing import Decision, Router, RouteRule
-from rankserve.ranker.scoring import BATCH_INDEX, PREDICT_METHOD, SIGNATURE_MISMATCH, Scorer
+from rankserve.ranker.scoring import SIGNATURE_MISMATCH, Scorer
 from rankserve.ranker.shadow import ShadowRunner
-from rankserve.ranker.types import ModelRef, RankQuery, RankResult, StageTimings
+from rankserve.ranker.stages import StageTimer
+from rankserve.ranker.types import Candidates, ModelRef, RankQuery, RankResult
 from rankserve.ranker.validation import candidate_count
 from rankserve.ranker.version_metrics import VersionMetrics
 
@@ -40,6 +42,13 @@ CONFIG_ERRORS = frozenset({"NOT_FOUND", "INVALID_ARGUMENT", SIGNATURE_MISMATCH})
 # Headroom the event loop gets after a Predict deadline before the call is abandoned anyway, in
 # case a Scorer does not honour its timeout.
 _SCORER_SLACK_S = 0.05
+
+
+@runtime_checkable
+class _Closeable(Protocol):
+    """A component holding resources (channels, threads) that ``Ranker.close`` releases."""
+
+    async def close(self) -> None: ...
 
 
 @dataclass
@@ -62,6 +71,9 @@ class RankerConfig:
 
 
 class Ranker:
+    """Ranks requests; owns the components it is built with and releases them in
+    :meth:`close`."""
+
     def __init__(
         self,
         config: RankerConfig,
@@ -91,6 +103,8 @@ class Ranker:
         self._in_flight = asyncio.Semaphore(config.max_in_flight)
         self._tracer = tracer or trace.NoOpTracer()
         self._metrics = metrics
+        self._predict = PredictTelemetry(self._tracer, metrics)
+        self._closed = False
 
     @classmethod
     def from_catalog(
@@ -111,123 +125,127 @@ class Ranker:
         )
 
     async def rank(self, query: RankQuery) -> RankResult:
-        t0 = time.monotonic()
-        with self._tracer.start_as_current_span("route") as sp:
+        stages = StageTimer(self._tracer)
+        with stages.stage("route") as sp:
             decision = self._router().decide(query)
             sp.set_attribute("rankserve.model", str(decision.model))
         if not decision.experiment:
-            return await self._rank(query, decision, t0)
+            return await self._rank(query, decision, stages)
         span = trace.get_current_span()
         span.set_attribute("rankserve.experiment", decision.experiment)
         span.set_attribute("rankserve.experiment.arm", decision.arm)
         try:
-            res = await self._rank(query, decision, t0)
+            res = await self._rank(query, decision, stages)
         except Exception:
             if self._version_metrics:
                 self._version_metrics.observe_arm(decision.experiment, decision.arm,
-                                          time.monotonic() - t0, "error", [])
+                                          time.monotonic() - stages.started, "error", [])
             raise
         if self._version_metrics:
             outcome = "degraded" if res.degradation.degraded else "ok"
             self._version_metrics.observe_arm(
-                decision.experiment, decision.arm, time.monotonic() - t0, outcome,
+                decision.experiment, decision.arm, time.monotonic() - stages.started, outcome,
                 [i.score for i in res.items if not i.fallback])
         return res
 
-    async def _rank(self, query: RankQuery, decision: Decision, t0: float) -> RankResult:
+    async def close(self) -> None:
+        """Waits for shadow calls in flight, then closes the scorer, the retriever and the
+        feature store where they hold resources. Calling it again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.shadow.drain()
+        for part in (self._scorer, self._retriever, self._features):
+            if isinstance(part, _Closeable):
+                await part.close()
+
+    async def _rank(self, query: RankQuery, decision: Decision, stages: StageTimer
+                    ) -> RankResult:
         cfg = self.config
-        deadline = query.deadline if query.deadline is not None else t0 + cfg.default_deadline_s
-        request_id = query.request_id or uuid.uuid4().hex
-        timings = StageTimings()
+        deadline = (query.deadline if query.deadline is not None
+                    else stages.started + cfg.default_deadline_s)
         k = candidate_count(query, cfg.default_candidates, cfg.max_candidates)
-
-        span = self._tracer.start_as_current_span
         model = decision.model
-        t1 = time.monotonic()
-        timings.route_ms = (t1 - t0) * 1e3
 
-        with span("retrieve") as sp:
+        with stages.stage("retrieve") as sp:
             encoded = self._encoder.encode(
                 query.query, query.user_id, query.user_known, query.viewed_item_ids
             )
-            retrieve_query = getattr(self._retriever, "retrieve_query", None)
-            cands = (retrieve_query(query, encoded, k) if retrieve_query is not None
-                     else self._retriever.retrieve(encoded, k))
+            cands = self._retriever.retrieve_for(query, encoded, k)
             sp.set_attribute("rankserve.candidates", int(cands.rows.shape[0]))
-        t2 = time.monotonic()
-        timings.retrieve_ms = (t2 - t1) * 1e3
 
-        with span("features"):
+        with stages.stage("features"):
             ctx = self._features.context(query, encoded)
             feats = self._features.candidates(cands.rows)
-        t3 = time.monotonic()
-        timings.features_ms = (t3 - t2) * 1e3
 
-        n = int(cands.rows.shape[0])
-        with span("plan") as sp:
-            batches = plan_batches(n, cfg.batch_size)
+        with stages.stage("plan") as sp:
+            batches = plan_batches(int(cands.rows.shape[0]), cfg.batch_size)
             sp.set_attribute("rankserve.batches", len(batches))
-        t4 = time.monotonic()
-        timings.plan_ms = (t4 - t3) * 1e3
 
-        score_budget = deadline - t4 - cfg.merge_reserve_s
-        if batches and score_budget < cfg.min_score_budget_s:
-            need_ms = (cfg.min_score_budget_s + cfg.merge_reserve_s) * 1e3
-            raise DeadlineExceeded(
-                f"{max(0.0, deadline - t4) * 1e3:.1f} ms of the deadline were left for scoring;"
-                f" scoring needs at least {need_ms:.0f} ms: raise the call's deadline"
-            )
-        with span("score") as sp:
+        if batches:
+            self._check_score_budget(deadline)
+        with stages.stage("score") as sp:
             # Tasks copy the current context, so every batch span is a child of this one.
             outcomes = await asyncio.gather(
                 *(self._score(model, ctx.values, feats.values[b], b, i, deadline)
                   for i, b in enumerate(batches))
             )
             sp.set_attribute("rankserve.failed_batches", sum(not o.ok for o in outcomes))
-        t5 = time.monotonic()
-        timings.score_ms = (t5 - t4) * 1e3
-
-        if outcomes and not any(o.ok for o in outcomes):
-            statuses = {o.error_status for o in outcomes}
-            if len(statuses) == 1 and (status := statuses.pop()) in CONFIG_ERRORS:
-                raise ScoringError(status, f"model {model}: {outcomes[0].error_message}")
-
+        _raise_config_error(model, outcomes)
         self._observe_scores(model, outcomes)
         if decision.shadow is not None and batches:
             self.shadow.submit(decision.experiment, decision.shadow, ctx.values, feats.values,
                                batches)
-        with span("merge") as sp:
-            page = merge(outcomes, n, query.page_size,
-                         lambda pos: self._item_id(int(cands.rows[pos])), cands.scores,
-                         query.debug)
-            reasons = page.degradation.reasons
-            if cands.fallback_reason:
-                reasons.append(f"retrieval: {cands.fallback_reason}")
-            if feats.nonfinite or ctx.nonfinite:
-                reasons.append(
-                    f"{feats.nonfinite + ctx.nonfinite} non-finite feature values replaced by 0"
-                    f" ({feats.nonfinite_rows} candidates, {ctx.nonfinite} in the context)"
-                )
+
+        with stages.stage("merge") as sp:
+            page = self._merge(query, cands, outcomes, ctx, feats)
             sp.set_attribute("rankserve.degraded", page.degradation.degraded)
-        t6 = time.monotonic()
-        timings.merge_ms = (t6 - t5) * 1e3
-        timings.total_ms = (t6 - t0) * 1e3
+
+        return self._result(query, model, decision, cands, page, stages, len(batches))
+
+    def _check_score_budget(self, deadline: float) -> None:
+        cfg = self.config
+        now = time.monotonic()
+        if deadline - now - cfg.merge_reserve_s < cfg.min_score_budget_s:
+            need_ms = (cfg.min_score_budget_s + cfg.merge_reserve_s) * 1e3
+            raise DeadlineExceeded(
+                f"{max(0.0, deadline - now) * 1e3:.1f} ms of the deadline were left for scoring;"
+                f" scoring needs at least {need_ms:.0f} ms: raise the call's deadline"
+            )
+
+    def _merge(self, query: RankQuery, cands: Candidates, outcomes: list[BatchOutcome],
+               ctx: FeatureBlock, feats: FeatureBlock) -> MergedPage:
+        page = merge(outcomes, int(cands.rows.shape[0]), query.page_size,
+                     lambda pos: self._item_id(int(cands.rows[pos])), cands.scores, query.debug)
+        reasons = page.degradation.reasons
+        if cands.fallback_reason:
+            reasons.append(f"retrieval: {cands.fallback_reason}")
+        if feats.nonfinite or ctx.nonfinite:
+            reasons.append(
+                f"{feats.nonfinite + ctx.nonfinite} non-finite feature values replaced by 0"
+                f" ({feats.nonfinite_rows} candidates, {ctx.nonfinite} in the context)"
+            )
+        return page
+
+    def _result(self, query: RankQuery, model: ModelRef, decision: Decision, cands: Candidates,
+                page: MergedPage, stages: StageTimer, batches: int) -> RankResult:
+        request_id = query.request_id or uuid.uuid4().hex
+        timings = stages.finish(self._metrics)
         if page.degradation.degraded:
-            log.warning("request %s degraded: %s", request_id, "; ".join(reasons))
-        self._record(timings, len(batches), page.degradation.degraded,
-                     page.degradation.fallback_candidates, page.candidates_scored)
+            log.warning("request %s degraded: %s", request_id,
+                        "; ".join(page.degradation.reasons))
+        self._record(batches, page)
         span_ctx = trace.get_current_span().get_span_context()
         return RankResult(
             request_id=request_id,
             items=page.items,
             model=model,
             model_version=page.model_version,
-            candidates_retrieved=n,
+            candidates_retrieved=int(cands.rows.shape[0]),
             candidates_scored=page.candidates_scored,
             degradation=page.degradation,
             timings=timings,
-            embedding_version=int(cands.embedding_version or 0)
-            if (cands.embedding_version or "").isdigit() else 0,
+            embedding_version=cands.embedding_version,
             experiment=decision.experiment,
             experiment_arm=decision.arm,
             trace_id=format(span_ctx.trace_id, "032x") if span_ctx.is_valid else "",
@@ -239,53 +257,28 @@ class Ranker:
             return
         by_version: dict[int, list[np.ndarray]] = {}
         for o in outcomes:
-            if o.ok:
+            if o.scores is not None:
                 by_version.setdefault(o.model_version, []).append(o.scores)
         for version, parts in by_version.items():
             self._version_metrics.observe_scores(model.name, version, np.concatenate(parts))
 
-    def _record(self, timings: StageTimings, batches: int, degraded: bool, fallback: int,
-                scored: int) -> None:
+    def _record(self, batches: int, page: MergedPage) -> None:
         m = self._metrics
         if m is None:
             return
-        stages = m.stage_duration_labels
-        for stage in ("route", "retrieve", "features", "plan", "score", "merge"):
-            stages[stage].observe(getattr(timings, f"{stage}_ms") / 1e3)
         m.batches_per_rank.observe(batches)
-        m.candidates_scored.inc(scored)
-        if degraded:
+        m.candidates_scored.inc(page.candidates_scored)
+        if page.degradation.degraded:
             m.ranks_degraded.inc()
-            m.fallback_candidates.inc(fallback)
+            m.fallback_candidates.inc(page.degradation.fallback_candidates)
 
     async def _score(
         self, model: ModelRef, context: np.ndarray, candidates: np.ndarray, batch: slice,
         index: int, deadline: float,
     ) -> BatchOutcome:
-        rows = int(candidates.shape[0])
-        attributes = {
-            "rpc.system": "grpc", "rpc.service": PREDICT_METHOD.split("/")[0],
-            "rpc.method": "Predict", "rankserve.batch.index": index,
-            "rankserve.batch.size": rows, "rankserve.model.name": model.name,
-        }
-        with self._tracer.start_as_current_span(
-            PREDICT_METHOD, kind=SpanKind.CLIENT, attributes=attributes,
-            record_exception=False, set_status_on_exception=False,
-        ) as span:
-            started = time.monotonic()
-            BATCH_INDEX.set(index)  # each batch runs as its own task: the value stays local
-            outcome = await self._score_batch(model, context, candidates, batch, deadline)
-            status = "OK" if outcome.ok else (outcome.error_status or "UNKNOWN")
-            version = str(outcome.model_version) if outcome.ok else _requested(model)
-            span.set_attribute("rankserve.model.version", version)
-            span.set_attribute("rankserve.batch.outcome", status)
-            if not outcome.ok:
-                span.set_status(Status(StatusCode.ERROR, f"{status}: {outcome.error_message}"))
-            if self._metrics is not None:
-                self._metrics.batch_rows.observe(rows)
-                self._metrics.predict_duration.labels(model.name, version, status).observe(
-                    time.monotonic() - started)
-        return outcome
+        return await self._predict.batch(
+            model, index, int(candidates.shape[0]),
+            self._score_batch(model, context, candidates, batch, deadline))
 
     async def _score_batch(
         self, model: ModelRef, context: np.ndarray, candidates: np.ndarray, batch: slice,
@@ -308,8 +301,11 @@ class Ranker:
         return BatchOutcome(batch, scores=scored.scores, model_version=scored.model_version)
 
 
-def _requested(model: ModelRef) -> str:
-    """The version label value of a failed call: what was asked for."""
-    if model.version is not None:
-        return str(model.version)
-    return model.label or "latest"
+def _raise_config_error(model: ModelRef, outcomes: list[BatchOutcome]) -> None:
+    """Every batch failed, all for one reason that says the deployment or request is wrong:
+    a page of pure fallback would hide it, so the Rank fails with that status."""
+    if not outcomes or any(o.ok for o in outcomes):
+        return
+    statuses = {o.error_status for o in outcomes}
+    if len(statuses) == 1 and (status := statuses.pop()) in CONFIG_ERRORS:
+        raise ScoringError(status, f"model {model}: {outcomes[0].error_message}")

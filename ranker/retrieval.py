@@ -6,21 +6,29 @@ is a drop-in ``CandidateSource`` when catalogs grow past that.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from rankserve.ranker.catalog import Catalog
 from rankserve.ranker.context import ContextEncoder, EncodedRequest
-from rankserve.ranker.types import Candidates
+from rankserve.ranker.types import Candidates, RankQuery
 
 _POPULARITY_REASON = (
     "no query tokens, user or viewed items matched the catalog: popularity retrieval"
 )
 
 
+@runtime_checkable
 class CandidateSource(Protocol):
-    def retrieve(self, request: EncodedRequest, k: int) -> Candidates: ...
+    """Where a request's candidates come from: an embedded index, an ANN index with a served
+    tower model, or the ids the caller sent.
+
+    A source gets the request as the caller sent it (ids, user, viewed items) and as the
+    encoder read it, and returns at most ``k`` candidates in retrieval order.
+    """
+
+    def retrieve_for(self, query: RankQuery, encoded: EncodedRequest, k: int) -> Candidates: ...
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -41,11 +49,16 @@ class EmbeddingRetriever:
         self._pop = np.asarray(catalog.item_popularity, dtype=np.float32)
         self._encoder = encoder
 
-    def retrieve(self, request: EncodedRequest, k: int) -> Candidates:
-        vec = self._encoder.retrieval_vector(request)
+    def retrieve_for(self, query: RankQuery, encoded: EncodedRequest, k: int) -> Candidates:
+        return self.retrieve(encoded, k)
+
+    def retrieve(self, encoded: EncodedRequest, k: int) -> Candidates:
+        """Top-k for an encoded request alone (offline tools that have no RankQuery)."""
+        vec = self._encoder.retrieval_vector(encoded)
         if not vec.any():
             rows = top_k(self._pop, k)
             return Candidates(rows, self._pop[rows].copy(), None, _POPULARITY_REASON)
         sims = self._emb @ vec
         rows = top_k(sims, k)
-        return Candidates(rows, sims[rows].astype(np.float32), "catalog", None)
+        # The catalog's embeddings carry no model version.
+        return Candidates(rows, sims[rows].astype(np.float32), None, None)

@@ -7,7 +7,6 @@ cost more than a 25-row inference. There are no retries here: Envoy retries mode
 
 from __future__ import annotations
 
-import contextvars
 import logging
 from collections.abc import Callable
 from typing import Protocol
@@ -15,11 +14,11 @@ from typing import Protocol
 import grpc
 import numpy as np
 from google.protobuf import wrappers_pb2
-from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from rankserve.ranker.errors import ScoringError
 from rankserve.ranker.metrics import RankerMetrics
+from rankserve.ranker.predict_telemetry import batch_index, request_sent
 from rankserve.ranker.tensors import TensorFormatError, fill_tensor_proto, from_tensor_proto
 from rankserve.ranker.types import ModelRef, ScoredBatch
 from rankserve.tfserving.v1 import model_pb2, predict_pb2, prediction_service_pb2_grpc
@@ -32,11 +31,6 @@ SCORES_OUTPUT = "scores"
 # A model whose outputs do not match the scoring signature is a deployment error, not a
 # transient one: the pipeline fails the request instead of hiding it behind fallback scores.
 SIGNATURE_MISMATCH = "FAILED_PRECONDITION"
-# Index of the batch a Predict call scores within its request, set by the pipeline in the task
-# of that call, so observers of Predict requests (request capture) can tell batches apart.
-BATCH_INDEX: contextvars.ContextVar[int] = contextvars.ContextVar("rankserve_batch_index",
-                                                                  default=-1)
-PREDICT_METHOD = "tensorflow.serving.PredictionService/Predict"
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
@@ -93,7 +87,8 @@ class PredictScorer:
 
     ``gzip_min_bytes``: requests at least this large are sent gzip-compressed when
     ``compression`` is "gzip"; smaller ones are not worth the CPU. ``on_request`` sees every
-    request before it is sent (request capture); it must return at once and never raise.
+    request before it is sent, with the index of its batch within the Rank (-1 outside one),
+    for request capture; it must return at once and never raise.
     """
 
     def __init__(
@@ -104,7 +99,7 @@ class PredictScorer:
         gzip_min_bytes: int = 16384,
         max_message_bytes: int = 64 * 1024 * 1024,
         signature_name: str = "",
-        on_request: Callable[[predict_pb2.PredictRequest], None] | None = None,
+        on_request: Callable[[predict_pb2.PredictRequest, int], None] | None = None,
         metrics: RankerMetrics | None = None,
     ) -> None:
         if compression not in ("none", "gzip"):
@@ -123,6 +118,7 @@ class PredictScorer:
             ],
         )
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._closed = False
 
     async def __aenter__(self) -> PredictScorer:
         return self
@@ -131,6 +127,10 @@ class PredictScorer:
         await self.close()
 
     async def close(self) -> None:
+        """Closes the channel; calling it again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         await self._channel.close()
 
     async def score(
@@ -138,22 +138,17 @@ class PredictScorer:
     ) -> ScoredBatch:
         req = build_request(model, context, candidates, self._signature)
         if self._on_request is not None:
-            self._on_request(req)
+            self._on_request(req, batch_index())
         # The encoded size without encoding (about 1.5 us): the gzip threshold, the span and the
         # metric all read this one number.
         request_bytes = req.ByteSize()
         compression = (grpc.Compression.Gzip if self._gzip and request_bytes >= self._gzip_min
                        else None)
-        codec = "gzip" if compression is not None else "none"
+        request_sent(request_bytes, "gzip" if compression is not None else "none",
+                     self._metrics)
         # The caller's batch span (if any) is current: it becomes the model server's parent.
         carrier: dict[str, str] = {}
         _PROPAGATOR.inject(carrier)
-        span = trace.get_current_span()
-        if span.is_recording():
-            span.set_attribute("rankserve.request.bytes", request_bytes)
-            span.set_attribute("rankserve.request.compression", codec)
-        if self._metrics is not None:
-            self._metrics.request_bytes.labels(codec).observe(request_bytes)
         try:
             resp = await self._stub.Predict(req, timeout=timeout_s, compression=compression,
                                             metadata=tuple(carrier.items()) or None)

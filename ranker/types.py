@@ -57,8 +57,9 @@ class Candidates:
 
     rows: np.ndarray  # int64 [N]
     scores: np.ndarray  # float32 [N], descending
-    # Which embedding version produced them; None for non-embedding retrieval.
-    embedding_version: str | None = None
+    # The embedding model version that produced them; None when no versioned embeddings did
+    # (popularity, the catalog's own embeddings, ids from the caller).
+    embedding_version: int | None = None
     # Set when retrieval fell back (for example to popularity) and why.
     fallback_reason: str | None = None
 
@@ -114,9 +115,9 @@ class RankResult:
     # The concrete version that scored (the most rows when versions differed); 0 when nothing
     # was scored. Separate from ``model`` because a label request answers with a version too.
     model_version: int = 0
-    # The embedding model version retrieval used; 0 for non-embedding (popularity) retrieval
-    # or a single-version catalog.
-    embedding_version: int = 0
+    # The embedding model version retrieval used; None when retrieval used no versioned
+    # embeddings (popularity, a single-version catalog).
+    embedding_version: int | None = None
     # The experiment and arm that chose ``model``; empty when no experiment did.
     experiment: str = ""
     experiment_arm: str = ""

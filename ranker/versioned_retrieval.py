@@ -95,31 +95,37 @@ class VersionedRetriever:
         with self._lock:
             old = self._snap
             store = self._store
-            items, towers, users = {}, {}, {}
+            items: dict[int, _Items] = {}
+            towers: dict[int, tuple[Path, QueryTower]] = {}
+            users: dict[int, tuple[Path, UserEmbeddings]] = {}
             for v in store.versions(ITEMS):
                 path = store.part_path(v, ITEMS)
                 if path is None:
                     continue
-                prev = old.items.get(v)
-                items[v] = prev if prev is not None and prev.path == path else self._load_items(v)
+                prev_items = old.items.get(v)
+                loaded = (prev_items if prev_items is not None and prev_items.path == path
+                          else self._load_items(v))
+                if loaded is not None:
+                    items[v] = loaded
             for v in store.versions(TOWER):
                 path = store.part_path(v, TOWER)
                 if path is None:
                     continue
-                prev = old.towers.get(v)
-                tower = prev[1] if prev and prev[0] == path else store.load_tower(v)
+                prev_tower = old.towers.get(v)
+                tower = (prev_tower[1] if prev_tower and prev_tower[0] == path
+                         else store.load_tower(v))
                 if tower is not None:
                     towers[v] = (path, tower)
             for v in store.versions(USERS):
                 path = store.part_path(v, USERS)
                 if path is None:
                     continue
-                prev = old.users.get(v)
-                u = prev[1] if prev and prev[0] == path else store.load_users(v)
+                prev_users = old.users.get(v)
+                u = (prev_users[1] if prev_users and prev_users[0] == path
+                     else store.load_users(v))
                 if u is not None:
                     users[v] = (path, u)
-            self._snap = _Snapshot({v: i for v, i in items.items() if i is not None}, towers,
-                                   users)
+            self._snap = _Snapshot(items, towers, users)
             self._scanned_at = time.monotonic()
 
     def _load_items(self, version: int) -> _Items | None:
@@ -176,7 +182,7 @@ class VersionedRetriever:
         return Pick(chosen, top, "newest versions are not paired: " + ", ".join(
             f"{side} at version {v}" for side, v in newest.items() if v is not None))
 
-    def retrieve_query(self, query: RankQuery, encoded: EncodedRequest, k: int) -> Candidates:
+    def retrieve_for(self, query: RankQuery, encoded: EncodedRequest, k: int) -> Candidates:
         span = trace.get_current_span()
         snap = self._snapshot()
         tokens = [t for t in tokenize(query.query) if t in self._cat.vocab]
@@ -210,9 +216,9 @@ class VersionedRetriever:
         vec = self._vector(snap, version, items, tokens, query, user_needed, viewed_rows)
         sims = items.embeddings @ vec
         pos = top_k(sims, k)
-        reason = (f"embedding version {version} used for query and items: {pick.reason}"
+        paired = (f"embedding version {version} used for query and items: {pick.reason}"
                   if pick.reason else None)
-        return Candidates(items.rows[pos], sims[pos].astype(np.float32), str(version), reason)
+        return Candidates(items.rows[pos], sims[pos].astype(np.float32), version, paired)
 
     def _vector(self, snap: _Snapshot, version: int, items: _Items, tokens: list[str],
                 query: RankQuery, user_needed: bool, viewed_rows: list[int]) -> np.ndarray:

@@ -26,7 +26,6 @@ import zstandard
 from prometheus_client import CollectorRegistry, Counter
 
 from rankserve.capture.v1 import capture_pb2
-from rankserve.ranker.scoring import BATCH_INDEX
 from rankserve.ranking.v1 import ranking_pb2
 from rankserve.server.ranking.capture_files import PARTIAL, SUFFIX, write_delimited
 from rankserve.tfserving.v1 import predict_pb2
@@ -133,12 +132,13 @@ class RequestCapture:
         finally:
             _CAPTURING.reset(token)
 
-    def predict(self, request: predict_pb2.PredictRequest) -> None:
-        """Scorer hook: records a Predict request of a sampled Rank call."""
+    def predict(self, request: predict_pb2.PredictRequest, batch_index: int) -> None:
+        """Scorer hook: records a Predict request of a sampled Rank call with the index of its
+        batch within the call (-1 when not known)."""
         request_id = _CAPTURING.get()
         if request_id is not None:
             self._put(_Item(request_id, time.time_ns(), time.monotonic_ns(), "predict",
-                            BATCH_INDEX.get(), request))
+                            batch_index, request))
 
     def _put(self, item: _Item) -> None:
         try:

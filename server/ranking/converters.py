@@ -61,5 +61,6 @@ def to_response(res: RankResult) -> ranking_pb2.RankResponse:
         trace_id=res.trace_id,
         experiment=ranking_pb2.ExperimentArm(name=res.experiment, arm=res.experiment_arm)
         if res.experiment else None,
-        embedding_version=res.embedding_version,
+        # 0 on the wire: retrieval used no versioned embeddings (versions start at 1).
+        embedding_version=res.embedding_version or 0,
     )

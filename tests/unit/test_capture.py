@@ -7,7 +7,6 @@ import random
 import pytest
 from prometheus_client import CollectorRegistry
 
-from rankserve.ranker.scoring import BATCH_INDEX
 from rankserve.ranking.v1 import ranking_pb2
 from rankserve.server.ranking.capture import RequestCapture
 from rankserve.server.ranking.capture_files import (
@@ -35,12 +34,10 @@ def test_records_round_trip_through_a_file(tmp_path):
     req = ranking_pb2.RankRequest(request_id="r1", query="red shoes", page_size=5)
     with cap.rank(req, "r1"):
         for i in range(3):
-            BATCH_INDEX.set(i)
             p = predict_pb2.PredictRequest()
             p.model_spec.name = f"m{i}"
-            cap.predict(p)
-    BATCH_INDEX.set(-1)
-    cap.predict(predict_pb2.PredictRequest())  # outside a sampled Rank call: not captured
+            cap.predict(p, i)
+    cap.predict(predict_pb2.PredictRequest(), -1)  # outside a sampled Rank call: not captured
     cap.close()
     files = list_capture_files(tmp_path)
     assert len(files) == 1 and not list(tmp_path.glob("*.partial"))
@@ -83,7 +80,7 @@ def test_a_full_queue_drops_and_counts_never_blocks(tmp_path):
     big.inputs["candidates"].tensor_content = b"\x01" * 30000
     with cap.rank(ranking_pb2.RankRequest(query="q"), "r"):
         for _ in range(2000):
-            cap.predict(big)
+            cap.predict(big, -1)
     cap.close()
     written = (metric(reg, "rankserve_capture_records_total", kind="rank")
                + metric(reg, "rankserve_capture_records_total", kind="predict"))

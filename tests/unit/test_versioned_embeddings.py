@@ -45,7 +45,7 @@ def retrieve(r, catalog, **q):
     query = RankQuery("r", **q)
     enc = ContextEncoder(catalog).encode(query.query, query.user_id, query.user_known,
                                          query.viewed_item_ids)
-    return r.retrieve_query(query, enc, K)
+    return r.retrieve_for(query, enc, K)
 
 
 def same_version_rows(catalog, version, query="red shoes"):
@@ -63,7 +63,7 @@ def test_query_at_v_with_items_at_v_and_v_minus_1_uses_only_v(catalog, tmp_path)
     publish(catalog, store, 1)
     publish(catalog, store, 2)
     cands = retrieve(retriever(catalog, tmp_path), catalog, query="red shoes")
-    assert cands.embedding_version == "2" and cands.fallback_reason is None
+    assert cands.embedding_version == 2 and cands.fallback_reason is None
     np.testing.assert_array_equal(cands.rows, same_version_rows(catalog, 2))
     # A rotation keeps cosines: one version retrieves what the catalog's own space does.
     enc = ContextEncoder(catalog)
@@ -77,7 +77,7 @@ def test_missing_index_at_v_uses_v_minus_1_for_both_sides(catalog, tmp_path):
     publish(catalog, store, 2, parts=(TOWER, USERS))  # v2's item index is not there (yet)
     registry = CollectorRegistry()
     cands = retrieve(retriever(catalog, tmp_path, registry), catalog, query="red shoes")
-    assert cands.embedding_version == "1"
+    assert cands.embedding_version == 1
     np.testing.assert_array_equal(cands.rows, same_version_rows(catalog, 1))
     assert cands.fallback_reason == (
         "embedding version 1 used for query and items: newest versions are not paired:"
@@ -90,7 +90,7 @@ def test_missing_index_at_v_uses_v_minus_1_for_both_sides(catalog, tmp_path):
     # A newer item index without a query tower is passed over in the same way.
     store.publish_items(3, *_items(catalog, 3))
     cands = retrieve(retriever(catalog, tmp_path, registry), catalog, query="red shoes")
-    assert cands.embedding_version == "1"
+    assert cands.embedding_version == 1
     assert "item index at version 3, query tower at version 2" in cands.fallback_reason
     assert registry.get_sample_value("rankserve_embedding_version_mismatches_avoided_total",
                                      counted) == 2
@@ -106,8 +106,8 @@ def test_known_user_needs_the_users_embedding_of_the_same_version(catalog, tmp_p
     publish(catalog, store, 1)
     publish(catalog, store, 2, parts=(ITEMS, TOWER))  # no user embeddings at v2
     r = retriever(catalog, tmp_path)
-    assert retrieve(r, catalog, user_id="user-3", user_known=True).embedding_version == "1"
-    assert retrieve(r, catalog, query="lamp").embedding_version == "2"
+    assert retrieve(r, catalog, user_id="user-3", user_known=True).embedding_version == 1
+    assert retrieve(r, catalog, query="lamp").embedding_version == 2
 
 
 def test_no_complete_version_degrades_to_popularity_and_says_so(catalog, tmp_path):

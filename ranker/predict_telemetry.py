@@ -1,0 +1,103 @@
+"""What one Predict call of a Rank reports: its batch span, the span's attributes, the call's
+metrics, and the batch index that observers of the request (request capture) are handed.
+
+Traces, dashboards and capture files all name these; keeping them in one module keeps them
+agreeing. The pipeline wraps each batch's call in :meth:`PredictTelemetry.batch`; the scorer
+reports what it sent with :func:`request_sent` and reads :func:`batch_index` for its observers.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from rankserve.ranker.merge import BatchOutcome
+from rankserve.ranker.metrics import RankerMetrics
+from rankserve.ranker.types import ModelRef
+
+# The span name of a batch: the gRPC method, as OpenTelemetry names client calls.
+PREDICT_METHOD = "tensorflow.serving.PredictionService/Predict"
+
+
+@dataclass(frozen=True)
+class _Call:
+    index: int
+    span: trace.Span
+
+
+# The batch call of the current task. Each batch is scored in a task of its own, so the value
+# never leaks into another batch's call.
+_CALL: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("rankserve_predict_call",
+                                                                     default=None)
+
+
+def batch_index() -> int:
+    """The index within its Rank of the batch this task is scoring; -1 outside a batch call."""
+    call = _CALL.get()
+    return -1 if call is None else call.index
+
+
+def request_sent(request_bytes: int, compression: str, metrics: RankerMetrics | None) -> None:
+    """Records a PredictRequest about to be sent: its size before compression and the codec.
+
+    The attributes go on the batch span when there is one (a shadow call has none); the metric
+    counts every request the scorer sends.
+    """
+    call = _CALL.get()
+    if call is not None and call.span.is_recording():
+        call.span.set_attribute("rankserve.request.bytes", request_bytes)
+        call.span.set_attribute("rankserve.request.compression", compression)
+    if metrics is not None:
+        metrics.request_bytes.labels(compression).observe(request_bytes)
+
+
+def requested_version(model: ModelRef) -> str:
+    """The version label value of a failed call: what was asked for."""
+    if model.version is not None:
+        return str(model.version)
+    return model.label or "latest"
+
+
+class PredictTelemetry:
+    """The spans and metrics of a Ranker's Predict calls."""
+
+    def __init__(self, tracer: trace.Tracer, metrics: RankerMetrics | None) -> None:
+        self._tracer = tracer
+        self._metrics = metrics
+
+    async def batch(self, model: ModelRef, index: int, rows: int,
+                    call: Awaitable[BatchOutcome]) -> BatchOutcome:
+        """Awaits ``call``, the scoring of batch ``index`` (``rows`` candidates), as one client
+        span, and observes its outcome. A failed batch is an error span, never an exception."""
+        attributes: dict[str, AttributeValue] = {
+            "rpc.system": "grpc", "rpc.service": PREDICT_METHOD.split("/")[0],
+            "rpc.method": "Predict", "rankserve.batch.index": index,
+            "rankserve.batch.size": rows, "rankserve.model.name": model.name,
+        }
+        with self._tracer.start_as_current_span(
+            PREDICT_METHOD, kind=SpanKind.CLIENT, attributes=attributes,
+            record_exception=False, set_status_on_exception=False,
+        ) as span:
+            started = time.monotonic()
+            token = _CALL.set(_Call(index, span))
+            try:
+                outcome = await call
+            finally:
+                _CALL.reset(token)
+            status = "OK" if outcome.ok else (outcome.error_status or "UNKNOWN")
+            version = str(outcome.model_version) if outcome.ok else requested_version(model)
+            span.set_attribute("rankserve.model.version", version)
+            span.set_attribute("rankserve.batch.outcome", status)
+            if not outcome.ok:
+                span.set_status(Status(StatusCode.ERROR, f"{status}: {outcome.error_message}"))
+            if self._metrics is not None:
+                self._metrics.batch_rows.observe(rows)
+                self._metrics.predict_duration.labels(model.name, version, status).observe(
+                    time.monotonic() - started)
+        return outcome
