@@ -179,6 +179,7 @@ class RankingApp:
             self._server = None
         if self.ranker is not None:
             await self.ranker.shadow.drain()
+            await self.ranker.close()
         if self._scorer is not None:
             await self._scorer.close()
             self._scorer = None
