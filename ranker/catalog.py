@@ -95,7 +95,8 @@ class Catalog:
         )
 
         def load(name: str) -> np.ndarray:
-            return np.load(root / name, mmap_mode="r")
+            mapped: np.ndarray = np.load(root / name, mmap_mode="r")
+            return mapped
 
         item_ids = np.load(root / "item_ids.npy")
         user_ids = np.load(root / "user_ids.npy")
@@ -139,7 +140,8 @@ class Catalog:
         return self._user_index.get(user_id)
 
     def item_id(self, row: int) -> str:
-        return self.item_ids[row].decode()
+        item: bytes = self.item_ids[row]
+        return item.decode()
 
 
 def write_catalog(

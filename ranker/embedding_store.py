@@ -33,6 +33,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -102,8 +103,8 @@ class EmbeddingStore:
             return None
         return target if (target / MANIFEST).is_file() else None
 
-    def _manifest(self, path: Path, part: str, version: int) -> dict:
-        raw = json.loads((path / MANIFEST).read_text())
+    def _manifest(self, path: Path, part: str, version: int) -> dict[str, Any]:
+        raw: dict[str, Any] = json.loads((path / MANIFEST).read_text())
         if raw.get("format_version") != FORMAT_VERSION or raw.get("part") != part:
             raise EmbeddingStoreError(f"{path}: not a {part} part of format {FORMAT_VERSION}")
         if raw.get("version") != version:
@@ -185,7 +186,8 @@ class EmbeddingStore:
         link.unlink()
         self._collect(grace_s, extra=[target])
 
-    def _publish(self, version: int, part: str, arrays: dict[str, np.ndarray], info: dict,
+    def _publish(self, version: int, part: str, arrays: dict[str, np.ndarray],
+                 info: dict[str, object],
                  texts: dict[str, str] | None = None, grace_s: float = 5.0) -> Path:
         if version < 1:
             raise ValueError(f"embedding version must be >= 1, got {version}")

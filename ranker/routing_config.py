@@ -34,6 +34,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Set
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,8 @@ class RoutingConfigError(ValueError):
     """The routing file is not a valid policy; the message names the key to fix."""
 
 
-def _keys(obj: Any, where: str, allowed: set[str], required: set[str] = frozenset()) -> dict:
+def _keys(obj: Any, where: str, allowed: Set[str], required: Set[str] = frozenset()
+          ) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise RoutingConfigError(f"{where}: expected a mapping, got {type(obj).__name__}")
     unknown = sorted(set(obj) - allowed)
@@ -66,7 +68,7 @@ def _keys(obj: Any, where: str, allowed: set[str], required: set[str] = frozense
     return obj
 
 
-def _model(obj: dict, where: str) -> ModelRef:
+def _model(obj: dict[str, Any], where: str) -> ModelRef:
     name = obj.get("model")
     if not isinstance(name, str) or not name:
         raise RoutingConfigError(f"{where}.model: expected a model name")
@@ -81,14 +83,14 @@ def _model(obj: dict, where: str) -> ModelRef:
     return ModelRef(name, version, label)
 
 
-def _bool(obj: dict, key: str, where: str) -> bool | None:
+def _bool(obj: dict[str, Any], key: str, where: str) -> bool | None:
     value = obj.get(key)
     if value is not None and not isinstance(value, bool):
         raise RoutingConfigError(f"{where}.{key}: expected true or false, got {value!r}")
     return value
 
 
-def _strings(obj: dict, key: str, where: str) -> tuple[str, ...]:
+def _strings(obj: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
     value = obj.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise RoutingConfigError(f"{where}.{key}: expected a list of strings")
@@ -117,7 +119,7 @@ def _experiment(name: str, obj: Any, where: str) -> Experiment:
         raise RoutingConfigError(f"{where}: {exc}") from None
 
 
-def _target(obj: dict, where: str, experiments: dict[str, Experiment]
+def _target(obj: dict[str, Any], where: str, experiments: dict[str, Experiment]
             ) -> tuple[ModelRef | None, str]:
     exp = obj.get("experiment")
     if exp is not None:
@@ -191,7 +193,7 @@ class RoutingPolicyFile:
         self.last_error: str | None = None
         self._checked = time.monotonic()
 
-    def _stat(self) -> tuple | None:
+    def _stat(self) -> tuple[int, int, int] | None:
         try:
             st = self.path.stat()
         except OSError:

@@ -26,7 +26,7 @@ class ShadowRunner:
         self._metrics = metrics
         self._max = max_in_flight
         self._timeout = timeout_s
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.outcomes: dict[str, int] = {"ok": 0, "error": 0, "dropped": 0}
 
     def submit(self, experiment: str, arm: Arm, context: np.ndarray, candidates: np.ndarray,

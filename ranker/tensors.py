@@ -8,19 +8,20 @@ Serving and other servers do both.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
 from rankserve.tfserving.v1 import tensor_pb2
 
-_TO_DTYPE = {
+_TO_DTYPE: dict[np.dtype[Any], tensor_pb2.DataType] = {
     np.dtype(np.float32): tensor_pb2.DT_FLOAT,
     np.dtype(np.float64): tensor_pb2.DT_DOUBLE,
     np.dtype(np.int32): tensor_pb2.DT_INT32,
     np.dtype(np.int64): tensor_pb2.DT_INT64,
     np.dtype(np.float16): tensor_pb2.DT_HALF,
 }
-_FROM_DTYPE = {
+_FROM_DTYPE: dict[tensor_pb2.DataType, tuple[np.dtype[Any], str]] = {
     tensor_pb2.DT_FLOAT: (np.dtype("<f4"), "float_val"),
     tensor_pb2.DT_DOUBLE: (np.dtype("<f8"), "double_val"),
     tensor_pb2.DT_INT32: (np.dtype("<i4"), "int_val"),
