@@ -23,15 +23,16 @@ _sym_db = _symbol_database.Default()
 
 
 from rankserve.tfserving.v1 import get_model_status_pb2 as rankserve_dot_tfserving_dot_v1_dot_get__model__status__pb2
+from rankserve.tfserving.v1 import model_management_pb2 as rankserve_dot_tfserving_dot_v1_dot_model__management__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*rankserve/tfserving/v1/model_service.proto\x12\x12tensorflow.serving\x1a-rankserve/tfserving/v1/get_model_status.proto2\x7f\n\x0cModelService\x12o\n\x0eGetModelStatus\x12-.rankserve.tfserving.v1.GetModelStatusRequest\x1a..rankserve.tfserving.v1.GetModelStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*rankserve/tfserving/v1/model_service.proto\x12\x12tensorflow.serving\x1a-rankserve/tfserving/v1/get_model_status.proto\x1a-rankserve/tfserving/v1/model_management.proto2\xf7\x01\n\x0cModelService\x12o\n\x0eGetModelStatus\x12-.rankserve.tfserving.v1.GetModelStatusRequest\x1a..rankserve.tfserving.v1.GetModelStatusResponse\x12v\n\x19HandleReloadConfigRequest\x12+.rankserve.tfserving.v1.ReloadConfigRequest\x1a,.rankserve.tfserving.v1.ReloadConfigResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rankserve.tfserving.v1.model_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELSERVICE']._serialized_start=113
-  _globals['_MODELSERVICE']._serialized_end=240
+  _globals['_MODELSERVICE']._serialized_start=161
+  _globals['_MODELSERVICE']._serialized_end=408
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from rankserve.tfserving.v1 import get_model_status_pb2 as rankserve_dot_tfserving_dot_v1_dot_get__model__status__pb2
+from rankserve.tfserving.v1 import model_management_pb2 as rankserve_dot_tfserving_dot_v1_dot_model__management__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -26,7 +27,7 @@ if _version_not_supported:
 
 
 class ModelServiceStub:
-    """ModelService reports the state of served models.
+    """ModelService reports the state of served models, as TF Serving's service of the same name.
     """
 
     def __init__(self, channel):
@@ -40,14 +41,26 @@ class ModelServiceStub:
                 request_serializer=rankserve_dot_tfserving_dot_v1_dot_get__model__status__pb2.GetModelStatusRequest.SerializeToString,
                 response_deserializer=rankserve_dot_tfserving_dot_v1_dot_get__model__status__pb2.GetModelStatusResponse.FromString,
                 _registered_method=True)
+        self.HandleReloadConfigRequest = channel.unary_unary(
+                '/tensorflow.serving.ModelService/HandleReloadConfigRequest',
+                request_serializer=rankserve_dot_tfserving_dot_v1_dot_model__management__pb2.ReloadConfigRequest.SerializeToString,
+                response_deserializer=rankserve_dot_tfserving_dot_v1_dot_model__management__pb2.ReloadConfigResponse.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
-    """ModelService reports the state of served models.
+    """ModelService reports the state of served models, as TF Serving's service of the same name.
     """
 
     def GetModelStatus(self, request, context):
         """GetModelStatus lists the versions of a model and their states.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HandleReloadConfigRequest(self, request, context):
+        """HandleReloadConfigRequest replaces the served model config (not provided by rankserve).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -61,6 +74,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     request_deserializer=rankserve_dot_tfserving_dot_v1_dot_get__model__status__pb2.GetModelStatusRequest.FromString,
                     response_serializer=rankserve_dot_tfserving_dot_v1_dot_get__model__status__pb2.GetModelStatusResponse.SerializeToString,
             ),
+            'HandleReloadConfigRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.HandleReloadConfigRequest,
+                    request_deserializer=rankserve_dot_tfserving_dot_v1_dot_model__management__pb2.ReloadConfigRequest.FromString,
+                    response_serializer=rankserve_dot_tfserving_dot_v1_dot_model__management__pb2.ReloadConfigResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'tensorflow.serving.ModelService', rpc_method_handlers)
@@ -70,7 +88,7 @@ def add_ModelServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ModelService:
-    """ModelService reports the state of served models.
+    """ModelService reports the state of served models, as TF Serving's service of the same name.
     """
 
     @staticmethod
@@ -90,6 +108,33 @@ class ModelService:
             '/tensorflow.serving.ModelService/GetModelStatus',
             rankserve_dot_tfserving_dot_v1_dot_get__model__status__pb2.GetModelStatusRequest.SerializeToString,
             rankserve_dot_tfserving_dot_v1_dot_get__model__status__pb2.GetModelStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HandleReloadConfigRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tensorflow.serving.ModelService/HandleReloadConfigRequest',
+            rankserve_dot_tfserving_dot_v1_dot_model__management__pb2.ReloadConfigRequest.SerializeToString,
+            rankserve_dot_tfserving_dot_v1_dot_model__management__pb2.ReloadConfigResponse.FromString,
             options,
             channel_credentials,
             insecure,

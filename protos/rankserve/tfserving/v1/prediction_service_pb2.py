@@ -22,16 +22,18 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from rankserve.tfserving.v1 import get_model_metadata_pb2 as rankserve_dot_tfserving_dot_v1_dot_get__model__metadata__pb2
+from rankserve.tfserving.v1 import inference_pb2 as rankserve_dot_tfserving_dot_v1_dot_inference__pb2
 from rankserve.tfserving.v1 import predict_pb2 as rankserve_dot_tfserving_dot_v1_dot_predict__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/rankserve/tfserving/v1/prediction_service.proto\x12\x12tensorflow.serving\x1a$rankserve/tfserving/v1/predict.proto2o\n\x11PredictionService\x12Z\n\x07Predict\x12&.rankserve.tfserving.v1.PredictRequest\x1a\'.rankserve.tfserving.v1.PredictResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/rankserve/tfserving/v1/prediction_service.proto\x12\x12tensorflow.serving\x1a/rankserve/tfserving/v1/get_model_metadata.proto\x1a&rankserve/tfserving/v1/inference.proto\x1a$rankserve/tfserving/v1/predict.proto2\xa4\x04\n\x11PredictionService\x12i\n\x08\x43lassify\x12-.rankserve.tfserving.v1.ClassificationRequest\x1a..rankserve.tfserving.v1.ClassificationResponse\x12`\n\x07Regress\x12).rankserve.tfserving.v1.RegressionRequest\x1a*.rankserve.tfserving.v1.RegressionResponse\x12Z\n\x07Predict\x12&.rankserve.tfserving.v1.PredictRequest\x1a\'.rankserve.tfserving.v1.PredictResponse\x12o\n\x0eMultiInference\x12-.rankserve.tfserving.v1.MultiInferenceRequest\x1a..rankserve.tfserving.v1.MultiInferenceResponse\x12u\n\x10GetModelMetadata\x12/.rankserve.tfserving.v1.GetModelMetadataRequest\x1a\x30.rankserve.tfserving.v1.GetModelMetadataResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rankserve.tfserving.v1.prediction_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PREDICTIONSERVICE']._serialized_start=109
-  _globals['_PREDICTIONSERVICE']._serialized_end=220
+  _globals['_PREDICTIONSERVICE']._serialized_start=199
+  _globals['_PREDICTIONSERVICE']._serialized_end=747
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,8 @@
 import grpc
 import warnings
 
+from rankserve.tfserving.v1 import get_model_metadata_pb2 as rankserve_dot_tfserving_dot_v1_dot_get__model__metadata__pb2
+from rankserve.tfserving.v1 import inference_pb2 as rankserve_dot_tfserving_dot_v1_dot_inference__pb2
 from rankserve.tfserving.v1 import predict_pb2 as rankserve_dot_tfserving_dot_v1_dot_predict__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -26,7 +28,7 @@ if _version_not_supported:
 
 
 class PredictionServiceStub:
-    """PredictionService runs models (the subset of TF Serving's service that rankserve uses).
+    """PredictionService runs models, as TF Serving's service of the same name.
     """
 
     def __init__(self, channel):
@@ -35,16 +37,50 @@ class PredictionServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Classify = channel.unary_unary(
+                '/tensorflow.serving.PredictionService/Classify',
+                request_serializer=rankserve_dot_tfserving_dot_v1_dot_inference__pb2.ClassificationRequest.SerializeToString,
+                response_deserializer=rankserve_dot_tfserving_dot_v1_dot_inference__pb2.ClassificationResponse.FromString,
+                _registered_method=True)
+        self.Regress = channel.unary_unary(
+                '/tensorflow.serving.PredictionService/Regress',
+                request_serializer=rankserve_dot_tfserving_dot_v1_dot_inference__pb2.RegressionRequest.SerializeToString,
+                response_deserializer=rankserve_dot_tfserving_dot_v1_dot_inference__pb2.RegressionResponse.FromString,
+                _registered_method=True)
         self.Predict = channel.unary_unary(
                 '/tensorflow.serving.PredictionService/Predict',
                 request_serializer=rankserve_dot_tfserving_dot_v1_dot_predict__pb2.PredictRequest.SerializeToString,
                 response_deserializer=rankserve_dot_tfserving_dot_v1_dot_predict__pb2.PredictResponse.FromString,
                 _registered_method=True)
+        self.MultiInference = channel.unary_unary(
+                '/tensorflow.serving.PredictionService/MultiInference',
+                request_serializer=rankserve_dot_tfserving_dot_v1_dot_inference__pb2.MultiInferenceRequest.SerializeToString,
+                response_deserializer=rankserve_dot_tfserving_dot_v1_dot_inference__pb2.MultiInferenceResponse.FromString,
+                _registered_method=True)
+        self.GetModelMetadata = channel.unary_unary(
+                '/tensorflow.serving.PredictionService/GetModelMetadata',
+                request_serializer=rankserve_dot_tfserving_dot_v1_dot_get__model__metadata__pb2.GetModelMetadataRequest.SerializeToString,
+                response_deserializer=rankserve_dot_tfserving_dot_v1_dot_get__model__metadata__pb2.GetModelMetadataResponse.FromString,
+                _registered_method=True)
 
 
 class PredictionServiceServicer:
-    """PredictionService runs models (the subset of TF Serving's service that rankserve uses).
+    """PredictionService runs models, as TF Serving's service of the same name.
     """
+
+    def Classify(self, request, context):
+        """Classify runs a classification signature on tf.Examples (not provided by rankserve).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Regress(self, request, context):
+        """Regress runs a regression signature on tf.Examples (not provided by rankserve).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def Predict(self, request, context):
         """Predict runs a signature of a served model.
@@ -53,13 +89,47 @@ class PredictionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MultiInference(self, request, context):
+        """MultiInference runs several classify/regress tasks on one input (not provided by rankserve).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModelMetadata(self, request, context):
+        """GetModelMetadata returns the SignatureDefs of a served version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PredictionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Classify': grpc.unary_unary_rpc_method_handler(
+                    servicer.Classify,
+                    request_deserializer=rankserve_dot_tfserving_dot_v1_dot_inference__pb2.ClassificationRequest.FromString,
+                    response_serializer=rankserve_dot_tfserving_dot_v1_dot_inference__pb2.ClassificationResponse.SerializeToString,
+            ),
+            'Regress': grpc.unary_unary_rpc_method_handler(
+                    servicer.Regress,
+                    request_deserializer=rankserve_dot_tfserving_dot_v1_dot_inference__pb2.RegressionRequest.FromString,
+                    response_serializer=rankserve_dot_tfserving_dot_v1_dot_inference__pb2.RegressionResponse.SerializeToString,
+            ),
             'Predict': grpc.unary_unary_rpc_method_handler(
                     servicer.Predict,
                     request_deserializer=rankserve_dot_tfserving_dot_v1_dot_predict__pb2.PredictRequest.FromString,
                     response_serializer=rankserve_dot_tfserving_dot_v1_dot_predict__pb2.PredictResponse.SerializeToString,
+            ),
+            'MultiInference': grpc.unary_unary_rpc_method_handler(
+                    servicer.MultiInference,
+                    request_deserializer=rankserve_dot_tfserving_dot_v1_dot_inference__pb2.MultiInferenceRequest.FromString,
+                    response_serializer=rankserve_dot_tfserving_dot_v1_dot_inference__pb2.MultiInferenceResponse.SerializeToString,
+            ),
+            'GetModelMetadata': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelMetadata,
+                    request_deserializer=rankserve_dot_tfserving_dot_v1_dot_get__model__metadata__pb2.GetModelMetadataRequest.FromString,
+                    response_serializer=rankserve_dot_tfserving_dot_v1_dot_get__model__metadata__pb2.GetModelMetadataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -70,8 +140,62 @@ def add_PredictionServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class PredictionService:
-    """PredictionService runs models (the subset of TF Serving's service that rankserve uses).
+    """PredictionService runs models, as TF Serving's service of the same name.
     """
+
+    @staticmethod
+    def Classify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tensorflow.serving.PredictionService/Classify',
+            rankserve_dot_tfserving_dot_v1_dot_inference__pb2.ClassificationRequest.SerializeToString,
+            rankserve_dot_tfserving_dot_v1_dot_inference__pb2.ClassificationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Regress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tensorflow.serving.PredictionService/Regress',
+            rankserve_dot_tfserving_dot_v1_dot_inference__pb2.RegressionRequest.SerializeToString,
+            rankserve_dot_tfserving_dot_v1_dot_inference__pb2.RegressionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def Predict(request,
@@ -90,6 +214,60 @@ class PredictionService:
             '/tensorflow.serving.PredictionService/Predict',
             rankserve_dot_tfserving_dot_v1_dot_predict__pb2.PredictRequest.SerializeToString,
             rankserve_dot_tfserving_dot_v1_dot_predict__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MultiInference(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tensorflow.serving.PredictionService/MultiInference',
+            rankserve_dot_tfserving_dot_v1_dot_inference__pb2.MultiInferenceRequest.SerializeToString,
+            rankserve_dot_tfserving_dot_v1_dot_inference__pb2.MultiInferenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelMetadata(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tensorflow.serving.PredictionService/GetModelMetadata',
+            rankserve_dot_tfserving_dot_v1_dot_get__model__metadata__pb2.GetModelMetadataRequest.SerializeToString,
+            rankserve_dot_tfserving_dot_v1_dot_get__model__metadata__pb2.GetModelMetadataResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#rankserve/tfserving/v1/tensor.proto\x12\x16rankserve.tfserving.v1\"\x86\x01\n\x10TensorShapeProto\x12\x39\n\x03\x64im\x18\x02 \x03(\x0b\x32,.rankserve.tfserving.v1.TensorShapeProto.Dim\x12\x14\n\x0cunknown_rank\x18\x03 \x01(\x08\x1a!\n\x03\x44im\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xb1\x02\n\x0bTensorProto\x12/\n\x05\x64type\x18\x01 \x01(\x0e\x32 .rankserve.tfserving.v1.DataType\x12>\n\x0ctensor_shape\x18\x02 \x01(\x0b\x32(.rankserve.tfserving.v1.TensorShapeProto\x12\x16\n\x0eversion_number\x18\x03 \x01(\x05\x12\x16\n\x0etensor_content\x18\x04 \x01(\x0c\x12\x11\n\tfloat_val\x18\x05 \x03(\x02\x12\x12\n\ndouble_val\x18\x06 \x03(\x01\x12\x0f\n\x07int_val\x18\x07 \x03(\x05\x12\x12\n\nstring_val\x18\x08 \x03(\x0c\x12\x11\n\tint64_val\x18\n \x03(\x03\x12\x10\n\x08\x62ool_val\x18\x0b \x03(\x08\x12\x10\n\x08half_val\x18\r \x03(\x05*|\n\x08\x44\x61taType\x12\x0e\n\nDT_INVALID\x10\x00\x12\x0c\n\x08\x44T_FLOAT\x10\x01\x12\r\n\tDT_DOUBLE\x10\x02\x12\x0c\n\x08\x44T_INT32\x10\x03\x12\r\n\tDT_STRING\x10\x07\x12\x0c\n\x08\x44T_INT64\x10\t\x12\x0b\n\x07\x44T_BOOL\x10\n\x12\x0b\n\x07\x44T_HALF\x10\x13\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#rankserve/tfserving/v1/tensor.proto\x12\x16rankserve.tfserving.v1\"\x86\x01\n\x10TensorShapeProto\x12\x39\n\x03\x64im\x18\x02 \x03(\x0b\x32,.rankserve.tfserving.v1.TensorShapeProto.Dim\x12\x14\n\x0cunknown_rank\x18\x03 \x01(\x08\x1a!\n\x03\x44im\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xd9\x02\n\x0bTensorProto\x12/\n\x05\x64type\x18\x01 \x01(\x0e\x32 .rankserve.tfserving.v1.DataType\x12>\n\x0ctensor_shape\x18\x02 \x01(\x0b\x32(.rankserve.tfserving.v1.TensorShapeProto\x12\x16\n\x0eversion_number\x18\x03 \x01(\x05\x12\x16\n\x0etensor_content\x18\x04 \x01(\x0c\x12\x11\n\tfloat_val\x18\x05 \x03(\x02\x12\x12\n\ndouble_val\x18\x06 \x03(\x01\x12\x0f\n\x07int_val\x18\x07 \x03(\x05\x12\x12\n\nstring_val\x18\x08 \x03(\x0c\x12\x11\n\tint64_val\x18\n \x03(\x03\x12\x10\n\x08\x62ool_val\x18\x0b \x03(\x08\x12\x10\n\x08half_val\x18\r \x03(\x05\x12\x12\n\nuint32_val\x18\x10 \x03(\r\x12\x12\n\nuint64_val\x18\x11 \x03(\x04*\xd2\x01\n\x08\x44\x61taType\x12\x0e\n\nDT_INVALID\x10\x00\x12\x0c\n\x08\x44T_FLOAT\x10\x01\x12\r\n\tDT_DOUBLE\x10\x02\x12\x0c\n\x08\x44T_INT32\x10\x03\x12\x0c\n\x08\x44T_UINT8\x10\x04\x12\x0c\n\x08\x44T_INT16\x10\x05\x12\x0b\n\x07\x44T_INT8\x10\x06\x12\r\n\tDT_STRING\x10\x07\x12\x0c\n\x08\x44T_INT64\x10\t\x12\x0b\n\x07\x44T_BOOL\x10\n\x12\r\n\tDT_UINT16\x10\x11\x12\x0b\n\x07\x44T_HALF\x10\x13\x12\r\n\tDT_UINT32\x10\x16\x12\r\n\tDT_UINT64\x10\x17\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rankserve.tfserving.v1.tensor_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DATATYPE']._serialized_start=508
-  _globals['_DATATYPE']._serialized_end=632
+  _globals['_DATATYPE']._serialized_start=549
+  _globals['_DATATYPE']._serialized_end=759
   _globals['_TENSORSHAPEPROTO']._serialized_start=64
   _globals['_TENSORSHAPEPROTO']._serialized_end=198
   _globals['_TENSORSHAPEPROTO_DIM']._serialized_start=165
   _globals['_TENSORSHAPEPROTO_DIM']._serialized_end=198
   _globals['_TENSORPROTO']._serialized_start=201
-  _globals['_TENSORPROTO']._serialized_end=506
+  _globals['_TENSORPROTO']._serialized_end=546
 # @@protoc_insertion_point(module_scope)
