@@ -15,12 +15,6 @@ import grpc
 from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
-from tensorflow_serving.apis import (
-    model_service_pb2,
-    model_service_pb2_grpc,
-    prediction_service_pb2,
-    prediction_service_pb2_grpc,
-)
 
 from rankserve.server.common.errors import ErrorMappingInterceptor
 from rankserve.server.common.health import HealthState
@@ -29,6 +23,12 @@ from rankserve.server.common.shutdown import run_until_signal
 from rankserve.server.telemetry.interceptors import TracingServerInterceptor
 from rankserve.server.telemetry.metrics_http import MetricsServer
 from rankserve.server.telemetry.tracing import make_provider, shutdown_provider, tracer_of
+from rankserve.tfserving.v1 import (
+    model_service_pb2,
+    model_service_pb2_grpc,
+    prediction_service_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from . import config
 from .core import ModelServerCore

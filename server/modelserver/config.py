@@ -1,8 +1,10 @@
 """Which models to serve: from flags or from TF Serving's own model config file.
 
 The config file is ``tensorflow.serving.ModelServerConfig`` in protobuf text format, the file
-real TF Serving takes with ``--model_config_file``, so one file drives both servers. Everything
-is turned into plain ``ModelConfig`` values here; the rest of the server never sees protobuf.
+real TF Serving takes with ``--model_config_file``, so one file drives both servers. It is read
+with rankserve's slim copy of that message, which declares every field TF Serving's does at the
+levels read here (text format goes by field name). Everything is turned into plain
+``ModelConfig`` values here; the rest of the server never sees protobuf.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from google.protobuf import text_format
-from tensorflow_serving.config import model_server_config_pb2
+
+from rankserve.tfserving.v1 import model_server_config_pb2
 
 from .errors import ConfigError
 

@@ -4,13 +4,17 @@ Responses are shaped as TF Serving shapes them: PredictResponse.model_spec carri
 the concrete version and the signature used; GetModelMetadata packs a SignatureDefMap in an Any
 under "signature_def"; GetModelStatus lists versions with TF Serving's states. Methods this
 server does not provide answer UNIMPLEMENTED (through the error-mapping interceptor).
+
+The messages are rankserve's slim copies of TF Serving's (same names and field numbers, so the
+bytes on the wire are TF Serving's); TensorFlow is never imported here.
 """
 
 from __future__ import annotations
 
 import grpc
 from google.protobuf import any_pb2
-from tensorflow_serving.apis import (
+
+from rankserve.tfserving.v1 import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_pb2,

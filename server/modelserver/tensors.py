@@ -1,4 +1,4 @@
-"""TensorProto <-> numpy, with numpy only.
+"""TensorProto <-> numpy, with numpy and rankserve's slim TensorProto (TensorFlow's numbers).
 
 Requests arrive either as ``tensor_content`` (raw little-endian bytes, what fast clients send) or
 as typed repeated fields (``float_val`` ...). Typed fields follow TensorFlow's rules: an empty
@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
+
+from rankserve.tfserving.v1 import tensor_pb2
 
 from . import dtypes
 from .errors import InvalidInput, TooLarge
@@ -176,8 +177,8 @@ def from_numpy(array: np.ndarray, use_tensor_content: bool = False) -> tensor_pb
     code = dtypes.from_numpy(array.dtype)
     proto = tensor_pb2.TensorProto(
         dtype=code,
-        tensor_shape=tensor_shape_pb2.TensorShapeProto(
-            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in array.shape]
+        tensor_shape=tensor_pb2.TensorShapeProto(
+            dim=[tensor_pb2.TensorShapeProto.Dim(size=s) for s in array.shape]
         ),
     )
     if code == dtypes.DT_STRING:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+from rankserve.tfserving.v1 import predict_pb2, prediction_log_pb2
 
 from .errors import InvalidInput, LoadFailed, TooLarge
 from .runtime import DEFAULT_SIGNATURE

@@ -80,9 +80,8 @@ def predict_request(
     version: int | None = None,
     label: str | None = None,
 ):
+    """An official ``tensorflow_serving`` PredictRequest, as a TF Serving client builds it."""
     from tensorflow_serving.apis import predict_pb2
-
-    from rankserve.server.modelserver.tensors import from_numpy
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = name
@@ -90,9 +89,21 @@ def predict_request(
         request.model_spec.version.value = version
     if label is not None:
         request.model_spec.version_label = label
-    request.inputs["context"].CopyFrom(from_numpy(context, use_tensor_content=True))
-    request.inputs["candidates"].CopyFrom(from_numpy(candidates, use_tensor_content=True))
+    request.inputs["context"].CopyFrom(official_tensor(context, use_tensor_content=True))
+    request.inputs["candidates"].CopyFrom(official_tensor(candidates, use_tensor_content=True))
     return request
+
+
+def official_tensor(array: np.ndarray, use_tensor_content: bool = False):
+    """TensorFlow's own TensorProto of ``array``, carried over from the server's encoder by bytes
+    (the server encodes into its slim TensorProto, a different message class)."""
+    from tensorflow.core.framework import tensor_pb2
+
+    from rankserve.server.modelserver.tensors import from_numpy
+
+    return tensor_pb2.TensorProto.FromString(
+        from_numpy(array, use_tensor_content=use_tensor_content).SerializeToString()
+    )
 
 
 def scores_of(response) -> np.ndarray:

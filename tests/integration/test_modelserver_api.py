@@ -23,7 +23,6 @@ from tensorflow_serving.apis import (
 )
 
 from rankserve.server.modelserver import ModelServerApp, ModelServerSettings
-from rankserve.server.modelserver.tensors import from_numpy
 from tests.integration import modelserver_support as support
 
 pytestmark = pytest.mark.timeout(120)
@@ -142,7 +141,7 @@ async def test_every_bad_input_gets_its_status_and_a_helpful_message(base: Path)
         del missing.inputs["context"]
         await expect_error(predict(missing), invalid, "missing input 'context'", "'candidates'")
         extra = request()
-        extra.inputs["bogus"].CopyFrom(from_numpy(CTX))
+        extra.inputs["bogus"].CopyFrom(support.official_tensor(CTX))
         await expect_error(predict(extra), invalid, "unknown input 'bogus'", "'context'")
         await expect_error(
             predict(request(cands=CANDS.astype(np.float64))), invalid, "DT_DOUBLE", "DT_FLOAT"

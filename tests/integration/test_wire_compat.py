@@ -1,8 +1,10 @@
-"""The slim TF-Serving protos are byte-compatible with the official messages, both ways.
+"""The slim TF-Serving protos are byte-compatible with the official messages, both ways, declare
+the official field names and numbers, and read TF Serving model config texts to the same bytes;
+the slim services have TF Serving's methods.
 
 The check runs in a separate process: it imports TensorFlow's messages, and the slim service
 descriptors (package tensorflow.serving) cannot share a descriptor pool with the official
-services that other tests load in this process.
+services, which it reads in a child process of its own.
 """
 
 from __future__ import annotations
@@ -19,4 +21,7 @@ def test_official_and_slim_messages_read_each_other() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "FAIL" not in proc.stdout
-    assert proc.stdout.count("ok ") >= 25, proc.stdout
+    assert proc.stdout.count("ok ") >= 250, proc.stdout
+    for part in ("PredictionLog", "GetModelMetadataResponse", "model config text",
+                 "services, methods and message names as TF Serving's"):
+        assert f"ok    {part}" in proc.stdout, part

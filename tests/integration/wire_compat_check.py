@@ -1,25 +1,43 @@
 """Run in its own process by test_wire_compat.py: it imports TensorFlow's official messages
 beside rankserve's slim ones and checks that each parses the other's bytes to the same fields
-and re-serialises them to the same bytes. Prints one line per check; exits non-zero on failure.
+and re-serialises them to the same bytes, that the slim fields carry the official names, numbers
+and types, and that TF Serving model config texts parse to the same bytes with both. The
+official services are read in a child process (``--official-services``): their descriptors
+cannot share a pool with the slim services, which keep the same wire names. Prints one line per
+check; exits non-zero on failure.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 
 import numpy as np
-from google.protobuf import wrappers_pb2
+from google.protobuf import any_pb2, descriptor, text_format, wrappers_pb2
 from google.protobuf.unknown_fields import UnknownFieldSet
 from tensorflow.core.framework import tensor_pb2 as tf_tensor_pb2
 from tensorflow.core.framework import types_pb2 as tf_types_pb2
+from tensorflow_serving.apis import classification_pb2 as tf_classification_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2 as tf_metadata_pb2
 from tensorflow_serving.apis import get_model_status_pb2 as tf_status_pb2
+from tensorflow_serving.apis import inference_pb2 as tf_inference_pb2
+from tensorflow_serving.apis import model_management_pb2 as tf_management_pb2
 from tensorflow_serving.apis import predict_pb2 as tf_predict_pb2
+from tensorflow_serving.apis import prediction_log_pb2 as tf_log_pb2
+from tensorflow_serving.apis import regression_pb2 as tf_regression_pb2
+from tensorflow_serving.config import model_server_config_pb2 as tf_config_pb2
 
+# Message modules only: the slim service modules are imported in main(), so that the child
+# that reads the official services never loads them.
 from rankserve.tfserving.v1 import (
+    get_model_metadata_pb2,
     get_model_status_pb2,
-    model_service_pb2,
+    inference_pb2,
+    model_management_pb2,
+    model_server_config_pb2,
     predict_pb2,
-    prediction_service_pb2,
+    prediction_log_pb2,
     tensor_pb2,
 )
 
@@ -32,15 +50,91 @@ def check(name: str, ok: bool, detail: str = "") -> None:
         FAILED.append(name)
 
 
-def roundtrip(name: str, src, dst_cls) -> object:
-    """src -> bytes -> dst_cls -> bytes: the bytes must be identical (deterministic order)."""
+def roundtrip(name: str, src, dst_cls, unknown: bool = False) -> object:
+    """src -> bytes -> dst_cls -> bytes: the bytes must be identical (deterministic order).
+
+    ``unknown``: the destination declares none of the fields set (the minimal slim messages of
+    methods the server does not provide), so they must come back as unknown fields.
+    """
     raw = src.SerializeToString(deterministic=True)
     dst = dst_cls()
     dst.ParseFromString(raw)
     back = dst.SerializeToString(deterministic=True)
     check(f"{name}: same bytes after {type(src).__name__} -> {dst_cls.__name__}", raw == back)
-    check(f"{name}: no unknown fields", len(UnknownFieldSet(dst)) == 0)
+    if unknown:
+        check(f"{name}: kept as unknown fields", len(UnknownFieldSet(dst)) > 0)
+    else:
+        check(f"{name}: no unknown fields", len(UnknownFieldSet(dst)) == 0)
     return dst
+
+
+def _type_name(field: descriptor.FieldDescriptor) -> str:
+    """The message or enum type of a field without its package (the packages differ)."""
+    kind = field.message_type or field.enum_type
+    if kind is None:
+        return ""
+    return kind.full_name.removeprefix(kind.file.package + ".")
+
+
+def _shape(field: descriptor.FieldDescriptor) -> tuple:
+    oneof = field.containing_oneof.name if field.containing_oneof else ""
+    kind = field.type
+    if kind == field.TYPE_ENUM and field.enum_type.full_name == "tensorflow.error.Code":
+        kind = field.TYPE_INT32  # StatusProto.error_code: the same varint, read as a number
+    return (field.number, kind, field.is_repeated, oneof,
+            "" if kind == field.TYPE_INT32 else _type_name(field))
+
+
+def same_fields(name: str, slim, official, complete: bool, seen: set | None = None) -> None:
+    """Every slim field has the official name, number, type, cardinality and oneof; with
+    ``complete`` the slim message declares every official field too, down its message fields."""
+    seen = set() if seen is None else seen
+    if slim.full_name in seen:
+        return
+    seen.add(slim.full_name)
+    check(f"{name}: message name", slim.name == official.name, f"{slim.name} != {official.name}")
+    for field in slim.fields:
+        theirs = official.fields_by_name.get(field.name)
+        check(f"{name}.{field.name}: as official", theirs is not None
+              and _shape(field) == _shape(theirs),
+              f"{_shape(field)} != {theirs and _shape(theirs)}")
+    if not complete:
+        return
+    missing = sorted(set(official.fields_by_name) - set(slim.fields_by_name))
+    check(f"{name}: declares every official field", not missing, str(missing))
+    for field in slim.fields:
+        theirs = official.fields_by_name.get(field.name)
+        if field.message_type is not None and theirs is not None and theirs.message_type:
+            if field.message_type.GetOptions().map_entry:
+                continue
+            if field.message_type.full_name == "google.protobuf.Any":
+                continue
+            same_fields(f"{name}.{field.name}", field.message_type, theirs.message_type,
+                        complete, seen)
+    for enum in slim.enum_types:
+        theirs = official.enum_types_by_name.get(enum.name)
+        check(f"{name}.{enum.name}: enum values as official", theirs is not None and
+              [(v.name, v.number) for v in enum.values] ==
+              [(v.name, v.number) for v in theirs.values])
+
+
+def official_services() -> dict:
+    """Run in the child: TF Serving's services as {service: {method: [in, out, streams]}}."""
+    from tensorflow_serving.apis import model_service_pb2 as tf_model_service_pb2
+    from tensorflow_serving.apis import prediction_service_pb2 as tf_prediction_service_pb2
+
+    return {
+        service.full_name: describe_service(service)
+        for module in (tf_prediction_service_pb2, tf_model_service_pb2)
+        for service in module.DESCRIPTOR.services_by_name.values()
+    }
+
+
+def describe_service(service: descriptor.ServiceDescriptor) -> dict:
+    return {
+        m.name: [m.input_type.name, m.output_type.name, m.client_streaming, m.server_streaming]
+        for m in service.methods
+    }
 
 
 def official_tensor(arr: np.ndarray) -> tf_tensor_pb2.TensorProto:
@@ -55,6 +149,281 @@ def slim_tensor(arr: np.ndarray) -> tensor_pb2.TensorProto:
     for d in arr.shape:
         t.tensor_shape.dim.add(size=d)
     return t
+
+
+def check_tensor_fields() -> None:
+    """The unsigned typed fields and every DataType the model server converts."""
+    for dtype, field, values in (("DT_UINT32", "uint32_val", [0, 2**32 - 1]),
+                                 ("DT_UINT64", "uint64_val", [0, 2**64 - 1])):
+        off = tf_tensor_pb2.TensorProto(dtype=tf_types_pb2.DataType.Value(dtype))
+        off.tensor_shape.dim.add(size=2)
+        getattr(off, field).extend(values)
+        slim = roundtrip(f"TensorProto {field} official->slim", off, tensor_pb2.TensorProto)
+        check(f"TensorProto {field} values", list(getattr(slim, field)) == values)
+        roundtrip(f"TensorProto {field} slim->official", slim, tf_tensor_pb2.TensorProto)
+    same_fields("TensorProto", tensor_pb2.TensorProto.DESCRIPTOR,
+                tf_tensor_pb2.TensorProto.DESCRIPTOR, complete=False)
+    same_fields("TensorShapeProto", tensor_pb2.TensorShapeProto.DESCRIPTOR,
+                tf_tensor_pb2.TensorProto.DESCRIPTOR.fields_by_name["tensor_shape"].message_type,
+                complete=True)
+    for value in tensor_pb2.DataType.DESCRIPTOR.values:
+        check(f"enum {value.name}", tf_types_pb2.DataType.Value(value.name) == value.number)
+
+
+def check_metadata() -> None:
+    """GetModelMetadata both ways, with a SignatureDefMap packed in the Any as the server does."""
+    req = tf_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    req.model_spec.name = "ranker"
+    req.model_spec.version.value = 4
+    slim = roundtrip("GetModelMetadataRequest official->slim", req,
+                     get_model_metadata_pb2.GetModelMetadataRequest)
+    check("GetModelMetadataRequest fields",
+          (slim.model_spec.version.value, list(slim.metadata_field)) == (4, ["signature_def"]))
+    roundtrip("GetModelMetadataRequest slim->official", slim,
+              tf_metadata_pb2.GetModelMetadataRequest)
+
+    sig_map = tf_metadata_pb2.SignatureDefMap()
+    sig = sig_map.signature_def["serving_default"]
+    sig.method_name = "tensorflow/serving/predict"
+    sig.inputs["candidates"].name = "serving_default_candidates:0"
+    sig.inputs["candidates"].dtype = tf_types_pb2.DT_FLOAT
+    sig.inputs["candidates"].tensor_shape.dim.add(size=-1)
+    sig.outputs["scores"].name = "StatefulPartitionedCall:0"
+    resp = tf_metadata_pb2.GetModelMetadataResponse()
+    resp.model_spec.name = "ranker"
+    resp.model_spec.version.value = 4
+    resp.metadata["signature_def"].Pack(sig_map)
+    slim_resp = roundtrip("GetModelMetadataResponse official->slim", resp,
+                          get_model_metadata_pb2.GetModelMetadataResponse)
+    packed = slim_resp.metadata["signature_def"]
+    check("GetModelMetadataResponse Any", packed.type_url ==
+          "type.googleapis.com/tensorflow.serving.SignatureDefMap"
+          and packed.value == sig_map.SerializeToString())
+    # What the servicer builds: the runtime's serialized SignatureDefMap in an Any.
+    ours = get_model_metadata_pb2.GetModelMetadataResponse()
+    ours.model_spec.name = "ranker"
+    ours.model_spec.version.value = 4
+    ours.metadata["signature_def"].CopyFrom(any_pb2.Any(
+        type_url="type.googleapis.com/tensorflow.serving.SignatureDefMap",
+        value=sig_map.SerializeToString()))
+    off = roundtrip("GetModelMetadataResponse slim->official", ours,
+                    tf_metadata_pb2.GetModelMetadataResponse)
+    unpacked = tf_metadata_pb2.SignatureDefMap()
+    check("GetModelMetadataResponse unpacks with the official messages",
+          off.metadata["signature_def"].Unpack(unpacked) and unpacked == sig_map)
+    for name in ("GetModelMetadataRequest", "GetModelMetadataResponse"):
+        same_fields(name, getattr(get_model_metadata_pb2, name).DESCRIPTOR,
+                    getattr(tf_metadata_pb2, name).DESCRIPTOR, complete=True)
+
+
+def check_unprovided_methods() -> None:
+    """The minimal messages of UNIMPLEMENTED methods keep what a client sends, and the names."""
+    classify = tf_classification_pb2.ClassificationRequest()
+    classify.model_spec.name = "ranker"
+    classify.input.example_list.examples.add()
+    regress = tf_regression_pb2.RegressionRequest()
+    regress.model_spec.name = "ranker"
+    multi = tf_inference_pb2.MultiInferenceRequest()
+    multi.tasks.add().model_spec.name = "ranker"
+    reload = tf_management_pb2.ReloadConfigRequest(metric_names=["x"])
+    reload.config.model_config_list.config.add(name="ranker", base_path="/models/ranker")
+    pairs = [
+        (classify, inference_pb2.ClassificationRequest),
+        (regress, inference_pb2.RegressionRequest),
+        (multi, inference_pb2.MultiInferenceRequest),
+        (reload, model_management_pb2.ReloadConfigRequest),
+    ]
+    for official, slim_cls in pairs:
+        name = slim_cls.DESCRIPTOR.name
+        slim = roundtrip(f"{name} official->slim", official, slim_cls, unknown=True)
+        roundtrip(f"{name} slim->official", slim, type(official))
+    for slim_module, official_module, names in (
+        (inference_pb2, tf_classification_pb2, ("ClassificationRequest", "ClassificationResponse")),
+        (inference_pb2, tf_regression_pb2, ("RegressionRequest", "RegressionResponse")),
+        (inference_pb2, tf_inference_pb2, ("MultiInferenceRequest", "MultiInferenceResponse")),
+        (model_management_pb2, tf_management_pb2, ("ReloadConfigRequest", "ReloadConfigResponse")),
+    ):
+        for name in names:
+            check(f"message {name} exists in both",
+                  name in slim_module.DESCRIPTOR.message_types_by_name
+                  and name in official_module.DESCRIPTOR.message_types_by_name)
+
+
+def check_prediction_log(cands: np.ndarray) -> None:
+    """Warm-up records: predict_log both ways, every other log type told apart."""
+    log = tf_log_pb2.PredictionLog()
+    request = log.predict_log.request
+    request.model_spec.name = "ranker"
+    request.model_spec.signature_name = "serving_default"
+    request.inputs["candidates"].CopyFrom(official_tensor(cands))
+    log.predict_log.response.outputs["scores"].float_val.extend([0.5, 0.25])
+    slim = roundtrip("PredictionLog official->slim", log, prediction_log_pb2.PredictionLog)
+    check("PredictionLog log_type", slim.WhichOneof("log_type") == "predict_log")
+    check("PredictionLog request", slim.predict_log.request.inputs["candidates"].tensor_content
+          == cands.tobytes())
+    roundtrip("PredictionLog slim->official", slim, tf_log_pb2.PredictionLog)
+
+    ours = prediction_log_pb2.PredictionLog()
+    ours.predict_log.request.model_spec.name = "ranker"
+    ours.predict_log.request.inputs["candidates"].CopyFrom(slim_tensor(cands))
+    off = roundtrip("PredictionLog as written slim->official", ours, tf_log_pb2.PredictionLog)
+    check("PredictionLog as written: official log_type",
+          off.WhichOneof("log_type") == "predict_log")
+
+    with_metadata = tf_log_pb2.PredictionLog()
+    with_metadata.CopyFrom(log)
+    with_metadata.log_metadata.model_spec.name = "ranker"
+    with_metadata.log_metadata.timestamp_secs = 1_700_000_000
+    raw = with_metadata.SerializeToString(deterministic=True)
+    kept = prediction_log_pb2.PredictionLog.FromString(raw)
+    check("PredictionLog log_metadata kept", kept.SerializeToString(deterministic=True) == raw)
+
+    for field in tf_log_pb2.PredictionLog.DESCRIPTOR.oneofs_by_name["log_type"].fields:
+        if field.name == "predict_log":
+            continue
+        other = tf_log_pb2.PredictionLog()
+        getattr(other, field.name).SetInParent()
+        inner = getattr(other, field.name)
+        request = inner.DESCRIPTOR.fields_by_name.get("request")
+        if request is not None and request.is_repeated:
+            inner.request.add()
+        elif request is not None:
+            inner.request.SetInParent()
+        raw = other.SerializeToString(deterministic=True)
+        parsed = prediction_log_pb2.PredictionLog.FromString(raw)
+        check(f"PredictionLog {field.name} told apart",
+              parsed.WhichOneof("log_type") == field.name
+              and parsed.SerializeToString(deterministic=True) == raw)
+    official = tf_log_pb2.PredictionLog.DESCRIPTOR
+    same_fields("PredictionLog", prediction_log_pb2.PredictionLog.DESCRIPTOR, official,
+                complete=False)
+    check("PredictionLog declares every field", set(official.fields_by_name)
+          == set(prediction_log_pb2.PredictionLog.DESCRIPTOR.fields_by_name))
+    same_fields("PredictLog", prediction_log_pb2.PredictLog.DESCRIPTOR,
+                tf_log_pb2.PredictLog.DESCRIPTOR, complete=False)
+    check("PredictLog declares every field", set(tf_log_pb2.PredictLog.DESCRIPTOR.fields_by_name)
+          == set(prediction_log_pb2.PredictLog.DESCRIPTOR.fields_by_name))
+
+
+# TF Serving model config files: the project's own (demo, chart) and every field TF Serving has.
+CONFIG_TEXTS = {
+    "demo": """
+model_config_list {
+  config {
+    name: "ranker"
+    base_path: "/models/ranker"
+    model_platform: "tensorflow"
+    model_version_policy { latest { num_versions: 2 } }
+    version_labels { key: "stable" value: 1 }
+  }
+}
+""",
+    "chart, every policy": """
+# rendered by deploy/helm: one config per model
+model_config_list {
+  config {
+    name: "ranker"
+    base_path: "/models/ranker"
+    model_platform: "tensorflow"
+    model_version_policy {
+      specific {
+        versions: 1
+        versions: 3
+      }
+    }
+    version_labels { key: "stable" value: 1 }
+    version_labels { key: "canary" value: 3 }
+  }
+  config {
+    name: "towers"
+    base_path: "/models/towers"
+    model_platform: "tensorflow"
+    model_version_policy { all { } }
+  }
+  config { name: "bare" base_path: "relative/bare" }
+}
+""",
+    "every field": r"""
+model_config_list: {
+  config: {
+    name: "ranker",
+    base_path: "/models/ranker",
+    model_type: TENSORFLOW,
+    model_platform: "tensorflow",
+    model_version_policy: { latest: { num_versions: 3 } },
+    version_labels: [{ key: "stable", value: 2 }, { key: "canary", value: 3 }],
+    logging_config: {
+      log_collector_config: { type: "file", filename_prefix: "/logs/ranker" }
+      sampling_config: {
+        sampling_rate: 0.01
+        attributes: 3
+        per_task_sampling_configs: { dc: "eu", task_index: 2, sampling_rate: 0.5 }
+        per_task_sampling_configs: { dc: "us", task_index: 0 }
+      }
+      custom_logging_config: { type_url: "type.googleapis.com/acme.Log" value: "\001\002" }
+    }
+  }
+}
+""",
+    "custom model config": r"""
+custom_model_config { type_url: "type.googleapis.com/acme.Models" value: "\n\003abc" }
+""",
+}
+
+
+def check_config_text() -> None:
+    """Text format goes by field name: each file parses to the same bytes with both."""
+    for name, text in CONFIG_TEXTS.items():
+        official = text_format.Parse(text, tf_config_pb2.ModelServerConfig())
+        try:
+            slim = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+        except text_format.ParseError as exc:
+            check(f"model config text '{name}': parses with the slim message", False, str(exc))
+            continue
+        raw = official.SerializeToString(deterministic=True)
+        check(f"model config text '{name}': same bytes",
+              raw == slim.SerializeToString(deterministic=True))
+        check(f"model config text '{name}': not empty", len(raw) > 10)
+    misspelt = 'model_config_list { config { name: "m" base_pth: "/m" } }'
+    for label, cls in (("official", tf_config_pb2.ModelServerConfig),
+                       ("slim", model_server_config_pb2.ModelServerConfig)):
+        try:
+            text_format.Parse(misspelt, cls())
+        except text_format.ParseError:
+            check(f"model config text with a misspelt field is refused ({label})", True)
+        else:
+            check(f"model config text with a misspelt field is refused ({label})", False)
+    same_fields("ModelServerConfig", model_server_config_pb2.ModelServerConfig.DESCRIPTOR,
+                tf_config_pb2.ModelServerConfig.DESCRIPTOR, complete=True)
+    check("enum ModelType", [(v.name, v.number) for v in model_server_config_pb2.ModelType.
+                             DESCRIPTOR.values] ==
+          [(v.name, v.number) for v in tf_config_pb2.ModelType.DESCRIPTOR.values])
+
+
+def check_services() -> None:
+    """The slim services are TF Serving's: same names, methods, message names and streaming."""
+    from rankserve.tfserving.v1 import model_service_pb2, prediction_service_pb2
+
+    ours = {
+        service.full_name: describe_service(service)
+        for module in (prediction_service_pb2, model_service_pb2)
+        for service in module.DESCRIPTOR.services_by_name.values()
+    }
+    child = subprocess.run([sys.executable, __file__, "--official-services"],
+                           capture_output=True, text=True, timeout=150)
+    theirs = json.loads(child.stdout.strip().splitlines()[-1]) if child.returncode == 0 else {}
+    check("official services read in a child process", child.returncode == 0, child.stderr[-500:])
+    check("services, methods and message names as TF Serving's", ours == theirs,
+          f"{ours} != {theirs}")
+    predict = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]
+    check("PredictionService wire name",
+          predict.full_name == "tensorflow.serving.PredictionService")
+    check("Predict takes the slim request",
+          predict.methods_by_name["Predict"].input_type.full_name
+          == "rankserve.tfserving.v1.PredictRequest")
+    status = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"]
+    check("ModelService wire name", status.full_name == "tensorflow.serving.ModelService")
+    check("ModelService has GetModelStatus", "GetModelStatus" in status.methods_by_name)
 
 
 def main() -> int:
@@ -150,20 +519,28 @@ def main() -> int:
     sreq2.model_spec.version.value = 2
     roundtrip("GetModelStatusRequest slim->official", sreq2, tf_status_pb2.GetModelStatusRequest)
 
+    for name in ("GetModelStatusRequest", "GetModelStatusResponse"):
+        same_fields(name, getattr(get_model_status_pb2, name).DESCRIPTOR,
+                    getattr(tf_status_pb2, name).DESCRIPTOR, complete=True)
+    # The ranker's PredictRequest leaves out the options it never sets (kept as unknown fields).
+    for name, complete in (("PredictRequest", False), ("PredictResponse", True)):
+        same_fields(name, getattr(predict_pb2, name).DESCRIPTOR,
+                    getattr(tf_predict_pb2, name).DESCRIPTOR, complete=complete)
+
+    check_tensor_fields()
+    check_metadata()
+    check_unprovided_methods()
+    check_prediction_log(cands)
+    check_config_text()
     # The services keep TF Serving's wire names, so the paths on the wire are TF Serving's.
-    predict = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]
-    check("PredictionService wire name",
-          predict.full_name == "tensorflow.serving.PredictionService")
-    check("Predict takes the slim request",
-          predict.methods_by_name["Predict"].input_type.full_name
-          == "rankserve.tfserving.v1.PredictRequest")
-    status = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"]
-    check("ModelService wire name", status.full_name == "tensorflow.serving.ModelService")
-    check("ModelService has GetModelStatus", "GetModelStatus" in status.methods_by_name)
+    check_services()
 
     print(f"{len(FAILED)} failed")
     return 1 if FAILED else 0
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--official-services"]:
+        print(json.dumps(official_services()))
+        sys.exit(0)
     sys.exit(main())
