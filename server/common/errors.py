@@ -66,10 +66,19 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     return deserialize
 
 
-def _message_type(deserializer: Callable[[bytes], Any] | None) -> str:
+def _message_type(deserializer: Callable[[bytes], Any] | None, method: str) -> str:
+    """The request type as the service's protocol names it.
+
+    A wire-compatible copy of another protocol's messages (TF Serving's, in
+    ``rankserve.tfserving.v1``) lives in a package of its own while its service keeps the
+    protocol's package; a TF Serving client knows the type as ``tensorflow.serving.X``.
+    """
     owner = getattr(deserializer, "__self__", None)  # Message.FromString is a bound classmethod
     descriptor = getattr(owner, "DESCRIPTOR", None)
-    return getattr(descriptor, "full_name", "request") if descriptor is not None else "request"
+    if descriptor is None:
+        return "request"
+    package = method.lstrip("/").partition("/")[0].rpartition(".")[0]
+    return f"{package}.{descriptor.name}" if package else descriptor.full_name
 
 
 async def _abort_unparsable(request: _Unparsable, context, method: str, expected: str) -> None:
@@ -97,7 +106,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
-        expected = _message_type(handler.request_deserializer)
+        expected = _message_type(handler.request_deserializer, method)
         deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_unary or handler.stream_unary:
             inner = handler.unary_unary or handler.stream_unary
