@@ -6,7 +6,6 @@ message at all. Each gets a precise status at once, and the process neither dies
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import grpc
 import pytest
@@ -14,19 +13,13 @@ from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from tests.integration import modelserver_support as support
+from tests.support.procfs import rss_bytes
 
 pytestmark = pytest.mark.timeout(180)
 INVALID, EXHAUSTED = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED
 # A replica that decoded any of these would grow by gigabytes; 200 MiB is far above what a
 # well-formed call of this model costs and far below what one expansion would.
 RSS_GROWTH_LIMIT = 200 * 1024 * 1024
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
 
 
 def tensor(shape, **fields) -> tensor_pb2.TensorProto:
