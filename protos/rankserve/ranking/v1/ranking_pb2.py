@@ -24,33 +24,47 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"rankserve/ranking/v1/ranking.proto\x12\x14rankserve.ranking.v1\"\xf9\x01\n\x0bRankRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12(\n\x04user\x18\x03 \x01(\x0b\x32\x1a.rankserve.ranking.v1.User\x12.\n\x07\x63ontext\x18\x04 \x01(\x0b\x32\x1d.rankserve.ranking.v1.Context\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x17\n\x0f\x63\x61ndidate_limit\x18\x06 \x01(\x05\x12\x32\n\x05model\x18\x07 \x01(\x0b\x32#.rankserve.ranking.v1.ModelSelector\x12\r\n\x05\x64\x65\x62ug\x18\x08 \x01(\x08\"!\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05known\x18\x02 \x01(\x08\"B\n\x07\x43ontext\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x0e\n\x06locale\x18\x02 \x01(\t\x12\x17\n\x0fviewed_item_ids\x18\x03 \x03(\t\"S\n\rModelSelector\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12\x0f\n\x05label\x18\x03 \x01(\tH\x00\x42\x10\n\x0eversion_choice\"\x92\x03\n\x0cRankResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12/\n\x05items\x18\x02 \x03(\x0b\x32 .rankserve.ranking.v1.RankedItem\x12\x31\n\x05model\x18\x03 \x01(\x0b\x32\".rankserve.ranking.v1.ModelVersion\x12\x1c\n\x14\x63\x61ndidates_retrieved\x18\x04 \x01(\x05\x12\x19\n\x11\x63\x61ndidates_scored\x18\x05 \x01(\x05\x12\x36\n\x0b\x64\x65gradation\x18\x06 \x01(\x0b\x32!.rankserve.ranking.v1.Degradation\x12\x33\n\x07timings\x18\x07 \x01(\x0b\x32\".rankserve.ranking.v1.StageTimings\x12\x10\n\x08trace_id\x18\x08 \x01(\t\x12\x37\n\nexperiment\x18\t \x01(\x0b\x32#.rankserve.ranking.v1.ExperimentArm\x12\x19\n\x11\x65mbedding_version\x18\n \x01(\x03\"*\n\rExperimentArm\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x61rm\x18\x02 \x01(\t\"o\n\nRankedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08\x66\x61llback\x18\x03 \x01(\x08\x12\x17\n\x0fretrieval_score\x18\x04 \x01(\x02\x12\x16\n\x0eretrieval_rank\x18\x05 \x01(\x05\"<\n\x0cModelVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\r\n\x05label\x18\x03 \x01(\t\"|\n\x0b\x44\x65gradation\x12\x10\n\x08\x64\x65graded\x18\x01 \x01(\x08\x12\x0f\n\x07reasons\x18\x02 \x03(\t\x12\x1b\n\x13\x66\x61llback_candidates\x18\x03 \x01(\x05\x12\x16\n\x0e\x66\x61iled_batches\x18\x04 \x01(\x05\x12\x15\n\rtotal_batches\x18\x05 \x01(\x05\"\x91\x01\n\x0cStageTimings\x12\x10\n\x08route_ms\x18\x01 \x01(\x01\x12\x13\n\x0bretrieve_ms\x18\x02 \x01(\x01\x12\x13\n\x0b\x66\x65\x61tures_ms\x18\x03 \x01(\x01\x12\x0f\n\x07plan_ms\x18\x04 \x01(\x01\x12\x10\n\x08score_ms\x18\x05 \x01(\x01\x12\x10\n\x08merge_ms\x18\x06 \x01(\x01\x12\x10\n\x08total_ms\x18\x07 \x01(\x01\x32_\n\x0eRankingService\x12M\n\x04Rank\x12!.rankserve.ranking.v1.RankRequest\x1a\".rankserve.ranking.v1.RankResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"rankserve/ranking/v1/ranking.proto\x12\x14rankserve.ranking.v1\"\xdc\x03\n\x0bRankRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12(\n\x04user\x18\x03 \x01(\x0b\x32\x1a.rankserve.ranking.v1.User\x12.\n\x07\x63ontext\x18\x04 \x01(\x0b\x32\x1d.rankserve.ranking.v1.Context\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x17\n\x0f\x63\x61ndidate_limit\x18\x06 \x01(\x05\x12\x32\n\x05model\x18\x07 \x01(\x0b\x32#.rankserve.ranking.v1.ModelSelector\x12\r\n\x05\x64\x65\x62ug\x18\x08 \x01(\x08\x12\x33\n\ncandidates\x18\t \x03(\x0b\x32\x1f.rankserve.ranking.v1.Candidate\x12P\n\x10request_features\x18\n \x03(\x0b\x32\x36.rankserve.ranking.v1.RankRequest.RequestFeaturesEntry\x1aZ\n\x14RequestFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x31\n\x05value\x18\x02 \x01(\x0b\x32\".rankserve.ranking.v1.FeatureValue:\x02\x38\x01\"0\n\tCandidate\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0fretrieval_score\x18\x02 \x01(\x02\"\x95\x02\n\x0c\x46\x65\x61tureValue\x12\x15\n\x0b\x66loat_value\x18\x01 \x01(\x01H\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x16\n\x0cstring_value\x18\x03 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x12\x35\n\nfloat_list\x18\x05 \x01(\x0b\x32\x1f.rankserve.ranking.v1.FloatListH\x00\x12\x33\n\x08int_list\x18\x06 \x01(\x0b\x32\x1f.rankserve.ranking.v1.Int64ListH\x00\x12\x37\n\x0bstring_list\x18\x07 \x01(\x0b\x32 .rankserve.ranking.v1.StringListH\x00\x42\x06\n\x04kind\"\x1b\n\tFloatList\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x1b\n\tInt64List\x12\x0e\n\x06values\x18\x01 \x03(\x03\"\x1c\n\nStringList\x12\x0e\n\x06values\x18\x01 \x03(\t\"!\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05known\x18\x02 \x01(\x08\"B\n\x07\x43ontext\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x0e\n\x06locale\x18\x02 \x01(\t\x12\x17\n\x0fviewed_item_ids\x18\x03 \x03(\t\"S\n\rModelSelector\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12\x0f\n\x05label\x18\x03 \x01(\tH\x00\x42\x10\n\x0eversion_choice\"\x92\x03\n\x0cRankResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12/\n\x05items\x18\x02 \x03(\x0b\x32 .rankserve.ranking.v1.RankedItem\x12\x31\n\x05model\x18\x03 \x01(\x0b\x32\".rankserve.ranking.v1.ModelVersion\x12\x1c\n\x14\x63\x61ndidates_retrieved\x18\x04 \x01(\x05\x12\x19\n\x11\x63\x61ndidates_scored\x18\x05 \x01(\x05\x12\x36\n\x0b\x64\x65gradation\x18\x06 \x01(\x0b\x32!.rankserve.ranking.v1.Degradation\x12\x33\n\x07timings\x18\x07 \x01(\x0b\x32\".rankserve.ranking.v1.StageTimings\x12\x10\n\x08trace_id\x18\x08 \x01(\t\x12\x37\n\nexperiment\x18\t \x01(\x0b\x32#.rankserve.ranking.v1.ExperimentArm\x12\x19\n\x11\x65mbedding_version\x18\n \x01(\x03\"*\n\rExperimentArm\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x61rm\x18\x02 \x01(\t\"o\n\nRankedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08\x66\x61llback\x18\x03 \x01(\x08\x12\x17\n\x0fretrieval_score\x18\x04 \x01(\x02\x12\x16\n\x0eretrieval_rank\x18\x05 \x01(\x05\"<\n\x0cModelVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\r\n\x05label\x18\x03 \x01(\t\"\xd4\x01\n\x0b\x44\x65gradation\x12\x10\n\x08\x64\x65graded\x18\x01 \x01(\x08\x12\x0f\n\x07reasons\x18\x02 \x03(\t\x12\x1b\n\x13\x66\x61llback_candidates\x18\x03 \x01(\x05\x12\x16\n\x0e\x66\x61iled_batches\x18\x04 \x01(\x05\x12\x15\n\rtotal_batches\x18\x05 \x01(\x05\x12\x1a\n\x12unknown_candidates\x18\x06 \x01(\x05\x12\x1a\n\x12\x64ropped_candidates\x18\x07 \x01(\x05\x12\x1e\n\x16missing_feature_values\x18\x08 \x01(\x05\"\x91\x01\n\x0cStageTimings\x12\x10\n\x08route_ms\x18\x01 \x01(\x01\x12\x13\n\x0bretrieve_ms\x18\x02 \x01(\x01\x12\x13\n\x0b\x66\x65\x61tures_ms\x18\x03 \x01(\x01\x12\x0f\n\x07plan_ms\x18\x04 \x01(\x01\x12\x10\n\x08score_ms\x18\x05 \x01(\x01\x12\x10\n\x08merge_ms\x18\x06 \x01(\x01\x12\x10\n\x08total_ms\x18\x07 \x01(\x01\x32_\n\x0eRankingService\x12M\n\x04Rank\x12!.rankserve.ranking.v1.RankRequest\x1a\".rankserve.ranking.v1.RankResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rankserve.ranking.v1.ranking_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_RANKREQUEST_REQUESTFEATURESENTRY']._loaded_options = None
+  _globals['_RANKREQUEST_REQUESTFEATURESENTRY']._serialized_options = b'8\001'
   _globals['_RANKREQUEST']._serialized_start=61
-  _globals['_RANKREQUEST']._serialized_end=310
-  _globals['_USER']._serialized_start=312
-  _globals['_USER']._serialized_end=345
-  _globals['_CONTEXT']._serialized_start=347
-  _globals['_CONTEXT']._serialized_end=413
-  _globals['_MODELSELECTOR']._serialized_start=415
-  _globals['_MODELSELECTOR']._serialized_end=498
-  _globals['_RANKRESPONSE']._serialized_start=501
-  _globals['_RANKRESPONSE']._serialized_end=903
-  _globals['_EXPERIMENTARM']._serialized_start=905
-  _globals['_EXPERIMENTARM']._serialized_end=947
-  _globals['_RANKEDITEM']._serialized_start=949
-  _globals['_RANKEDITEM']._serialized_end=1060
-  _globals['_MODELVERSION']._serialized_start=1062
-  _globals['_MODELVERSION']._serialized_end=1122
-  _globals['_DEGRADATION']._serialized_start=1124
-  _globals['_DEGRADATION']._serialized_end=1248
-  _globals['_STAGETIMINGS']._serialized_start=1251
-  _globals['_STAGETIMINGS']._serialized_end=1396
-  _globals['_RANKINGSERVICE']._serialized_start=1398
-  _globals['_RANKINGSERVICE']._serialized_end=1493
+  _globals['_RANKREQUEST']._serialized_end=537
+  _globals['_RANKREQUEST_REQUESTFEATURESENTRY']._serialized_start=447
+  _globals['_RANKREQUEST_REQUESTFEATURESENTRY']._serialized_end=537
+  _globals['_CANDIDATE']._serialized_start=539
+  _globals['_CANDIDATE']._serialized_end=587
+  _globals['_FEATUREVALUE']._serialized_start=590
+  _globals['_FEATUREVALUE']._serialized_end=867
+  _globals['_FLOATLIST']._serialized_start=869
+  _globals['_FLOATLIST']._serialized_end=896
+  _globals['_INT64LIST']._serialized_start=898
+  _globals['_INT64LIST']._serialized_end=925
+  _globals['_STRINGLIST']._serialized_start=927
+  _globals['_STRINGLIST']._serialized_end=955
+  _globals['_USER']._serialized_start=957
+  _globals['_USER']._serialized_end=990
+  _globals['_CONTEXT']._serialized_start=992
+  _globals['_CONTEXT']._serialized_end=1058
+  _globals['_MODELSELECTOR']._serialized_start=1060
+  _globals['_MODELSELECTOR']._serialized_end=1143
+  _globals['_RANKRESPONSE']._serialized_start=1146
+  _globals['_RANKRESPONSE']._serialized_end=1548
+  _globals['_EXPERIMENTARM']._serialized_start=1550
+  _globals['_EXPERIMENTARM']._serialized_end=1592
+  _globals['_RANKEDITEM']._serialized_start=1594
+  _globals['_RANKEDITEM']._serialized_end=1705
+  _globals['_MODELVERSION']._serialized_start=1707
+  _globals['_MODELVERSION']._serialized_end=1767
+  _globals['_DEGRADATION']._serialized_start=1770
+  _globals['_DEGRADATION']._serialized_end=1982
+  _globals['_STAGETIMINGS']._serialized_start=1985
+  _globals['_STAGETIMINGS']._serialized_end=2130
+  _globals['_RANKINGSERVICE']._serialized_start=2132
+  _globals['_RANKINGSERVICE']._serialized_end=2227
 # @@protoc_insertion_point(module_scope)

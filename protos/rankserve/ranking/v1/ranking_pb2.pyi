@@ -7,7 +7,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RankRequest(_message.Message):
-    __slots__ = ("request_id", "query", "user", "context", "page_size", "candidate_limit", "model", "debug")
+    __slots__ = ("request_id", "query", "user", "context", "page_size", "candidate_limit", "model", "debug", "candidates", "request_features")
+    class RequestFeaturesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: FeatureValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[FeatureValue, _Mapping]] = ...) -> None: ...
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +23,8 @@ class RankRequest(_message.Message):
     CANDIDATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DEBUG_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FEATURES_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     query: str
     user: User
@@ -24,7 +33,53 @@ class RankRequest(_message.Message):
     candidate_limit: int
     model: ModelSelector
     debug: bool
-    def __init__(self, request_id: _Optional[str] = ..., query: _Optional[str] = ..., user: _Optional[_Union[User, _Mapping]] = ..., context: _Optional[_Union[Context, _Mapping]] = ..., page_size: _Optional[int] = ..., candidate_limit: _Optional[int] = ..., model: _Optional[_Union[ModelSelector, _Mapping]] = ..., debug: _Optional[bool] = ...) -> None: ...
+    candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
+    request_features: _containers.MessageMap[str, FeatureValue]
+    def __init__(self, request_id: _Optional[str] = ..., query: _Optional[str] = ..., user: _Optional[_Union[User, _Mapping]] = ..., context: _Optional[_Union[Context, _Mapping]] = ..., page_size: _Optional[int] = ..., candidate_limit: _Optional[int] = ..., model: _Optional[_Union[ModelSelector, _Mapping]] = ..., debug: _Optional[bool] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., request_features: _Optional[_Mapping[str, FeatureValue]] = ...) -> None: ...
+
+class Candidate(_message.Message):
+    __slots__ = ("id", "retrieval_score")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVAL_SCORE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    retrieval_score: float
+    def __init__(self, id: _Optional[str] = ..., retrieval_score: _Optional[float] = ...) -> None: ...
+
+class FeatureValue(_message.Message):
+    __slots__ = ("float_value", "int_value", "string_value", "bool_value", "float_list", "int_list", "string_list")
+    FLOAT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    INT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    STRING_VALUE_FIELD_NUMBER: _ClassVar[int]
+    BOOL_VALUE_FIELD_NUMBER: _ClassVar[int]
+    FLOAT_LIST_FIELD_NUMBER: _ClassVar[int]
+    INT_LIST_FIELD_NUMBER: _ClassVar[int]
+    STRING_LIST_FIELD_NUMBER: _ClassVar[int]
+    float_value: float
+    int_value: int
+    string_value: str
+    bool_value: bool
+    float_list: FloatList
+    int_list: Int64List
+    string_list: StringList
+    def __init__(self, float_value: _Optional[float] = ..., int_value: _Optional[int] = ..., string_value: _Optional[str] = ..., bool_value: _Optional[bool] = ..., float_list: _Optional[_Union[FloatList, _Mapping]] = ..., int_list: _Optional[_Union[Int64List, _Mapping]] = ..., string_list: _Optional[_Union[StringList, _Mapping]] = ...) -> None: ...
+
+class FloatList(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class Int64List(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, values: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class StringList(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class User(_message.Message):
     __slots__ = ("id", "known")
@@ -111,18 +166,24 @@ class ModelVersion(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., label: _Optional[str] = ...) -> None: ...
 
 class Degradation(_message.Message):
-    __slots__ = ("degraded", "reasons", "fallback_candidates", "failed_batches", "total_batches")
+    __slots__ = ("degraded", "reasons", "fallback_candidates", "failed_batches", "total_batches", "unknown_candidates", "dropped_candidates", "missing_feature_values")
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     FAILED_BATCHES_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FEATURE_VALUES_FIELD_NUMBER: _ClassVar[int]
     degraded: bool
     reasons: _containers.RepeatedScalarFieldContainer[str]
     fallback_candidates: int
     failed_batches: int
     total_batches: int
-    def __init__(self, degraded: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., fallback_candidates: _Optional[int] = ..., failed_batches: _Optional[int] = ..., total_batches: _Optional[int] = ...) -> None: ...
+    unknown_candidates: int
+    dropped_candidates: int
+    missing_feature_values: int
+    def __init__(self, degraded: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., fallback_candidates: _Optional[int] = ..., failed_batches: _Optional[int] = ..., total_batches: _Optional[int] = ..., unknown_candidates: _Optional[int] = ..., dropped_candidates: _Optional[int] = ..., missing_feature_values: _Optional[int] = ...) -> None: ...
 
 class StageTimings(_message.Message):
     __slots__ = ("route_ms", "retrieve_ms", "features_ms", "plan_ms", "score_ms", "merge_ms", "total_ms")
