@@ -6,9 +6,19 @@ of the ranking API.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
+
+#: A caller's request-time feature value: a scalar, or a tuple of scalars for a vector feature.
+RequestFeatureValue = (float | int | str | bool | tuple[float, ...] | tuple[int, ...]
+                       | tuple[str, ...])
+
+
+def _no_features() -> Mapping[str, RequestFeatureValue]:
+    return MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,14 @@ class ModelRef:
 
 
 @dataclass(frozen=True)
+class CallerCandidate:
+    """One candidate the caller retrieved itself; a score of 0 everywhere means its order."""
+
+    id: str
+    retrieval_score: float = 0.0
+
+
+@dataclass(frozen=True)
 class RankQuery:
     """One Rank request in the core's terms."""
 
@@ -49,19 +67,29 @@ class RankQuery:
     debug: bool = False
     # time.monotonic() instant by which the answer is due; None means no deadline.
     deadline: float | None = None
+    # The caller's own candidates in its retrieval order; empty means the server retrieves.
+    candidates: tuple[CallerCandidate, ...] = ()
+    # The caller's request-time features by name (``request.<name>`` in a feature spec).
+    # Left out of the hash so a query stays hashable (a mapping is not).
+    request_features: Mapping[str, RequestFeatureValue] = field(
+        default_factory=_no_features, hash=False)
 
 
 @dataclass
 class Candidates:
-    """Retrieval output: catalog row indices in retrieval order with their scores."""
+    """Retrieval output: catalog row indices (positions in ``ids`` when set) in retrieval
+    order with their scores."""
 
     rows: np.ndarray  # int64 [N]
-    scores: np.ndarray  # float32 [N], descending
+    scores: np.ndarray  # float32 [N], descending (a caller's scores: as it sent them)
     # The embedding model version that produced them; None when no versioned embeddings did
     # (popularity, the catalog's own embeddings, ids from the caller).
     embedding_version: int | None = None
     # Set when retrieval fell back (for example to popularity) and why.
     fallback_reason: str | None = None
+    # Item ids (object array of str) in retrieval order when they do not come from a catalog
+    # (the caller's candidates); None means ``rows`` index the catalog, which names them.
+    ids: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +116,12 @@ class Degradation:
     fallback_candidates: int = 0
     failed_batches: int = 0
     total_batches: int = 0
+    # Caller candidate ids no item store knows.
+    unknown_candidates: int = 0
+    # Caller candidates removed by the spec's unknown-candidate policy (never on the page).
+    dropped_candidates: int = 0
+    # Feature values that were missing and got their default.
+    missing_feature_values: int = 0
 
 
 @dataclass
