@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
+from types import MappingProxyType
 
-from rankserve.ranker.types import ModelRef, RankQuery, RankResult
+from rankserve.ranker.errors import InvalidArgument
+from rankserve.ranker.types import (
+    CallerCandidate,
+    ModelRef,
+    RankQuery,
+    RankResult,
+    RequestFeatureValue,
+)
 from rankserve.ranking.v1 import ranking_pb2
+
+_LISTS = ("float_list", "int_list", "string_list")
 
 
 def to_query(req: ranking_pb2.RankRequest, time_remaining_s: float | None,
@@ -35,7 +46,26 @@ def to_query(req: ranking_pb2.RankRequest, time_remaining_s: float | None,
         model=model,
         debug=req.debug,
         deadline=time.monotonic() + budget,
+        candidates=tuple(CallerCandidate(c.id, c.retrieval_score) for c in req.candidates),
+        request_features=to_request_features(req.request_features),
     )
+
+
+def to_request_features(features: Mapping[str, ranking_pb2.FeatureValue]
+                        ) -> Mapping[str, RequestFeatureValue]:
+    """FeatureValue oneofs -> Python scalars, lists -> tuples; an unset value is the caller's
+    error."""
+    out: dict[str, RequestFeatureValue] = {}
+    for name, value in features.items():
+        kind = value.WhichOneof("kind")
+        if kind is None:
+            raise InvalidArgument(
+                f"request feature {name!r} has no value; set one of float_value, int_value,"
+                " string_value, bool_value, float_list, int_list or string_list"
+            )
+        got = getattr(value, kind)
+        out[name] = tuple(got.values) if kind in _LISTS else got
+    return MappingProxyType(out)
 
 
 def to_response(res: RankResult) -> ranking_pb2.RankResponse:
@@ -54,7 +84,9 @@ def to_response(res: RankResult) -> ranking_pb2.RankResponse:
         candidates_scored=res.candidates_scored,
         degradation=ranking_pb2.Degradation(
             degraded=d.degraded, reasons=d.reasons, fallback_candidates=d.fallback_candidates,
-            failed_batches=d.failed_batches, total_batches=d.total_batches),
+            failed_batches=d.failed_batches, total_batches=d.total_batches,
+            unknown_candidates=d.unknown_candidates, dropped_candidates=d.dropped_candidates,
+            missing_feature_values=d.missing_feature_values),
         timings=ranking_pb2.StageTimings(
             route_ms=t.route_ms, retrieve_ms=t.retrieve_ms, features_ms=t.features_ms,
             plan_ms=t.plan_ms, score_ms=t.score_ms, merge_ms=t.merge_ms, total_ms=t.total_ms),

@@ -21,6 +21,13 @@ examples:
   rankserve rank "red leather bag"
   rankserve rank --user user-000042 --known-user --device mobile
   rankserve rank "lamp" --model ranker@stable --page-size 5 --json
+  rankserve rank --candidates hits.tsv --feature segment=3 --feature weights=0.5,1.5
+
+--candidates FILE ranks the caller's own candidates instead of retrieving: one item id per line,
+optionally followed by a tab and the retrieval score; `-` reads standard input. --feature sends a
+request-time feature (`request.NAME` in the model's feature spec): `true`/`false` is a boolean,
+a number an int or a float, a value with commas a list (`5,` is a one-value list), anything else
+a string.
 
 The trace id of the call is printed beside the request id when the ranker traces. With
 OTEL_EXPORTER_OTLP_ENDPOINT set, this command exports its own client span too, as the root of
@@ -43,6 +50,67 @@ def parse_model(text: str) -> ranking_pb2.ModelSelector:
     return sel
 
 
+def read_candidates(path: str) -> list[ranking_pb2.Candidate]:
+    """ID or ID<TAB>SCORE per line; blank lines are skipped."""
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{path}: {exc.strerror or exc}") from None
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        item_id, tab, score = line.strip().partition("\t")
+        try:
+            value = float(score) if tab else 0.0
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{path}:{n}: score {score!r} is not a number; a line is ID or ID<TAB>SCORE"
+            ) from None
+        out.append(ranking_pb2.Candidate(id=item_id.strip(), retrieval_score=value))
+    return out
+
+
+def parse_feature(text: str) -> tuple[str, ranking_pb2.FeatureValue]:
+    """NAME=VALUE: true/false, an int, a float, a comma list of one of those, or a string."""
+    name, eq, raw = text.partition("=")
+    if not eq or not name:
+        raise argparse.ArgumentTypeError(f"feature {text!r}: expected NAME=VALUE")
+    if "," not in raw:
+        if raw in ("true", "false"):
+            return name, ranking_pb2.FeatureValue(bool_value=raw == "true")
+        number = _number(raw)
+        if isinstance(number, int):
+            return name, ranking_pb2.FeatureValue(int_value=number)
+        if isinstance(number, float):
+            return name, ranking_pb2.FeatureValue(float_value=number)
+        return name, ranking_pb2.FeatureValue(string_value=raw)
+    items = raw.split(",")
+    if items[-1] == "":
+        items.pop()
+    numbers = [_number(i) for i in items]
+    if items and all(isinstance(v, int) for v in numbers):
+        return name, ranking_pb2.FeatureValue(int_list=ranking_pb2.Int64List(values=numbers))
+    if items and all(v is not None for v in numbers):
+        return name, ranking_pb2.FeatureValue(float_list=ranking_pb2.FloatList(values=numbers))
+    return name, ranking_pb2.FeatureValue(string_list=ranking_pb2.StringList(values=items))
+
+
+def _number(text: str) -> int | float | None:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def build_request(args: argparse.Namespace) -> ranking_pb2.RankRequest:
     req = ranking_pb2.RankRequest(
         request_id=args.request_id or uuid.uuid4().hex,
@@ -52,8 +120,10 @@ def build_request(args: argparse.Namespace) -> ranking_pb2.RankRequest:
             device=args.device, locale=args.locale, viewed_item_ids=args.viewed or []
         ),
         page_size=args.page_size,
-        candidate_limit=args.candidates,
+        candidate_limit=args.candidate_limit,
         debug=args.debug,
+        candidates=args.candidates or [],
+        request_features=dict(args.feature or []),
     )
     if args.model:
         req.model.CopyFrom(args.model)
@@ -112,10 +182,25 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--page-size", type=int, default=10, help="Items on the page (default 10).")
     p.add_argument(
-        "--candidates",
+        "--candidate-limit",
         type=int,
         default=0,
         help="Candidates to retrieve and score (default 0: the ranker's default, 1000).",
+    )
+    p.add_argument(
+        "--candidates",
+        type=read_candidates,
+        metavar="FILE",
+        help="Rank these candidates instead of retrieving: one id per line, optionally"
+        " ID<TAB>SCORE; - reads standard input.",
+    )
+    p.add_argument(
+        "--feature",
+        action="append",
+        type=parse_feature,
+        metavar="NAME=VALUE",
+        help="A request-time feature; repeatable. true/false, numbers and comma lists are"
+        " typed, anything else is a string.",
     )
     p.add_argument(
         "--model",
