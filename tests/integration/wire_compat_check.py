@@ -12,12 +12,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 from google.protobuf import any_pb2, descriptor, text_format, wrappers_pb2
 from google.protobuf.unknown_fields import UnknownFieldSet
+from tensorflow.core.example import example_pb2 as tf_example_pb2
+from tensorflow.core.example import feature_pb2 as tf_feature_pb2
 from tensorflow.core.framework import tensor_pb2 as tf_tensor_pb2
 from tensorflow.core.framework import types_pb2 as tf_types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2 as tf_meta_graph_pb2
+from tensorflow.core.protobuf import saved_model_pb2 as tf_saved_model_pb2
 from tensorflow_serving.apis import classification_pb2 as tf_classification_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2 as tf_metadata_pb2
 from tensorflow_serving.apis import get_model_status_pb2 as tf_status_pb2
@@ -31,13 +36,17 @@ from tensorflow_serving.config import model_server_config_pb2 as tf_config_pb2
 # Message modules only: the slim service modules are imported in main(), so that the child
 # that reads the official services never loads them.
 from rankserve.tfserving.v1 import (
+    example_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     inference_pb2,
+    meta_graph_pb2,
     model_management_pb2,
     model_server_config_pb2,
     predict_pb2,
     prediction_log_pb2,
+    saved_model_pb2,
+    signature_def_map_pb2,
     tensor_pb2,
 )
 
@@ -214,6 +223,189 @@ def check_metadata() -> None:
     for name in ("GetModelMetadataRequest", "GetModelMetadataResponse"):
         same_fields(name, getattr(get_model_metadata_pb2, name).DESCRIPTOR,
                     getattr(tf_metadata_pb2, name).DESCRIPTOR, complete=True)
+
+
+def declares_every_field(name: str, slim, official) -> None:
+    missing = sorted(set(official.fields_by_name) - set(slim.fields_by_name))
+    check(f"{name}: declares every official field", not missing, str(missing))
+
+
+def check_examples() -> None:
+    """tf.Example both ways, every kind of feature; packing as TensorFlow declares it."""
+    ex = tf_example_pb2.Example()
+    feature = ex.features.feature
+    feature["floats"].float_list.value.extend([1.5, -2.25, 3e-8])
+    feature["ints"].int64_list.value.extend([0, -1, 1 << 62, -(1 << 63)])
+    feature["strings"].bytes_list.value.extend([b"red bag", b"", "\u00e9t\u00e9".encode()])
+    feature["empty_floats"].float_list.SetInParent()
+    feature["empty_ints"].int64_list.SetInParent()
+    feature["unset"].SetInParent()
+    slim = roundtrip("Example official->slim", ex, example_pb2.Example)
+    check("Example official->slim: values",
+          (list(slim.features.feature["ints"].int64_list.value),
+           list(slim.features.feature["strings"].bytes_list.value),
+           slim.features.feature["empty_ints"].WhichOneof("kind"),
+           slim.features.feature["unset"].WhichOneof("kind"))
+          == ([0, -1, 1 << 62, -(1 << 63)], [b"red bag", b"", "\u00e9t\u00e9".encode()],
+              "int64_list", None))
+    roundtrip("Example slim->official", slim, tf_example_pb2.Example)
+    ours = example_pb2.Example()
+    ours.features.feature["x"].float_list.value.extend([0.5] * 300)
+    off = roundtrip("Example as written slim->official", ours, tf_example_pb2.Example)
+    check("Example as written: official values",
+          list(off.features.feature["x"].float_list.value) == [0.5] * 300)
+    for name in ("Features", "Feature", "BytesList", "FloatList", "Int64List"):
+        official = getattr(tf_feature_pb2, name).DESCRIPTOR
+        same_fields(name, getattr(example_pb2, name).DESCRIPTOR, official, complete=True)
+    same_fields("Example", example_pb2.Example.DESCRIPTOR, tf_example_pb2.Example.DESCRIPTOR,
+                complete=True)
+    for name in ("BytesList", "FloatList", "Int64List"):
+        ours_field = getattr(example_pb2, name).DESCRIPTOR.fields_by_name["value"]
+        theirs = getattr(tf_feature_pb2, name).DESCRIPTOR.fields_by_name["value"]
+        check(f"{name}.value: packed as official", ours_field.is_packed == theirs.is_packed
+              and ours_field.GetOptions() == theirs.GetOptions(),
+              f"{ours_field.GetOptions()} != {theirs.GetOptions()}")
+
+
+def official_signature_map() -> tf_metadata_pb2.SignatureDefMap:
+    """Two signatures with dense inputs of every spec dtype, unknown dims and rank, defaults."""
+    sig_map = tf_metadata_pb2.SignatureDefMap()
+    sig = sig_map.signature_def["serving_default"]
+    sig.method_name = "tensorflow/serving/predict"
+    for name, dtype, dims in (("candidates", "DT_FLOAT", [-1, 3]), ("ids", "DT_INT64", [-1]),
+                              ("query", "DT_STRING", [-1]), ("flag", "DT_BOOL", [-1]),
+                              ("context", "DT_DOUBLE", [1, 2]), ("n", "DT_INT32", [])):
+        info = sig.inputs[name]
+        info.name = f"serving_default_{name}:0"
+        info.dtype = tf_types_pb2.DataType.Value(dtype)
+        for d in dims:
+            info.tensor_shape.dim.add(size=d)
+        if not dims:
+            info.tensor_shape.SetInParent()
+    sig.outputs["scores"].name = "StatefulPartitionedCall:0"
+    sig.outputs["scores"].dtype = tf_types_pb2.DT_FLOAT
+    sig.outputs["scores"].tensor_shape.unknown_rank = True
+    sig.defaults["n"].dtype = tf_types_pb2.DT_INT32
+    sig.defaults["n"].int_val.append(5)
+    parse = sig_map.signature_def["parse"]
+    parse.method_name = "tensorflow/serving/predict"
+    parse.inputs["examples"].name = "parse_examples:0"
+    parse.inputs["examples"].dtype = tf_types_pb2.DT_STRING
+    parse.inputs["examples"].tensor_shape.dim.add(size=-1, name="batch")
+    parse.outputs["scores"].name = "out:0"
+    parse.outputs["scores"].dtype = tf_types_pb2.DT_FLOAT
+    return sig_map
+
+
+def check_signatures() -> None:
+    """SignatureDefMap, TensorInfo (every encoding) and a real SavedModel's signatures."""
+    sig_map = official_signature_map()
+    slim = roundtrip("SignatureDefMap official->slim", sig_map,
+                     signature_def_map_pb2.SignatureDefMap)
+    got = slim.signature_def["serving_default"]
+    check("SignatureDefMap official->slim: fields",
+          (got.inputs["candidates"].WhichOneof("encoding"), got.inputs["ids"].dtype,
+           [d.size for d in got.inputs["candidates"].tensor_shape.dim],
+           got.outputs["scores"].tensor_shape.unknown_rank, list(got.defaults["n"].int_val),
+           slim.signature_def["parse"].inputs["examples"].tensor_shape.dim[0].name)
+          == ("name", tensor_pb2.DT_INT64, [-1, 3], True, [5], "batch"))
+    roundtrip("SignatureDefMap slim->official", slim, tf_metadata_pb2.SignatureDefMap)
+
+    # Sparse and composite tensors: the slim TypeSpecProto reads only the class name; the rest
+    # of it is kept as unknown fields, so the official message comes back equal.
+    off = tf_meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
+    sparse = off.inputs["sparse"].coo_sparse
+    sparse.values_tensor_name = "v:0"
+    sparse.indices_tensor_name = "i:0"
+    sparse.dense_shape_tensor_name = "s:0"
+    ragged = off.inputs["ragged"].composite_tensor
+    ragged.type_spec.type_spec_class = ragged.type_spec.RAGGED_TENSOR_SPEC
+    ragged.type_spec.type_spec_class_name = "RaggedTensorSpec"
+    ragged.type_spec.num_flat_components = 2
+    ragged.type_spec.type_state.tuple_value.values.add().int64_value = 1
+    ragged.components.add(name="c:0", dtype=tf_types_pb2.DT_FLOAT).tensor_shape.dim.add(size=-1)
+    ragged.components.add(name="c:1", dtype=tf_types_pb2.DT_INT64)
+    raw = off.SerializeToString(deterministic=True)
+    slim_sig = meta_graph_pb2.SignatureDef.FromString(raw)
+    check("TensorInfo coo_sparse official->slim",
+          slim_sig.inputs["sparse"].WhichOneof("encoding") == "coo_sparse"
+          and slim_sig.inputs["sparse"].coo_sparse.dense_shape_tensor_name == "s:0")
+    composite = slim_sig.inputs["ragged"].composite_tensor
+    check("TensorInfo composite_tensor official->slim",
+          slim_sig.inputs["ragged"].WhichOneof("encoding") == "composite_tensor"
+          and composite.type_spec.type_spec_class_name == "RaggedTensorSpec"
+          and [(c.name, c.dtype) for c in composite.components]
+          == [("c:0", tensor_pb2.DT_FLOAT), ("c:1", tensor_pb2.DT_INT64)])
+    check("TensorInfo composite_tensor slim->official: equal message",
+          tf_meta_graph_pb2.SignatureDef.FromString(slim_sig.SerializeToString()) == off)
+
+    info = meta_graph_pb2.TensorInfo.DESCRIPTOR
+    tf_info = tf_meta_graph_pb2.TensorInfo.DESCRIPTOR
+    same_fields("TensorInfo", info, tf_info, complete=False)
+    declares_every_field("TensorInfo", info, tf_info)
+    same_fields("TensorInfo.CooSparse", info.nested_types_by_name["CooSparse"],
+                tf_info.nested_types_by_name["CooSparse"], complete=True)
+    same_fields("TensorInfo.CompositeTensor", info.nested_types_by_name["CompositeTensor"],
+                tf_info.nested_types_by_name["CompositeTensor"], complete=False)
+    declares_every_field("TensorInfo.CompositeTensor", info.nested_types_by_name[
+        "CompositeTensor"], tf_info.nested_types_by_name["CompositeTensor"])
+    same_fields("TypeSpecProto", meta_graph_pb2.TypeSpecProto.DESCRIPTOR,
+                tf_info.nested_types_by_name["CompositeTensor"].fields_by_name["type_spec"]
+                .message_type, complete=False)
+    same_fields("SignatureDef", meta_graph_pb2.SignatureDef.DESCRIPTOR,
+                tf_meta_graph_pb2.SignatureDef.DESCRIPTOR, complete=True)
+    same_fields("SignatureDefMap", signature_def_map_pb2.SignatureDefMap.DESCRIPTOR,
+                tf_metadata_pb2.SignatureDefMap.DESCRIPTOR, complete=True)
+    same_fields("SavedModel", saved_model_pb2.SavedModel.DESCRIPTOR,
+                tf_saved_model_pb2.SavedModel.DESCRIPTOR, complete=False)
+    same_fields("MetaGraphDef", meta_graph_pb2.MetaGraphDef.DESCRIPTOR,
+                tf_meta_graph_pb2.MetaGraphDef.DESCRIPTOR, complete=False)
+    same_fields("MetaGraphDef.MetaInfoDef",
+                meta_graph_pb2.MetaGraphDef.DESCRIPTOR.nested_types_by_name["MetaInfoDef"],
+                tf_meta_graph_pb2.MetaGraphDef.MetaInfoDef.DESCRIPTOR, complete=False)
+    check_saved_model()
+
+
+def check_saved_model() -> None:
+    """A SavedModel TensorFlow writes: the slim messages read its tags and every signature to
+    the same bytes as the official ones (a ragged output included)."""
+    import tempfile
+
+    import tensorflow as tf
+
+    class Model(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="dense"),
+                                      tf.TensorSpec([None], tf.string, name="query")])
+        def serve(self, dense, query):
+            ragged = tf.RaggedTensor.from_row_lengths(tf.reshape(dense, [-1]),
+                                                      tf.fill([tf.shape(dense)[0]], 3))
+            return {"scores": tf.reduce_sum(dense, 1) + tf.cast(tf.strings.length(query),
+                                                                  tf.float32),
+                    "ragged": ragged}
+
+    model = Model()
+    with tempfile.TemporaryDirectory() as tmp:
+        tf.saved_model.save(model, tmp, signatures={"serving_default": model.serve})
+        data = (Path(tmp) / "saved_model.pb").read_bytes()
+    official = tf_saved_model_pb2.SavedModel.FromString(data)
+    slim = saved_model_pb2.SavedModel.FromString(data)
+    check("SavedModel: same MetaGraphs and tags",
+          [list(m.meta_info_def.tags) for m in slim.meta_graphs]
+          == [list(m.meta_info_def.tags) for m in official.meta_graphs] == [["serve"]])
+    theirs = official.meta_graphs[0].signature_def
+    ours = slim.meta_graphs[0].signature_def
+    check("SavedModel: same signature names", sorted(ours) == sorted(theirs), str(sorted(ours)))
+    check("SavedModel: has a composite output",
+          ours["serving_default"].outputs["ragged"].WhichOneof("encoding") == "composite_tensor")
+    for key in theirs:
+        back = tf_meta_graph_pb2.SignatureDef.FromString(ours[key].SerializeToString())
+        check(f"SavedModel signature '{key}': slim->official equal", back == theirs[key])
+    dense_only = [k for k, v in theirs.items() if not any(
+        t.WhichOneof("encoding") != "name" for t in [*v.inputs.values(), *v.outputs.values()])]
+    for key in dense_only:
+        check(f"SavedModel signature '{key}': same bytes",
+              ours[key].SerializeToString(deterministic=True)
+              == theirs[key].SerializeToString(deterministic=True))
 
 
 def check_unprovided_methods() -> None:
@@ -529,6 +721,8 @@ def main() -> int:
 
     check_tensor_fields()
     check_metadata()
+    check_examples()
+    check_signatures()
     check_unprovided_methods()
     check_prediction_log(cands)
     check_config_text()
