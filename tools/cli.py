@@ -13,6 +13,7 @@ import sys
 
 from rankserve.loadtest import cli as loadtest_cli
 from rankserve.server.embeddings import cli as embeddings_cli
+from rankserve.server.features import cli as features_cli
 from rankserve.server.modelserver import cli as modelserver_cli
 from rankserve.server.ranking import cli as ranking_cli
 from rankserve.tools import warmup_file
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     modelserver_cli.add_parser(sub)
     ranking_cli.add_parser(sub)
     embeddings_cli.add_parser(sub)
+    features_cli.add_parser(sub)
     warmup_file.add_parser(sub)
     loadtest_cli.add_parser(sub)
     trace_cmd.add_parsers(sub)
