@@ -63,8 +63,9 @@ typecheck: $(STAMP) ## Type-check with mypy (strict for the ranking core, rankse
 	$(PY) -m mypy
 
 # Debian packages the tests run for real: chromium renders the load-test report; prometheus
-# evaluates dashboard queries and ships promtool for the alert-rule tests.
-SYSTEM_DEPS := chromium:chromium promtool:prometheus
+# evaluates dashboard queries and ships promtool for the alert-rule tests; redis-server backs
+# the Redis feature store tests (on a unix socket, no TCP port).
+SYSTEM_DEPS := chromium:chromium promtool:prometheus redis-server:redis-server
 
 .PHONY: system-deps
 system-deps: ## Install the Debian packages the tests need (chromium, prometheus) when missing
@@ -88,9 +89,10 @@ test-unit: $(STAMP) ## Run the unit tests only (fast, no processes)
 	$(PYTEST) -q tests/unit
 
 .PHONY: bench
-bench: $(STAMP) ## Benchmark Rank through the stack (vs the compute floor, a naive client; tracing off vs on)
+bench: $(STAMP) ## Benchmark Rank through the stack (vs the compute floor, a naive client; tracing off vs on; feature fetch)
 	$(PY) -m bench.rank_bench
 	$(PY) -m bench.tracing_bench
+	$(PY) -m bench.features_bench
 
 .PHONY: clean
 clean: ## Remove the virtual environment and caches (demo artifacts stay in ~/.cache/rankserve)

@@ -163,8 +163,9 @@ class RecordLayout:
             fixed_raw = b"".join(r[: self.fixed_bytes] for r in records)
         else:
             fixed_raw = b"".join(records)
-        if len(fixed_raw) != len(records) * self.fixed_bytes or any(
-                len(r) < self.fixed_bytes for r in records):
+        sizes = set(map(len, records))
+        if records and (len(fixed_raw) != len(records) * self.fixed_bytes or (
+                min(sizes) < self.fixed_bytes if self.strings else len(sizes) > 1)):
             raise FeatureTableError(f"{origin}: a record does not match the manifest's layout"
                                     f" ({self.fixed_bytes} bytes of fixed part)")
         fixed = np.frombuffer(fixed_raw, dtype=self.fixed)
