@@ -2,7 +2,7 @@
 
 - embedded tables: the version is written to ``<version>.tmp-<pid>-<random>``, synced, renamed
   into place, and then CURRENT is replaced by rename;
-- Redis: the version is registered, every record is written (pipelined), then the manifest,
+- Redis: the version is registered, every record is written (MSET batches), then the manifest,
   then ``current``; versions beyond ``keep_versions`` are removed last, manifest first.
 
 A kill at any point leaves CURRENT (or ``current``) naming a complete version.
@@ -32,7 +32,9 @@ from rankserve.ranker.redis_features import (
 from rankserve.ranker.table_features import CURRENT, DATA_FILE, MANIFEST_FILE, FeatureManifest
 from rankserve.server.features.checks import Prepared
 
-#: Records per Redis pipeline round trip.
+#: The key of a version's manifest beside its records; no entity may have it.
+MANIFEST_KEY = "manifest"
+#: Records per MSET (one round trip).
 REDIS_BATCH = 2000
 
 
@@ -200,22 +202,23 @@ def write_redis(target: str, manifest: FeatureManifest, prepared: Prepared, pref
         if current is not None and current.decode() == version:
             raise StoreError(f"redis at {address}: {entity} version {version} is the current"
                              " one; import under a new version")
+        if MANIFEST_KEY in prepared.keys:
+            row = prepared.keys.index(MANIFEST_KEY) + 1
+            raise StoreError(f"redis at {address}: key {MANIFEST_KEY!r} (row {row}) names the"
+                             " version's manifest in Redis; rename that entity")
+        # An earlier import of this version that never became current: its keys go first.
+        if client.zscore(versions_key(prefix, entity), version) is not None:
+            _delete_redis_version(client, prefix, entity, version)
         # Registered before any record: a clean-up finds the keys of an import that died.
         client.zadd(versions_key(prefix, entity), {version: time.time()})
-        if client.exists(manifest_key(prefix, entity, version)) or next(
-                client.scan_iter(match=_scan_pattern(f"{prefix}:{entity}:{version}:") + "*",
-                                 count=1000), None) is not None:
-            _delete_redis_version(client, prefix, entity, version)
         layout = RecordLayout(manifest.features)
         columns = {f.info.name: f.values for f in prepared.features}
         valid = {f.info.name: f.valid for f in prepared.features}
         for start in range(0, prepared.rows, REDIS_BATCH):
             stop = min(start + REDIS_BATCH, prepared.rows)
             records = layout.encode(columns, valid, start, stop)
-            pipe = client.pipeline(transaction=False)
-            pipe.mset({record_key(prefix, entity, version, k): r
-                       for k, r in zip(prepared.keys[start:stop], records, strict=True)})
-            pipe.execute()
+            client.mset({record_key(prefix, entity, version, k): r
+                         for k, r in zip(prepared.keys[start:stop], records, strict=True)})
             progress.update(stop)
         client.set(manifest_key(prefix, entity, version), manifest.to_json())
         client.set(current_key(prefix, entity), version)

@@ -190,3 +190,24 @@ async def test_a_hung_redis_is_a_timeout_not_a_hang(tmp_path, server):
         os.kill(server.pid, signal.SIGCONT)
     assert (await store.fetch(["item-1"], ["emb"])).found.tolist() == [True]
     await store.close()
+
+
+def test_an_entity_keyed_manifest_is_refused_in_redis(tmp_path, server):
+    source = tmp_path / "items.csv"
+    source.write_text("id,price\na,1\nmanifest,2\n")
+    with pytest.raises(StoreError, match="key 'manifest' \\(row 2\\) names the version's"):
+        run(ImportOptions("item", source, "id", server.url, "v1"))
+
+
+async def test_a_version_that_never_became_current_can_be_imported_again(tmp_path, server):
+    import redis
+
+    publish(tmp_path, server.url, "v1", rows=10)
+    client = redis.Redis.from_url(server.url)
+    # What a killed import of v2 leaves: registered, some records, no manifest, not current.
+    client.zadd("rankserve:item:versions", {"v2": time.time()})
+    client.set("rankserve:item:v2:stale-item", b"x")
+    publish(tmp_path, server.url, "v2", rows=10)
+    assert client.get("rankserve:item:v2:stale-item") is None
+    assert client.get("rankserve:item:current") == b"v2"
+    client.close()

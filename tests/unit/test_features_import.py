@@ -200,3 +200,21 @@ def test_help_explains_every_flag_with_an_example(capsys):
                  "--default", "--dtype", "--keep-versions", "--allow-nan", "--prefix"):
         assert flag in text
     assert "examples:" in text and "redis://127.0.0.1:6379/0" in text
+
+
+def test_progress_says_rows_done_of_total_and_rate_at_most_once_a_second():
+    import io
+
+    from rankserve.server.features.writers import Progress
+
+    out = io.StringIO()
+    progress = Progress("item features v1", 100_000, out)
+    progress.update(10)  # under a second since the start: quiet
+    progress.started -= 2.0
+    progress.last -= 2.0
+    progress.update(50_000)
+    progress.update(60_000)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("item features v1: 50000/100000 rows, ")
+    assert lines[0].endswith(" rows/s")
