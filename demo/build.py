@@ -94,8 +94,8 @@ def build_spec(num_items: int) -> dict[str, int | str]:
 # stale model can never be served beside a newer context layout or relevance.
 _SOURCES = (
     "demo/vocab.py", "demo/ids.py", "demo/synth.py", "demo/relevance.py", "demo/queries.py",
-    "demo/candidates.py", "demo/trainset.py", "demo/model.py", "ranker/catalog.py",
-    "ranker/context.py", "ranker/retrieval.py",
+    "demo/candidates.py", "demo/trainset.py", "demo/model.py", "demo/features.py",
+    "ranker/catalog.py", "ranker/context.py", "ranker/retrieval.py",
 )  # fmt: skip
 
 
@@ -198,6 +198,9 @@ def _build(tmp: Path, final: Path, spec: dict[str, Any], progress: Progress) -> 
         world.write(paths.catalog_dir, paths.truth_dir, paths.titles_file)
         del world
     maker = CandidateMaker.open(paths.catalog_dir)
+    from rankserve.demo.features import context_dim, write_spec
+
+    write_spec(paths.catalog_dir, maker.catalog.manifest)
     from rankserve.demo.relevance import Truth
 
     truth = Truth.open(paths.truth_dir)
@@ -219,7 +222,7 @@ def _build(tmp: Path, final: Path, spec: dict[str, Any], progress: Progress) -> 
     with _step(progress, f"export: {MODEL_NAME}/1 (SavedModel, signature serving_default)"):
         tfmodel.export(trained, paths.version_dir(1))
         signature = tfmodel.signature_of(paths.version_dir(1))
-        _check_signature(signature, maker.catalog.manifest.context_dim)
+        _check_signature(signature, context_dim(maker.catalog.manifest))
     (tmp / "models.config").write_text(model_config_text(final / "models" / MODEL_NAME))
     from rankserve.demo.evaluate import evaluate
 

@@ -1,8 +1,8 @@
-"""Context vectors and candidates for demo requests, made by the ranker's own code.
+"""Context vectors and candidates for demo requests, made by the code serving uses.
 
-Training and evaluation go through ``ranker.context.ContextEncoder`` and
-``ranker.retrieval.EmbeddingRetriever`` so that the model learns exactly what serving feeds it:
-the same context layout and the same candidates to re-rank.
+Training and evaluation go through ``rankserve.ranker.retrieval.EmbeddingRetriever`` and the
+demo spec's own context layout (``rankserve.demo.features``), so the model learns exactly what
+serving feeds it: the same context and the same candidates to re-rank.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rankserve.demo.features import context_vector
 from rankserve.demo.queries import DemoRequest
 from rankserve.ranker.catalog import Catalog
 from rankserve.ranker.context import ContextEncoder
@@ -45,7 +46,7 @@ class CandidateMaker:
             request.query, request.user_id, request.user_known, request.viewed_item_ids
         )
         cands = self.retriever.retrieve(enc, k)
-        ctx = self.encoder.context(enc, request.device, request.locale)
+        ctx = context_vector(self.catalog, enc, request.device, request.locale)
         return Retrieved(ctx, cands.rows, cands.scores)
 
     def features(self, rows: np.ndarray) -> np.ndarray:

@@ -196,6 +196,8 @@ def synthesize(kind: Kind, catalog_dir: Path, *, requests: int = 8, batch_size: 
         got = maker(d, candidates)
         feats = maker.features(got.rows)
         for b in plan_batches(feats.shape[0], batch_size):
-            items.append(build_request(model, got.context, feats[b]).SerializeToString())
+            # The demo model's two inputs (rankserve.demo.features lays them out).
+            inputs = {"context": got.context.reshape(1, -1), "candidates": feats[b]}
+            items.append(build_request(model, inputs).SerializeToString())
             sizes.append(b.stop - b.start)
     return Payloads("predict", items, desc + f", batches of {batch_size}", sizes)

@@ -3,27 +3,36 @@
 Nothing here imports TensorFlow or server code; it talks to model servers only through the slim
 TF-Serving wire protos in ``rankserve.tfserving.v1``.
 
-Build one for the embedded catalog::
+What a model is fed comes from its feature spec; where features come from is an
+``EntityFeatures`` store per entity kind; where candidates come from is a ``CandidateSource``
+(or the caller)::
 
-    scorer = PredictScorer("127.0.0.1:8500")
-    ranker = Ranker.from_catalog(Catalog.open(path), scorer, RankerConfig())
-    result = await ranker.rank(RankQuery(request_id="r1", query="red shoes"))
+    inputs = InputAssembler(load_spec("spec.yaml"), items=item_store, users=user_store)
+    ranker = Ranker(RankerConfig(), retriever=None, inputs=inputs,
+                    scorer=PredictScorer("127.0.0.1:8500"), caller_source=CallerCandidates)
+    result = await ranker.rank(RankQuery(request_id="r1", candidates=...))
 """
 
 from rankserve.ranker.catalog import Catalog
-from rankserve.ranker.features import CatalogFeatureStore, FeatureStore
+from rankserve.ranker.entity_features import EntityFeatures, FeatureInfo, Fetched
+from rankserve.ranker.model_inputs import InputAssembler, ModelInputs
 from rankserve.ranker.pipeline import Ranker, RankerConfig
 from rankserve.ranker.planner import plan_batches
 from rankserve.ranker.retrieval import CandidateSource
 from rankserve.ranker.routing import Router, RouteRule
 from rankserve.ranker.scoring import PredictScorer, Scorer
+from rankserve.ranker.spec import FeatureSpec, load_spec
 from rankserve.ranker.types import ModelRef, RankQuery, RankResult
 
 __all__ = [
     "CandidateSource",
     "Catalog",
-    "CatalogFeatureStore",
-    "FeatureStore",
+    "EntityFeatures",
+    "FeatureInfo",
+    "FeatureSpec",
+    "Fetched",
+    "InputAssembler",
+    "ModelInputs",
     "ModelRef",
     "PredictScorer",
     "RankQuery",
@@ -33,5 +42,6 @@ __all__ = [
     "RouteRule",
     "Router",
     "Scorer",
+    "load_spec",
     "plan_batches",
 ]

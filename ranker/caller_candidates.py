@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from rankserve.ranker.context import EncodedRequest
 from rankserve.ranker.types import Candidates, RankQuery
 
 
 class CallerCandidates:
     """Returns ``query.candidates`` (at most ``k`` of them) in the caller's order."""
 
-    def retrieve_for(self, query: RankQuery, encoded: EncodedRequest, k: int) -> Candidates:
+    def retrieve_for(self, query: RankQuery, k: int) -> Candidates:
         sent = query.candidates[: max(k, 0)]
         n = len(sent)
         ids = np.empty(n, dtype=object)

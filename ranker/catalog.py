@@ -42,12 +42,6 @@ class Manifest:
     locales: tuple[str, ...]
     seed: int
 
-    @property
-    def context_dim(self) -> int:
-        # Must match ranker.context.ContextEncoder's layout.
-        d = self.embedding_dim
-        return 3 * d + self.user_feature_dim + 1 + (len(self.devices) + 1) + (len(self.locales) + 1)
-
 
 class CatalogFormatError(Exception):
     """The directory is not a catalog this version can read."""

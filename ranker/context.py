@@ -1,15 +1,8 @@
-"""Encodes a request into the model's context vector [C] and the retrieval query vector [D].
+"""Encodes a request into the vectors embedding retrieval over the catalog searches with.
 
-The demo model is trained on vectors made by this same code, so the layout here is the model's
-input contract. Layout (D = embedding dim, K = user feature dim)::
-
-    [0, D)        query embedding: mean of known token embeddings, L2-normalised (or zeros)
-    [D, 2D)       user embedding (zeros for an unknown or anonymous user)
-    [2D, 3D)      mean embedding of the items being viewed, L2-normalised (or zeros)
-    [3D, 3D+K)    user features (zeros for an unknown user)
-    3D+K          1.0 when the user is known
-    next |dev|+1  device one-hot, the last slot for any other device
-    next |loc|+1  locale one-hot, the last slot for any other locale
+D = the catalog's embedding dim: the query (mean of known token embeddings), the user's
+embedding and the mean embedding of the items being viewed, each [D]. What a model is fed is
+not decided here but by its feature spec (``rankserve.ranker.spec``).
 """
 
 from __future__ import annotations
@@ -47,12 +40,7 @@ class EncodedRequest:
 class ContextEncoder:
     def __init__(self, catalog: Catalog) -> None:
         self._cat = catalog
-        m = catalog.manifest
-        self._d = m.embedding_dim
-        self._k = m.user_feature_dim
-        self._devices = {d: i for i, d in enumerate(m.devices)}
-        self._locales = {loc: i for i, loc in enumerate(m.locales)}
-        self.dim = m.context_dim
+        self._d = catalog.manifest.embedding_dim
 
     def encode(
         self,
@@ -79,19 +67,3 @@ class ContextEncoder:
     def retrieval_vector(self, enc: EncodedRequest) -> np.ndarray:
         """The vector retrieval searches with; all zeros when the request says nothing usable."""
         return _normalise(enc.query + 0.5 * enc.user + 0.5 * enc.viewed).astype(np.float32)
-
-    def context(self, enc: EncodedRequest, device: str, locale: str) -> np.ndarray:
-        d, k = self._d, self._k
-        out = np.zeros(self.dim, np.float32)
-        out[0:d] = enc.query
-        out[d : 2 * d] = enc.user
-        out[2 * d : 3 * d] = enc.viewed
-        if enc.user_row is not None:
-            out[3 * d : 3 * d + k] = self._cat.user_features[enc.user_row]
-            out[3 * d + k] = 1.0
-        base = 3 * d + k + 1
-        n_dev = len(self._devices)
-        out[base + self._devices.get(device, n_dev)] = 1.0
-        base += n_dev + 1
-        out[base + self._locales.get(locale, len(self._locales))] = 1.0
-        return out

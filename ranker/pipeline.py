@@ -17,17 +17,15 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from opentelemetry import trace
 
-from rankserve.ranker.catalog import Catalog
-from rankserve.ranker.context import ContextEncoder
-from rankserve.ranker.errors import DeadlineExceeded, ScoringError
-from rankserve.ranker.features import CatalogFeatureStore, FeatureBlock, FeatureStore
+from rankserve.ranker.errors import DeadlineExceeded, InvalidArgument, ScoringError
 from rankserve.ranker.merge import BatchOutcome, MergedPage, merge
 from rankserve.ranker.metrics import RankerMetrics
+from rankserve.ranker.model_inputs import FeatureReport, InputAssembler, ModelInputs
 from rankserve.ranker.planner import plan_batches
 from rankserve.ranker.predict_telemetry import PredictTelemetry
-from rankserve.ranker.retrieval import CandidateSource, EmbeddingRetriever
+from rankserve.ranker.retrieval import CandidateSource
 from rankserve.ranker.routing import Decision, Router, RouteRule
-from rankserve.ranker.scoring import SIGNATURE_MISMATCH, Scorer
+from rankserve.ranker.scoring import SIGNATURE_MISMATCH, Call, Scorer
 from rankserve.ranker.shadow import ShadowRunner
 from rankserve.ranker.stages import StageTimer
 from rankserve.ranker.types import Candidates, ModelRef, RankQuery, RankResult
@@ -78,16 +76,21 @@ class Ranker:
         self,
         config: RankerConfig,
         *,
-        encoder: ContextEncoder,
-        retriever: CandidateSource,
-        features: FeatureStore,
+        retriever: CandidateSource | None,
+        inputs: InputAssembler | Callable[[ModelRef], InputAssembler],
         scorer: Scorer,
-        item_id: Callable[[int], str],
+        caller_source: CandidateSource | None = None,
+        item_id: Callable[[int], str] | None = None,
         router: Callable[[], Router] | None = None,
         tracer: trace.Tracer | None = None,
         metrics: RankerMetrics | None = None,
         version_metrics: VersionMetrics | None = None,
     ) -> None:
+        """``retriever`` finds candidates for requests that bring none (None: every request
+        must bring its own); ``caller_source`` turns the ids a request brings into candidates;
+        ``inputs`` fills a model's inputs as its spec says (one assembler for every model, or
+        one per routed model); ``item_id`` names a retrieved catalog row when a source returns
+        rows without ids."""
         plan_batches(0, config.batch_size)  # validates batch_size early
         self.config = config
         static = Router(config.default_model, config.rules)
@@ -95,9 +98,15 @@ class Ranker:
         self._router = router or (lambda: static)
         self._version_metrics = version_metrics
         self.shadow = ShadowRunner(scorer, version_metrics)
-        self._encoder = encoder
         self._retriever = retriever
-        self._features = features
+        self._caller_source = caller_source
+        if isinstance(inputs, InputAssembler):
+            single = inputs
+            self._inputs: Callable[[ModelRef], InputAssembler] = lambda _model: single
+            self._assemblers = [single]
+        else:
+            self._inputs = inputs
+            self._assemblers = []
         self._scorer = scorer
         self._item_id = item_id
         self._in_flight = asyncio.Semaphore(config.max_in_flight)
@@ -105,24 +114,6 @@ class Ranker:
         self._metrics = metrics
         self._predict = PredictTelemetry(self._tracer, metrics)
         self._closed = False
-
-    @classmethod
-    def from_catalog(
-        cls, catalog: Catalog, scorer: Scorer, config: RankerConfig, *,
-        tracer: trace.Tracer | None = None, metrics: RankerMetrics | None = None,
-    ) -> Ranker:
-        """The embedded setup: retrieval and features from one memory-mapped catalog."""
-        encoder = ContextEncoder(catalog)
-        return cls(
-            config,
-            encoder=encoder,
-            retriever=EmbeddingRetriever(catalog, encoder),
-            features=CatalogFeatureStore(catalog, encoder),
-            scorer=scorer,
-            item_id=catalog.item_id,
-            tracer=tracer,
-            metrics=metrics,
-        )
 
     async def rank(self, query: RankQuery) -> RankResult:
         stages = StageTimer(self._tracer)
@@ -155,7 +146,10 @@ class Ranker:
             return
         self._closed = True
         await self.shadow.drain()
-        for part in (self._scorer, self._retriever, self._features):
+        parts: list[object] = [self._scorer, self._retriever]
+        for assembler in self._assemblers:
+            parts.extend(assembler.stores())
+        for part in parts:
             if isinstance(part, _Closeable):
                 await part.close()
 
@@ -166,20 +160,24 @@ class Ranker:
                     else stages.started + cfg.default_deadline_s)
         k = candidate_count(query, cfg.default_candidates, cfg.max_candidates)
         model = decision.model
+        assembler = self._inputs(model)
+        call = Call(assembler.spec.signature, assembler.spec.output)
 
         with stages.stage("retrieve") as sp:
-            encoded = self._encoder.encode(
-                query.query, query.user_id, query.user_known, query.viewed_item_ids
-            )
-            cands = self._retriever.retrieve_for(query, encoded, k)
-            sp.set_attribute("rankserve.candidates", int(cands.rows.shape[0]))
+            cands = self._retrieve(query, k)
+            sp.set_attribute("rankserve.candidates", int(cands.scores.shape[0]))
 
-        with stages.stage("features"):
-            ctx = self._features.context(query, encoded)
-            feats = self._features.candidates(cands.rows)
+        with stages.stage("features") as sp:
+            ids = self._ids(cands)
+            inputs, report = await assembler.assemble(query, ids,
+                                                      caller_ids=bool(query.candidates))
+            if report.dropped.size:
+                cands, ids = _without(cands, ids, report.dropped)
+            sp.set_attribute("rankserve.features.missing_values", report.missing_values)
+            sp.set_attribute("rankserve.features.unknown_candidates", report.unknown_candidates)
 
         with stages.stage("plan") as sp:
-            batches = plan_batches(int(cands.rows.shape[0]), cfg.batch_size)
+            batches = plan_batches(inputs.rows, cfg.batch_size)
             sp.set_attribute("rankserve.batches", len(batches))
 
         if batches:
@@ -187,21 +185,38 @@ class Ranker:
         with stages.stage("score") as sp:
             # Tasks copy the current context, so every batch span is a child of this one.
             outcomes = await asyncio.gather(
-                *(self._score(model, ctx.values, feats.values[b], b, i, deadline)
+                *(self._score(model, inputs, b, i, deadline, call)
                   for i, b in enumerate(batches))
             )
             sp.set_attribute("rankserve.failed_batches", sum(not o.ok for o in outcomes))
         _raise_config_error(model, outcomes)
         self._observe_scores(model, outcomes)
         if decision.shadow is not None and batches:
-            self.shadow.submit(decision.experiment, decision.shadow, ctx.values, feats.values,
-                               batches)
+            self.shadow.submit(decision.experiment, decision.shadow, inputs, batches, call)
 
         with stages.stage("merge") as sp:
-            page = self._merge(query, cands, outcomes, ctx, feats)
+            page = self._merge(query, cands, ids, outcomes, report)
             sp.set_attribute("rankserve.degraded", page.degradation.degraded)
 
         return self._result(query, model, decision, cands, page, stages, len(batches))
+
+    def _retrieve(self, query: RankQuery, k: int) -> Candidates:
+        if query.candidates:
+            if self._caller_source is None:
+                raise InvalidArgument("this ranker does not take candidates from the caller")
+            return self._caller_source.retrieve_for(query, k)
+        if self._retriever is None:
+            raise InvalidArgument("this ranker has no retrieval of its own: send the"
+                                  " candidates to rank in RankRequest.candidates")
+        return self._retriever.retrieve_for(query, k)
+
+    def _ids(self, cands: Candidates) -> list[str]:
+        if cands.ids is not None:
+            return [str(i) for i in cands.ids.tolist()]
+        if self._item_id is None:
+            raise RuntimeError("a candidate source returned rows without ids, and the ranker"
+                               " has no catalog to name them")
+        return [self._item_id(int(r)) for r in cands.rows.tolist()]
 
     def _check_score_budget(self, deadline: float) -> None:
         cfg = self.config
@@ -213,18 +228,22 @@ class Ranker:
                 f" scoring needs at least {need_ms:.0f} ms: raise the call's deadline"
             )
 
-    def _merge(self, query: RankQuery, cands: Candidates, outcomes: list[BatchOutcome],
-               ctx: FeatureBlock, feats: FeatureBlock) -> MergedPage:
-        page = merge(outcomes, int(cands.rows.shape[0]), query.page_size,
-                     lambda pos: self._item_id(int(cands.rows[pos])), cands.scores, query.debug)
-        reasons = page.degradation.reasons
+    def _merge(self, query: RankQuery, cands: Candidates, ids: list[str],
+               outcomes: list[BatchOutcome], report: FeatureReport) -> MergedPage:
+        page = merge(outcomes, len(ids), query.page_size, ids.__getitem__, cands.scores,
+                     query.debug)
+        degradation = page.degradation
+        reasons = degradation.reasons
         if cands.fallback_reason:
             reasons.append(f"retrieval: {cands.fallback_reason}")
-        if feats.nonfinite or ctx.nonfinite:
-            reasons.append(
-                f"{feats.nonfinite + ctx.nonfinite} non-finite feature values replaced by 0"
-                f" ({feats.nonfinite_rows} candidates, {ctx.nonfinite} in the context)"
-            )
+        reasons.extend(report.reasons)
+        if report.nonfinite:
+            reasons.append(f"{report.nonfinite} non-finite feature values replaced by 0"
+                           f" ({report.nonfinite_rows} candidates)")
+        degradation.degraded = degradation.degraded or report.degraded
+        degradation.unknown_candidates = report.unknown_candidates
+        degradation.dropped_candidates = int(report.dropped.size)
+        degradation.missing_feature_values = report.missing_values
         return page
 
     def _result(self, query: RankQuery, model: ModelRef, decision: Decision, cands: Candidates,
@@ -241,7 +260,7 @@ class Ranker:
             items=page.items,
             model=model,
             model_version=page.model_version,
-            candidates_retrieved=int(cands.rows.shape[0]),
+            candidates_retrieved=int(cands.scores.shape[0]),
             candidates_scored=page.candidates_scored,
             degradation=page.degradation,
             timings=timings,
@@ -273,16 +292,16 @@ class Ranker:
             m.fallback_candidates.inc(page.degradation.fallback_candidates)
 
     async def _score(
-        self, model: ModelRef, context: np.ndarray, candidates: np.ndarray, batch: slice,
-        index: int, deadline: float,
+        self, model: ModelRef, inputs: ModelInputs, batch: slice, index: int, deadline: float,
+        call: Call,
     ) -> BatchOutcome:
+        rows = batch.stop - batch.start
         return await self._predict.batch(
-            model, index, int(candidates.shape[0]),
-            self._score_batch(model, context, candidates, batch, deadline))
+            model, index, rows, self._score_batch(model, inputs, batch, rows, deadline, call))
 
     async def _score_batch(
-        self, model: ModelRef, context: np.ndarray, candidates: np.ndarray, batch: slice,
-        deadline: float,
+        self, model: ModelRef, inputs: ModelInputs, batch: slice, rows: int, deadline: float,
+        call: Call,
     ) -> BatchOutcome:
         async with self._in_flight:
             # Measured after the wait for a slot: time spent queued is time the call lacks.
@@ -292,13 +311,24 @@ class Ranker:
                                     error_message="no time left for this batch")
             try:
                 async with asyncio.timeout(timeout + _SCORER_SLACK_S):
-                    scored = await self._scorer.score(model, context, candidates, timeout)
+                    scored = await self._scorer.score(model, inputs.batch(batch), rows, timeout,
+                                                      call)
             except ScoringError as exc:
                 return BatchOutcome(batch, error_status=exc.status, error_message=exc.message)
             except TimeoutError:
                 return BatchOutcome(batch, error_status="DEADLINE_EXCEEDED",
                                     error_message="the scorer did not answer in time")
         return BatchOutcome(batch, scores=scored.scores, model_version=scored.model_version)
+
+
+def _without(cands: Candidates, ids: list[str], positions: np.ndarray
+             ) -> tuple[Candidates, list[str]]:
+    """The candidates minus those at ``positions`` (dropped by the spec's policy)."""
+    keep = np.ones(len(ids), dtype=bool)
+    keep[positions] = False
+    kept_ids = [i for i, k in zip(ids, keep.tolist(), strict=True) if k]
+    return (Candidates(cands.rows[keep], cands.scores[keep], cands.embedding_version,
+                       cands.fallback_reason, np.asarray(kept_ids, dtype=object)), kept_ids)
 
 
 def _raise_config_error(model: ModelRef, outcomes: list[BatchOutcome]) -> None:

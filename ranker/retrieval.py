@@ -24,11 +24,11 @@ class CandidateSource(Protocol):
     """Where a request's candidates come from: an embedded index, an ANN index with a served
     tower model, or the ids the caller sent.
 
-    A source gets the request as the caller sent it (ids, user, viewed items) and as the
-    encoder read it, and returns at most ``k`` candidates in retrieval order.
+    A source gets the request as the caller sent it (query, user, viewed items, candidate
+    ids) and returns at most ``k`` candidates in retrieval order.
     """
 
-    def retrieve_for(self, query: RankQuery, encoded: EncodedRequest, k: int) -> Candidates: ...
+    def retrieve_for(self, query: RankQuery, k: int) -> Candidates: ...
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -49,7 +49,9 @@ class EmbeddingRetriever:
         self._pop = np.asarray(catalog.item_popularity, dtype=np.float32)
         self._encoder = encoder
 
-    def retrieve_for(self, query: RankQuery, encoded: EncodedRequest, k: int) -> Candidates:
+    def retrieve_for(self, query: RankQuery, k: int) -> Candidates:
+        encoded = self._encoder.encode(query.query, query.user_id, query.user_known,
+                                       query.viewed_item_ids)
         return self.retrieve(encoded, k)
 
     def retrieve(self, encoded: EncodedRequest, k: int) -> Candidates:

@@ -8,7 +8,8 @@ cost more than a 25-row inference. There are no retries here: Envoy retries mode
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
@@ -25,8 +26,6 @@ from rankserve.tfserving.v1 import model_pb2, predict_pb2, prediction_service_pb
 
 log = logging.getLogger(__name__)
 
-CONTEXT_INPUT = "context"
-CANDIDATES_INPUT = "candidates"
 SCORES_OUTPUT = "scores"
 # A model whose outputs do not match the scoring signature is a deployment error, not a
 # transient one: the pipeline fails the request instead of hiding it behind fallback scores.
@@ -34,40 +33,52 @@ SIGNATURE_MISMATCH = "FAILED_PRECONDITION"
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
+@dataclass(frozen=True)
+class Call:
+    """How a model is called: its signature and the output that holds the scores (from the
+    model's feature spec)."""
+
+    signature: str = ""
+    output: str = SCORES_OUTPUT
+
+
 class Scorer(Protocol):
     async def score(
-        self, model: ModelRef, context: np.ndarray, candidates: np.ndarray, timeout_s: float
+        self, model: ModelRef, inputs: Mapping[str, np.ndarray], rows: int, timeout_s: float,
+        call: Call = Call(),
     ) -> ScoredBatch: ...
 
 
 def build_request(
-    model: ModelRef, context: np.ndarray, candidates: np.ndarray, signature_name: str = ""
+    model: ModelRef, inputs: Mapping[str, np.ndarray], signature_name: str = ""
 ) -> predict_pb2.PredictRequest:
+    """A PredictRequest carrying ``inputs`` (numbers as tensor_content, strings as string_val)."""
     spec = model_pb2.ModelSpec(name=model.name, signature_name=signature_name)
     if model.version is not None:
         spec.version.CopyFrom(wrappers_pb2.Int64Value(value=model.version))
     elif model.label:
         spec.version_label = model.label
     req = predict_pb2.PredictRequest(model_spec=spec)
-    fill_tensor_proto(req.inputs[CONTEXT_INPUT], np.asarray(context).reshape(1, -1))
-    fill_tensor_proto(req.inputs[CANDIDATES_INPUT], candidates)
+    for name, values in inputs.items():
+        fill_tensor_proto(req.inputs[name], values)
     return req
 
 
 def parse_response(
-    model: ModelRef, resp: predict_pb2.PredictResponse, rows: int
+    model: ModelRef, resp: predict_pb2.PredictResponse, rows: int, output: str = SCORES_OUTPUT
 ) -> ScoredBatch:
-    if SCORES_OUTPUT not in resp.outputs:
+    if output not in resp.outputs:
         raise ScoringError(
             SIGNATURE_MISMATCH,
-            f"model {model} returned outputs {sorted(resp.outputs)}, expected '{SCORES_OUTPUT}':"
-            " serve a model with the ranking signature (context, candidates -> scores)",
+            f"model {model} returned outputs {sorted(resp.outputs)}, expected '{output}': set"
+            " the spec's output to the one that holds the scores",
         )
     try:
         # One score per row, 8 bytes at most: a reply declaring more is refused undecoded.
-        scores = from_tensor_proto(resp.outputs[SCORES_OUTPUT], max_bytes=rows * 8)
+        scores = from_tensor_proto(resp.outputs[output], max_bytes=rows * 8)
     except TensorFormatError as exc:
-        raise ScoringError(SIGNATURE_MISMATCH, f"model {model}: output 'scores': {exc}") from None
+        raise ScoringError(SIGNATURE_MISMATCH, f"model {model}: output '{output}': {exc}"
+                           ) from None
     scores = scores.reshape(-1) if scores.size == rows else scores
     if scores.shape != (rows,):
         raise ScoringError(
@@ -98,7 +109,6 @@ class PredictScorer:
         compression: str = "none",
         gzip_min_bytes: int = 16384,
         max_message_bytes: int = 64 * 1024 * 1024,
-        signature_name: str = "",
         on_request: Callable[[predict_pb2.PredictRequest, int], None] | None = None,
         metrics: RankerMetrics | None = None,
     ) -> None:
@@ -107,7 +117,6 @@ class PredictScorer:
         self.target = target
         self._gzip = compression == "gzip"
         self._gzip_min = gzip_min_bytes
-        self._signature = signature_name
         self._on_request = on_request
         self._metrics = metrics
         self._channel = grpc.aio.insecure_channel(
@@ -134,9 +143,10 @@ class PredictScorer:
         await self._channel.close()
 
     async def score(
-        self, model: ModelRef, context: np.ndarray, candidates: np.ndarray, timeout_s: float
+        self, model: ModelRef, inputs: Mapping[str, np.ndarray], rows: int, timeout_s: float,
+        call: Call = Call(),
     ) -> ScoredBatch:
-        req = build_request(model, context, candidates, self._signature)
+        req = build_request(model, inputs, call.signature)
         if self._on_request is not None:
             self._on_request(req, batch_index())
         # The encoded size without encoding (about 1.5 us): the gzip threshold, the span and the
@@ -154,4 +164,4 @@ class PredictScorer:
                                             metadata=tuple(carrier.items()) or None)
         except grpc.aio.AioRpcError as exc:
             raise ScoringError(exc.code().name, exc.details() or exc.code().name) from None
-        return parse_response(model, resp, candidates.shape[0])
+        return parse_response(model, resp, rows, call.output)

@@ -13,7 +13,8 @@ import logging
 import numpy as np
 
 from rankserve.ranker.experiments import Arm
-from rankserve.ranker.scoring import Scorer
+from rankserve.ranker.model_inputs import ModelInputs
+from rankserve.ranker.scoring import Call, Scorer
 from rankserve.ranker.version_metrics import VersionMetrics
 
 log = logging.getLogger(__name__)
@@ -29,22 +30,25 @@ class ShadowRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self.outcomes: dict[str, int] = {"ok": 0, "error": 0, "dropped": 0}
 
-    def submit(self, experiment: str, arm: Arm, context: np.ndarray, candidates: np.ndarray,
-               batches: list[slice]) -> None:
+    def submit(self, experiment: str, arm: Arm, inputs: ModelInputs, batches: list[slice],
+               call: Call) -> None:
+        """Scores a copy of the request's inputs with ``arm``'s model (the live model's spec
+        fills them, so the shadow model must take the same inputs)."""
         if len(self._tasks) >= self._max:
             self._count(experiment, arm, "dropped")
             return
         task = asyncio.get_running_loop().create_task(
-            self._run(experiment, arm, context, candidates, batches))
+            self._run(experiment, arm, inputs, batches, call))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, experiment: str, arm: Arm, context: np.ndarray,
-                   candidates: np.ndarray, batches: list[slice]) -> None:
+    async def _run(self, experiment: str, arm: Arm, inputs: ModelInputs, batches: list[slice],
+                   call: Call) -> None:
         try:
             async with asyncio.timeout(self._timeout):
                 results = await asyncio.gather(*(
-                    self._scorer.score(arm.model, context, candidates[b], self._timeout)
+                    self._scorer.score(arm.model, inputs.batch(b), b.stop - b.start,
+                                       self._timeout, call)
                     for b in batches))
         except Exception as exc:  # noqa: BLE001 - a shadow's failure is counted, never raised
             log.debug("shadow arm %s/%s failed: %s", experiment, arm.name, exc)

@@ -20,6 +20,8 @@ _TO_DTYPE: dict[np.dtype[Any], tensor_pb2.DataType] = {
     np.dtype(np.int32): tensor_pb2.DT_INT32,
     np.dtype(np.int64): tensor_pb2.DT_INT64,
     np.dtype(np.float16): tensor_pb2.DT_HALF,
+    # One byte per value, as TensorFlow lays DT_BOOL out, so tensor_content carries it too.
+    np.dtype(np.bool_): tensor_pb2.DT_BOOL,
 }
 _FROM_DTYPE: dict[tensor_pb2.DataType, tuple[np.dtype[Any], str]] = {
     tensor_pb2.DT_FLOAT: (np.dtype("<f4"), "float_val"),
@@ -44,8 +46,19 @@ def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
 
 
 def fill_tensor_proto(proto: tensor_pb2.TensorProto, array: np.ndarray) -> tensor_pb2.TensorProto:
-    """Writes ``array`` into an empty ``proto`` (e.g. a request's map entry, saving a copy)."""
+    """Writes ``array`` into an empty ``proto`` (e.g. a request's map entry, saving a copy).
+
+    Numbers and booleans go as ``tensor_content``; strings (object arrays of bytes or str) as
+    ``string_val``, the only way TensorFlow carries them.
+    """
     arr = np.asarray(array)
+    if arr.dtype.kind in ("O", "S", "U"):
+        proto.dtype = tensor_pb2.DT_STRING
+        for size in arr.shape:
+            proto.tensor_shape.dim.add(size=int(size))
+        proto.string_val.extend(
+            v if isinstance(v, bytes) else str(v).encode() for v in arr.ravel().tolist())
+        return proto
     dtype = _TO_DTYPE.get(arr.dtype.newbyteorder("="))
     if dtype is None:
         raise TensorFormatError(f"unsupported dtype {arr.dtype}")

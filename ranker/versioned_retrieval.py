@@ -23,7 +23,7 @@ import numpy as np
 from opentelemetry import trace
 
 from rankserve.ranker.catalog import Catalog
-from rankserve.ranker.context import EncodedRequest, tokenize
+from rankserve.ranker.context import tokenize
 from rankserve.ranker.embedding_store import (
     ITEMS,
     TOWER,
@@ -182,11 +182,12 @@ class VersionedRetriever:
         return Pick(chosen, top, "newest versions are not paired: " + ", ".join(
             f"{side} at version {v}" for side, v in newest.items() if v is not None))
 
-    def retrieve_for(self, query: RankQuery, encoded: EncodedRequest, k: int) -> Candidates:
+    def retrieve_for(self, query: RankQuery, k: int) -> Candidates:
         span = trace.get_current_span()
         snap = self._snapshot()
         tokens = [t for t in tokenize(query.query) if t in self._cat.vocab]
-        user_needed = encoded.user_row is not None
+        user_needed = (query.user_known and bool(query.user_id)
+                       and self._cat.user_row(query.user_id) is not None)
         viewed_rows = [r for r in (self._cat.item_row(i) for i in query.viewed_item_ids)
                        if r is not None]
         if not tokens and not user_needed and not viewed_rows:

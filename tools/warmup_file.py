@@ -35,6 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="Catalog the ranker serves (contexts and features come from it).")
     parser.add_argument("--version-dir", required=True, metavar="DIR",
                         help="The model version directory (holding saved_model.pb).")
+    parser.add_argument("--spec", default="", metavar="FILE",
+                        help="Feature spec of the model (default: spec.yaml in --catalog-dir).")
     parser.add_argument("--model-name", default="ranker", metavar="NAME",
                         help="Model name put in each request (default %(default)s).")
     parser.add_argument("--requests", type=int, default=32, metavar="N",
@@ -48,35 +50,47 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def synthesize(catalog_dir: str, model_name: str, count: int, batch_sizes: list[int],
-               seed: int = 0) -> list[bytes]:
+               seed: int = 0, spec_path: str = "") -> list[bytes]:
+    """Predict requests as the ranker sends them: sample queries, retrieval, and the model's
+    inputs filled by its feature spec (``spec_path``, or spec.yaml in the catalog)."""
+    import asyncio
+
     import numpy as np
 
     from rankserve.ranker.catalog import Catalog
+    from rankserve.ranker.catalog_features import catalog_items, catalog_users
     from rankserve.ranker.context import ContextEncoder
-    from rankserve.ranker.features import CatalogFeatureStore
+    from rankserve.ranker.model_inputs import InputAssembler
+    from rankserve.ranker.request_features import load_provider
     from rankserve.ranker.retrieval import EmbeddingRetriever
     from rankserve.ranker.scoring import build_request
+    from rankserve.ranker.spec import load_spec
     from rankserve.ranker.types import ModelRef, RankQuery
 
     catalog = Catalog.open(catalog_dir)
-    enc = ContextEncoder(catalog)
-    retriever = EmbeddingRetriever(catalog, enc)
-    features = CatalogFeatureStore(catalog, enc)
+    spec = load_spec(spec_path or Path(catalog_dir) / "spec.yaml")
+    assembler = InputAssembler(
+        spec, items=catalog_items(catalog), users=catalog_users(catalog),
+        providers=[load_provider(p, catalog) for p in spec.request_features])
+    retriever = EmbeddingRetriever(catalog, ContextEncoder(catalog))
     rng = np.random.default_rng(seed)
     words = sorted(catalog.vocab)
     users = [s.decode() for s in catalog.user_ids.tolist()]
-    out = []
-    for i in range(count):
+
+    async def one(i: int) -> bytes:
         text = " ".join(rng.choice(words, size=int(rng.integers(1, 4))).tolist())
         user = users[int(rng.integers(len(users)))] if users and i % 2 else ""
         query = RankQuery(f"warmup-{i}", query=text, user_id=user, user_known=bool(user))
-        encoded = enc.encode(query.query, query.user_id, query.user_known, ())
         b = batch_sizes[i % len(batch_sizes)]
-        rows = retriever.retrieve(encoded, b).rows
-        ctx = features.context(query, encoded).values
-        request = build_request(ModelRef(model_name), ctx, features.candidates(rows).values)
-        out.append(request.SerializeToString())
-    return out
+        rows = retriever.retrieve_for(query, b).rows
+        inputs, _ = await assembler.assemble(query, [catalog.item_id(int(r)) for r in rows])
+        batch = inputs.batch(slice(0, inputs.rows))
+        return build_request(ModelRef(model_name), batch, spec.signature).SerializeToString()
+
+    async def all_of() -> list[bytes]:
+        return [await one(i) for i in range(count)]
+
+    return asyncio.run(all_of())
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -97,10 +111,12 @@ def handle(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     from rankserve.ranker.catalog import CatalogFormatError
+    from rankserve.ranker.spec import SpecError
 
     try:
-        requests = synthesize(args.catalog_dir, args.model_name, args.requests, sizes, args.seed)
-    except CatalogFormatError as exc:
+        requests = synthesize(args.catalog_dir, args.model_name, args.requests, sizes, args.seed,
+                              args.spec)
+    except (CatalogFormatError, SpecError) as exc:
         print(f"rankserve warmup-file: {exc}", file=sys.stderr)
         return 2
     from rankserve.server.modelserver.warmup import write_warmup

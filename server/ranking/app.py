@@ -16,15 +16,21 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 from threadpoolctl import threadpool_limits
 
+from rankserve.ranker.caller_candidates import CallerCandidates
 from rankserve.ranker.catalog import Catalog, CatalogFormatError
+from rankserve.ranker.catalog_features import catalog_items, catalog_users
 from rankserve.ranker.context import ContextEncoder
 from rankserve.ranker.embedding_store import EmbeddingStore
-from rankserve.ranker.features import CatalogFeatureStore
+from rankserve.ranker.entity_features import EntityFeatures
+from rankserve.ranker.feature_stores import open_store
 from rankserve.ranker.metrics import RankerMetrics
+from rankserve.ranker.model_inputs import InputAssembler
 from rankserve.ranker.pipeline import Ranker, RankerConfig
-from rankserve.ranker.retrieval import EmbeddingRetriever
+from rankserve.ranker.request_features import load_provider
+from rankserve.ranker.retrieval import CandidateSource, EmbeddingRetriever
 from rankserve.ranker.routing_config import RoutingConfigError, RoutingPolicyFile
 from rankserve.ranker.scoring import PredictScorer
+from rankserve.ranker.spec import FeatureSpec, SpecError, load_spec
 from rankserve.ranker.types import ModelRef
 from rankserve.ranker.version_metrics import VersionMetrics
 from rankserve.ranker.versioned_retrieval import VersionedRetriever
@@ -84,10 +90,10 @@ class RankingApp:
         span_exporter=None,
     ) -> None:
         s = self.settings = settings
-        # Files first: a bad catalog or routing file fails before any thread or channel exists.
-        if not s.catalog_dir:
-            raise CatalogFormatError("no catalog directory: set --catalog-dir")
-        catalog = Catalog.open(s.catalog_dir)
+        # Files first: a bad catalog, spec or routing file fails before any thread or channel
+        # exists.
+        catalog = Catalog.open(s.catalog_dir) if s.catalog_dir else None
+        self.spec = _spec_of(s)
         self.routing: RoutingPolicyFile | None = None
         if s.routing_config:
             self.routing = RoutingPolicyFile(s.routing_config, s.routing_check_s)
@@ -119,19 +125,24 @@ class RankingApp:
         self.address = ""
         self.metrics_address = ""
 
-    def _build_ranker(self, catalog: Catalog, tracer: trace.Tracer) -> Ranker:
+    def _build_ranker(self, catalog: Catalog | None, tracer: trace.Tracer) -> Ranker:
         s = self.settings
-        encoder = ContextEncoder(catalog)
-        if s.embeddings_root:
+        retriever: CandidateSource | None = None
+        if catalog is not None and s.embeddings_root:
             retriever = VersionedRetriever(
                 catalog, EmbeddingStore(s.embeddings_root, s.embedding_model),
                 refresh_s=s.embedding_refresh_s, metrics=self.version_metrics)
-        else:
-            retriever = EmbeddingRetriever(catalog, encoder)
+        elif catalog is not None:
+            retriever = EmbeddingRetriever(catalog, ContextEncoder(catalog))
+        items = _store(s.item_features, "item", catalog)
+        users = _store(s.user_features, "user", catalog)
+        providers = [load_provider(p, catalog) for p in self.spec.request_features]
+        inputs = InputAssembler(self.spec, items=items, users=users, providers=providers)
         return Ranker(
-            ranker_config(s), encoder=encoder, retriever=retriever,
-            features=CatalogFeatureStore(catalog, encoder), scorer=self._scorer,
-            item_id=catalog.item_id, router=self.routing.current if self.routing else None,
+            ranker_config(s), retriever=retriever, inputs=inputs, scorer=self._scorer,
+            caller_source=CallerCandidates(),
+            item_id=catalog.item_id if catalog is not None else None,
+            router=self.routing.current if self.routing else None,
             tracer=tracer, metrics=self.metrics, version_metrics=self.version_metrics)
 
     def _build_server(
@@ -167,7 +178,8 @@ class RankingApp:
         self.address = f"{host}:{self.port}"
         announce_ready(log, "rankserve ranker", self.address,
                        metrics_address=self.metrics_address, ready_file=s.ready_file,
-                       detail=f"model target {s.model_target}, catalog {s.catalog_dir}")
+                       detail=f"model target {s.model_target}, spec {self.spec.origin},"
+                              f" catalog {s.catalog_dir or 'none'}")
         return self.port
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -191,6 +203,27 @@ class RankingApp:
         shutdown_provider(self.tracer_provider)
 
 
+def _spec_of(settings: RankerSettings) -> FeatureSpec:
+    if settings.spec:
+        return load_spec(settings.spec)
+    if settings.catalog_dir:
+        default = Path(settings.catalog_dir) / "spec.yaml"
+        if default.is_file():
+            return load_spec(default)
+    raise SpecError("no feature spec: set --spec FILE (what fills the model's inputs), or put"
+                    " spec.yaml in --catalog-dir")
+
+
+def _store(url: str, entity: str, catalog: Catalog | None) -> EntityFeatures | None:
+    """The store an --item-features / --user-features value names; the catalog's arrays when
+    empty (None without a catalog: a spec naming such features is refused at start-up)."""
+    if url:
+        return open_store(url, entity)
+    if catalog is None:
+        return None
+    return catalog_items(catalog) if entity == "item" else catalog_users(catalog)
+
+
 def run(settings: RankerSettings) -> int:
     """Serves until SIGTERM or SIGINT; returns the process exit code."""
     if not logging.getLogger().handlers:
@@ -198,7 +231,7 @@ def run(settings: RankerSettings) -> int:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(_serve(settings))
-    except (CatalogFormatError, FileNotFoundError, RoutingConfigError) as exc:
+    except (CatalogFormatError, FileNotFoundError, RoutingConfigError, SpecError) as exc:
         print(f"rankserve ranker: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:

@@ -22,7 +22,21 @@ class RankerSettings(BaseSettings):
         9464, ge=0, le=65535,
         description="Port of the Prometheus /metrics endpoint (on host); 0 picks a free one.")
     catalog_dir: str = Field(
-        "", description="Directory of the embedded catalog (item ids, features, embeddings).")
+        "", description="Directory of the embedded catalog (item ids, features, embeddings):"
+        " retrieval over its embeddings, and its arrays as item and user features. Empty:"
+        " no retrieval of its own (requests bring their candidates) and features only from"
+        " --item-features / --user-features.")
+    spec: str = Field(
+        "", description="Feature spec of the model (YAML or JSON): its signature inputs and"
+        " the item, user and request features that fill them. Empty: spec.yaml in"
+        " --catalog-dir.")
+    item_features: str = Field(
+        "", description="Item feature store: a table directory written by `rankserve features"
+        " import`, redis://HOST:PORT/DB or unix:///PATH for Redis, or empty for the catalog's"
+        " arrays.")
+    user_features: str = Field(
+        "", description="User feature store, as --item-features; empty for the catalog's"
+        " arrays.")
     model_target: str = Field(
         "127.0.0.1:8500",
         description="host:port of Envoy or of one model server speaking TF Serving's Predict.")

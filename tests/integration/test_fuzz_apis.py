@@ -1,11 +1,11 @@
 """Property-based fuzzing of both gRPC APIs against real server processes.
 
-Generated and mutated RankRequests and PredictRequests, truncated and garbage frames, declared
-shapes that overflow or disagree with their content, huge dims with tiny payloads, negative
-dims, unknown dtypes, long repeated fields and metadata floods go to a ranking server and a
-model server over loopback. Every case must get a precise status in time: never INTERNAL or
-UNKNOWN, never a deadline the client had to enforce, never a parser's text; no process dies
-and neither grows past a ceiling.
+Generated and mutated RankRequests (with caller candidates and request features) and
+PredictRequests, truncated and garbage frames, declared shapes that overflow or disagree with
+their content, huge dims with tiny payloads, negative dims, unknown dtypes, long repeated fields
+and metadata floods go to a ranking server and a model server over loopback. Every case must get
+a precise status in time: never INTERNAL or UNKNOWN, never a deadline the client had to enforce,
+never a parser's text; no process dies and neither grows past a ceiling.
 
 CI runs RANKSERVE_FUZZ_CASES (default 1000) cases per API; a nightly run sets it to 10000.
 """
@@ -232,6 +232,26 @@ def rank_requests(draw) -> bytes:
         request.context.viewed_item_ids.extend(draw(st.lists(
             st.one_of(st.sampled_from(["item-00001", "item-00042"]), st.text(max_size=40)),
             max_size=draw(st.sampled_from([5, 500, 5000])))))
+    if draw(st.booleans()):  # the caller's own candidates: duplicates, unknown, empty ids
+        ids = st.one_of(st.sampled_from(["item-00001", "item-00042", "item-01999", ""]),
+                        st.text(max_size=40))
+        for item_id in draw(st.lists(ids, max_size=draw(st.sampled_from([5, 60, 6000])))):
+            request.candidates.add(id=item_id, retrieval_score=draw(
+                st.one_of(st.just(0.0), st.floats(width=32))))
+    for name in draw(st.lists(st.one_of(st.sampled_from(["segment", "query", "price"]),
+                                        st.text(max_size=20)), max_size=4)):
+        value = request.request_features[name]
+        kind = draw(st.sampled_from(["float", "int", "string", "bool", "floats", "unset"]))
+        if kind == "float":
+            value.float_value = draw(st.floats())
+        elif kind == "int":
+            value.int_value = draw(st.integers(-(2**63), 2**63 - 1))
+        elif kind == "string":
+            value.string_value = draw(st.text(max_size=50))
+        elif kind == "bool":
+            value.bool_value = draw(st.booleans())
+        elif kind == "floats":
+            value.float_list.values.extend(draw(st.lists(st.floats(width=32), max_size=300)))
     if draw(st.booleans()):
         request.model.name = draw(st.one_of(st.just("ranker"), st.text(max_size=60)))
         choice = draw(st.sampled_from(["version", "label", "none"]))

@@ -38,4 +38,18 @@ def make_catalog(path: Path, num_items: int = 3000, num_features: int = 300, dim
         locales=LOCALES,
         seed=seed,
     )
+    write_spec(path, num_features, dim + user_dim + 1)
     return path
+
+
+def write_spec(catalog_dir: Path, num_features: int, context_width: int) -> Path:
+    """A spec for the test models (``candidates @ w + context.sum()``): the catalog's item
+    features per candidate, and the user's embedding, features and presence as the context."""
+    spec = catalog_dir / "spec.yaml"
+    spec.write_text(
+        "inputs:\n"
+        f"  - {{name: candidates, per: candidate, dtype: float32, shape: [{num_features}],"
+        " features: [item.features]}\n"
+        f"  - {{name: context, per: request, dtype: float32, shape: [{context_width}],"
+        " features: [user.embedding, user.features, user.found]}\n")
+    return spec

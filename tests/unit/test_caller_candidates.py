@@ -20,7 +20,7 @@ def test_is_a_candidate_source():
 def test_keeps_the_callers_order_and_scores():
     # Not descending on purpose: the caller's order is the retrieval order whatever it scored.
     q = _query(("z", 0.5), ("a", 2.0), ("m", -1.0))
-    got = CallerCandidates().retrieve_for(q, None, 1000)
+    got = CallerCandidates().retrieve_for(q, 1000)
     assert got.ids is not None and got.ids.dtype == object
     assert got.ids.tolist() == ["z", "a", "m"]
     assert got.rows.dtype == np.int64 and got.rows.tolist() == [0, 1, 2]
@@ -30,26 +30,26 @@ def test_keeps_the_callers_order_and_scores():
 
 def test_no_scores_sent_gives_descending_rank_scores():
     q = _query(("b", 0.0), ("a", 0.0), ("c", 0.0), ("d", 0.0))
-    got = CallerCandidates().retrieve_for(q, None, 1000)
+    got = CallerCandidates().retrieve_for(q, 1000)
     assert got.ids.tolist() == ["b", "a", "c", "d"]
     assert got.scores.tolist() == [1.0, 0.75, 0.5, 0.25]
     assert (np.diff(got.scores) < 0).all()
 
 
 def test_some_scores_zero_are_kept_as_sent():
-    got = CallerCandidates().retrieve_for(_query(("a", 0.0), ("b", 3.0)), None, 10)
+    got = CallerCandidates().retrieve_for(_query(("a", 0.0), ("b", 3.0)), 10)
     assert got.scores.tolist() == [0.0, 3.0]
 
 
 def test_at_most_k():
     q = _query(*((f"i{n}", 0.0) for n in range(5)))
-    got = CallerCandidates().retrieve_for(q, None, 3)
+    got = CallerCandidates().retrieve_for(q, 3)
     assert got.ids.tolist() == ["i0", "i1", "i2"] and got.rows.tolist() == [0, 1, 2]
     assert got.scores.tolist() == rank_scores(3).tolist()
 
 
 def test_empty():
-    got = CallerCandidates().retrieve_for(RankQuery("r", query="q"), None, 10)
+    got = CallerCandidates().retrieve_for(RankQuery("r", query="q"), 10)
     assert got.rows.shape == (0,) and got.scores.shape == (0,) and got.ids.shape == (0,)
 
 

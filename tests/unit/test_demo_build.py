@@ -9,6 +9,7 @@ import numpy as np
 
 from rankserve.demo import CandidateMaker, generate
 from rankserve.demo.build import DemoPaths, _key, build_spec, default_home, model_config_text
+from rankserve.demo.features import context_dim
 from rankserve.demo.trainset import make_training_lists
 
 
@@ -48,7 +49,7 @@ def test_training_lists_come_from_retrieval(tmp_path):
     maker = CandidateMaker.open(tmp_path / "catalog")
     lists = make_training_lists(maker, world.truth, num_requests=40, seed=1, k=200)
     assert lists.rows.shape == (40, 64) and lists.labels.shape == (40, 64)
-    assert lists.contexts.shape == (40, maker.catalog.manifest.context_dim)
+    assert lists.contexts.shape == (40, context_dim(maker.catalog.manifest))
     from rankserve.demo.queries import random_requests
 
     reqs = random_requests(40, seed=1, num_items=2_000, num_users=300)

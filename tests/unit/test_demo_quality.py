@@ -23,7 +23,6 @@ from rankserve.demo.ids import item_id, item_row, user_id, user_row
 from rankserve.demo.relevance import Truth
 from rankserve.demo.vocab import VOCAB
 from rankserve.ranker.catalog import Catalog
-from rankserve.ranker.context import ContextEncoder
 
 SMALL = {"num_items": 2_000, "num_users": 300, "seed": 3}
 
@@ -109,7 +108,17 @@ def test_shapes_ids_and_titles(world):
 def test_written_catalog_opens_with_the_ranker(world, written):
     cat = Catalog.open(written / "catalog")
     assert cat.manifest.num_items == 2_000 and cat.manifest.num_features == 300
-    assert ContextEncoder(cat).dim == cat.manifest.context_dim
+    # The demo's spec fits the catalog it was written for: every feature exists, widths add up.
+    from rankserve.demo.features import context_dim, write_spec
+    from rankserve.ranker.catalog_features import catalog_items, catalog_users
+    from rankserve.ranker.model_inputs import InputAssembler
+    from rankserve.ranker.request_features import load_provider
+    from rankserve.ranker.spec import load_spec
+
+    spec = load_spec(write_spec(written / "catalog", cat.manifest))
+    InputAssembler(spec, items=catalog_items(cat), users=catalog_users(cat),
+                   providers=[load_provider(p, cat) for p in spec.request_features])
+    assert spec.input("context").width == context_dim(cat.manifest)
     np.testing.assert_array_equal(np.asarray(cat.item_features), world.item_features)
     assert len((written / "titles.txt").read_text().splitlines()) == 2_000
     truth = Truth.open(written / "truth")

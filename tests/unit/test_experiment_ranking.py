@@ -9,15 +9,13 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from rankserve.ranker import Catalog, Ranker, RankerConfig
-from rankserve.ranker.context import ContextEncoder
+from rankserve.ranker import Catalog, RankerConfig
 from rankserve.ranker.errors import ScoringError
-from rankserve.ranker.features import CatalogFeatureStore
-from rankserve.ranker.retrieval import EmbeddingRetriever
 from rankserve.ranker.routing_config import parse_policy
 from rankserve.ranker.types import RankQuery, ScoredBatch
 from rankserve.ranker.version_metrics import VersionMetrics
 from tests.support.catalog import make_catalog
+from tests.support.ranker import catalog_ranker
 
 POLICY = {
     "default": {"experiment": "exp"},
@@ -36,7 +34,8 @@ class VersionScorer:
         self.shadow = shadow
         self.shadow_calls = 0
 
-    async def score(self, model, context, candidates, timeout_s):
+    async def score(self, model, inputs, rows, timeout_s, call=None):
+        candidates = inputs["candidates"]
         if model.name == "shadow":
             self.shadow_calls += 1
             if self.shadow == "fail":
@@ -56,12 +55,9 @@ def catalog(tmp_path_factory):
 
 
 def make(catalog, scorer, registry):
-    enc = ContextEncoder(catalog)
     router = parse_policy(POLICY)
-    return Ranker(RankerConfig(), encoder=enc, retriever=EmbeddingRetriever(catalog, enc),
-                  features=CatalogFeatureStore(catalog, enc), scorer=scorer,
-                  item_id=catalog.item_id, router=lambda: router,
-                  version_metrics=VersionMetrics(registry))
+    return catalog_ranker(catalog, scorer, RankerConfig(), router=lambda: router,
+                          version_metrics=VersionMetrics(registry))
 
 
 @pytest.mark.parametrize("shadow", ["fail", "hang"])

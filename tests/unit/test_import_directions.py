@@ -30,6 +30,7 @@ COMPONENTS = [
     "rankserve.server.ranking",
     "rankserve.server.modelserver",
     "rankserve.server.embeddings",
+    "rankserve.server.features",
     "rankserve.server",
     "rankserve.ranker",
     "rankserve.demo",
@@ -46,6 +47,7 @@ ALLOWED = {
     "rankserve.server.ranking": SERVER_PARTS | {"rankserve.ranker", "generated"},
     "rankserve.server.modelserver": SERVER_PARTS | {"generated"},
     "rankserve.server.embeddings": SERVER_PARTS | {"rankserve.ranker"},
+    "rankserve.server.features": SERVER_PARTS | {"rankserve.ranker"},
     "rankserve.server": set(),
     "rankserve.demo": {"rankserve.ranker", "generated"},
     # Replay reads the ranking server's capture files; the load generator may trace its calls.

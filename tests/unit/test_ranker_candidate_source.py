@@ -7,15 +7,15 @@ import asyncio
 import numpy as np
 import pytest
 
-from rankserve.ranker import Catalog, Ranker, RankerConfig
-from rankserve.ranker.context import ContextEncoder, EncodedRequest
+from rankserve.ranker import Catalog, Ranker
+from rankserve.ranker.context import ContextEncoder
 from rankserve.ranker.embedding_store import EmbeddingStore
-from rankserve.ranker.features import CatalogFeatureStore
 from rankserve.ranker.retrieval import CandidateSource, EmbeddingRetriever
 from rankserve.ranker.types import Candidates, RankQuery, RankResult, ScoredBatch
 from rankserve.ranker.versioned_retrieval import VersionedRetriever
 from rankserve.server.ranking.converters import to_response
 from tests.support.catalog import make_catalog
+from tests.support.ranker import catalog_ranker
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +30,10 @@ class IdsFromCaller:
     def __init__(self, catalog: Catalog, ids: list[str], version: int | None) -> None:
         self.rows = np.array([catalog.item_row(i) for i in ids], dtype=np.int64)
         self.version = version
-        self.calls: list[tuple[RankQuery, EncodedRequest, int]] = []
+        self.calls: list[tuple[RankQuery, int]] = []
 
-    def retrieve_for(self, query: RankQuery, encoded: EncodedRequest, k: int) -> Candidates:
-        self.calls.append((query, encoded, k))
+    def retrieve_for(self, query: RankQuery, k: int) -> Candidates:
+        self.calls.append((query, k))
         rows = self.rows[:k]
         return Candidates(rows, np.zeros(len(rows), np.float32), self.version, None)
 
@@ -42,7 +42,8 @@ class RowScorer:
     def __init__(self) -> None:
         self.closed = 0
 
-    async def score(self, model, context, candidates, timeout_s):
+    async def score(self, model, inputs, rows, timeout_s, call=None):
+        candidates = inputs["candidates"]
         return ScoredBatch(candidates[:, 1].copy(), 3)
 
     async def close(self) -> None:
@@ -50,10 +51,7 @@ class RowScorer:
 
 
 def ranker(catalog: Catalog, source: CandidateSource, scorer=None) -> Ranker:
-    enc = ContextEncoder(catalog)
-    return Ranker(RankerConfig(), encoder=enc, retriever=source,
-                  features=CatalogFeatureStore(catalog, enc), scorer=scorer or RowScorer(),
-                  item_id=catalog.item_id)
+    return catalog_ranker(catalog, scorer or RowScorer(), retriever=source)
 
 
 def test_every_retriever_is_a_candidate_source(catalog, tmp_path):
@@ -70,8 +68,8 @@ async def test_the_ranker_ranks_what_the_source_returns(catalog):
     source = IdsFromCaller(catalog, ids, version=4)
     query = RankQuery("r1", query="red shoes", page_size=3, candidate_limit=5)
     res = await ranker(catalog, source).rank(query)
-    [(seen, encoded, k)] = source.calls
-    assert seen is query and k == 5 and isinstance(encoded, EncodedRequest)
+    [(seen, k)] = source.calls
+    assert seen is query and k == 5
     features = np.asarray(catalog.item_features)
     expected = sorted(ids, key=lambda i: -features[catalog.item_row(i), 1])[:3]
     assert [i.item_id for i in res.items] == expected
@@ -108,8 +106,8 @@ async def test_close_releases_the_scorer_once_after_the_shadow_calls(catalog):
 
 async def test_close_skips_parts_that_hold_nothing(catalog):
     class PlainScorer:
-        async def score(self, model, context, candidates, timeout_s):
-            return ScoredBatch(candidates[:, 1].copy(), 1)
+        async def score(self, model, inputs, rows, timeout_s, call=None):
+            return ScoredBatch(inputs["candidates"][:, 1].copy(), 1)
 
     r = ranker(catalog, IdsFromCaller(catalog, [catalog.item_id(1)], None), PlainScorer())
     await r.close()  # no close() on the scorer, the source or the feature store: nothing to do

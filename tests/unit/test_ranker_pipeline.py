@@ -6,12 +6,13 @@ import time
 import numpy as np
 import pytest
 
-from rankserve.ranker import Catalog, Ranker, RankerConfig
-from rankserve.ranker.context import ContextEncoder
+from rankserve.ranker import Catalog, RankerConfig
+from rankserve.ranker.catalog_features import catalog_items, catalog_users
 from rankserve.ranker.errors import DeadlineExceeded, InvalidArgument, ScoringError
-from rankserve.ranker.features import CatalogFeatureStore, sanitize
+from rankserve.ranker.model_inputs import InputAssembler
 from rankserve.ranker.types import ModelRef, RankQuery, ScoredBatch
 from tests.support.catalog import make_catalog
+from tests.support.ranker import catalog_ranker, catalog_spec
 
 
 class FakeScorer:
@@ -23,7 +24,8 @@ class FakeScorer:
         self.delay = delay
         self.calls = []
 
-    async def score(self, model, context, candidates, timeout_s):
+    async def score(self, model, inputs, rows, timeout_s, call=None):
+        candidates = inputs["candidates"]
         self.calls.append((model, candidates.shape, timeout_s))
         if self.delay:
             await asyncio.sleep(self.delay)
@@ -40,7 +42,7 @@ def catalog(tmp_path_factory):
 
 
 def make(catalog, scorer, **cfg):
-    return Ranker.from_catalog(catalog, scorer, RankerConfig(**cfg))
+    return catalog_ranker(catalog, scorer, RankerConfig(**cfg))
 
 
 async def test_ranks_by_model_score(catalog):
@@ -144,31 +146,46 @@ async def test_semaphore_bounds_calls_in_flight(catalog):
     assert peak == 3
 
 
-def test_non_finite_features_are_zeroed_and_counted(catalog):
-    block = sanitize(np.array([[1, np.nan], [np.inf, -np.inf], [2, 3]], np.float32))
-    assert block.values.tolist() == [[1, 0], [0, 0], [2, 3]]
-    assert block.nonfinite == 3 and block.nonfinite_rows == 2
-    store = CatalogFeatureStore(catalog, ContextEncoder(catalog))
-    out = store.candidates(np.array([5, 2, 5]))
-    assert out.values.flags.c_contiguous and out.values.flags.writeable
-    assert not isinstance(out.values, np.memmap) or out.values._mmap is None
-    np.testing.assert_array_equal(out.values[1], np.asarray(catalog.item_features)[2])
+class DirtyItems:
+    """The catalog's items with NaN, inf and -inf planted in the features of given ids."""
+
+    def __init__(self, catalog, dirty):
+        self._inner = catalog_items(catalog)
+        self._dirty = dirty
+        self.entity = "item"
+
+    def schema(self):
+        return self._inner.schema()
+
+    async def fetch(self, keys, names):
+        got = await self._inner.fetch(keys, names)
+        for pos, key in enumerate(keys):
+            if key in self._dirty:
+                got.columns["features"][pos, 3:6] = [np.nan, np.inf, -np.inf]
+        return got
+
+    async def close(self):
+        return None
+
+
+async def test_non_finite_features_are_zeroed_and_counted(catalog):
+    ids = [catalog.item_id(r) for r in (5, 2, 5)]
+    assembler = InputAssembler(catalog_spec(catalog), items=DirtyItems(catalog, {ids[1]}),
+                               users=catalog_users(catalog))
+    inputs, report = await assembler.assemble(RankQuery("r", query="x"), ids)
+    cands = inputs.per_candidate["candidates"]
+    assert cands.flags.c_contiguous and cands.flags.writeable
+    np.testing.assert_array_equal(cands[1, 3:6], [0, 0, 0])
+    np.testing.assert_array_equal(cands[0], np.asarray(catalog.item_features)[5])
+    assert report.nonfinite == 3 and report.nonfinite_rows == 1
 
 
 async def test_non_finite_features_reach_the_reasons(catalog):
-    class Dirty(CatalogFeatureStore):
-        def candidates(self, rows):
-            values = np.asarray(self._features)[rows].copy()
-            values[0, 3] = np.nan
-            return sanitize(values)
-
-
-    from rankserve.ranker.retrieval import EmbeddingRetriever
-
-    enc = ContextEncoder(catalog)
-    ranker = Ranker(RankerConfig(), encoder=enc, retriever=EmbeddingRetriever(catalog, enc),
-                    features=Dirty(catalog, enc), scorer=FakeScorer(), item_id=catalog.item_id)
-    res = await ranker.rank(RankQuery("r", query="x"))
+    first = catalog.item_id(0)
+    ranker = catalog_ranker(catalog, FakeScorer())
+    dirty = DirtyItems(catalog, {first})
+    ranker._inputs(ModelRef("ranker"))._stores["item"] = dirty
+    res = await ranker.rank(RankQuery("r", query="x", candidate_limit=1000))
     assert res.degradation.reasons[0].startswith("retrieval: no query tokens")
-    assert "1 non-finite feature values replaced by 0 (1 candidates, 0 in the context)" in \
+    assert "3 non-finite feature values replaced by 0 (1 candidates)" in \
         res.degradation.reasons

@@ -10,17 +10,17 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from rankserve.demo.towers import RotationTowers
-from rankserve.ranker import Catalog, Ranker, RankerConfig
+from rankserve.ranker import Catalog
 from rankserve.ranker.catalog import write_catalog
 from rankserve.ranker.context import ContextEncoder
 from rankserve.ranker.embedding_store import ITEMS, TOWER, USERS, EmbeddingStore
-from rankserve.ranker.features import CatalogFeatureStore
 from rankserve.ranker.retrieval import EmbeddingRetriever, top_k
 from rankserve.ranker.types import RankQuery, ScoredBatch
 from rankserve.ranker.version_metrics import VersionMetrics
 from rankserve.ranker.versioned_retrieval import VersionedRetriever
 from rankserve.server.embeddings.publish import publish
 from tests.support.catalog import make_catalog
+from tests.support.ranker import catalog_ranker
 
 MODEL = "retrieval"
 _metrics: dict[int, VersionMetrics] = {}
@@ -42,10 +42,7 @@ def retriever(catalog, root, registry=None):
 
 
 def retrieve(r, catalog, **q):
-    query = RankQuery("r", **q)
-    enc = ContextEncoder(catalog).encode(query.query, query.user_id, query.user_known,
-                                         query.viewed_item_ids)
-    return r.retrieve_for(query, enc, K)
+    return r.retrieve_for(RankQuery("r", **q), K)
 
 
 def same_version_rows(catalog, version, query="red shoes"):
@@ -223,8 +220,8 @@ def test_a_reader_never_sees_half_an_index(tmp_path):
 
 
 class RowScorer:
-    async def score(self, model, context, candidates, timeout_s):
-        return ScoredBatch(candidates[:, 1].copy(), 1)
+    async def score(self, model, inputs, rows, timeout_s, call=None):
+        return ScoredBatch(inputs["candidates"][:, 1].copy(), 1)
 
 
 async def test_publishing_during_a_stream_of_rank_calls(catalog, tmp_path):
@@ -232,10 +229,7 @@ async def test_publishing_during_a_stream_of_rank_calls(catalog, tmp_path):
     so it would miss the same-version candidate set)."""
     store = EmbeddingStore(tmp_path, MODEL)
     publish(catalog, store, 1)
-    enc = ContextEncoder(catalog)
-    ranker = Ranker(RankerConfig(), encoder=enc, retriever=retriever(catalog, tmp_path),
-                    features=CatalogFeatureStore(catalog, enc), scorer=RowScorer(),
-                    item_id=catalog.item_id)
+    ranker = catalog_ranker(catalog, RowScorer(), retriever=retriever(catalog, tmp_path))
     queries = ["red shoes", "blue shirt", "lamp", "chair"]
     expected = {q: {catalog.item_id(r) for r in same_version_rows(catalog, 1, q)}
                 for q in queries}

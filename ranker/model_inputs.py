@@ -1,0 +1,248 @@
+"""Fills a model's signature inputs for one request, as its feature spec says.
+
+Per-candidate inputs become ``[N, *shape]`` arrays (one row per candidate), per-request inputs
+``[1, *shape]``; a batch takes its rows of the first and the whole of the second, tiled to the
+batch's rows where the model does not broadcast (``broadcast: client``). With ``encoding:
+tf_example`` a batch is one string tensor of serialized tf.Examples instead.
+
+Nothing reaches the model unaccounted for: a missing entity or value gets its feature's
+default and is counted, a non-finite float becomes 0 and is counted, a store that cannot be read
+gives defaults for all its features and a degradation reason, and an unknown caller candidate is
+scored with defaults or dropped as the spec says, counted either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rankserve.ranker.entity_features import (
+    DTYPES,
+    EntityFeatures,
+    FeatureInfo,
+    FeatureSourceUnavailable,
+    Fetched,
+)
+from rankserve.ranker.request_features import RequestFeatureProvider, RequestFeatures
+from rankserve.ranker.spec import FeatureSpec, InputSpec, SpecError
+from rankserve.ranker.types import RankQuery
+
+log = logging.getLogger(__name__)
+
+#: A virtual feature of every entity store: whether it held the entity (1) or not (0).
+FOUND = "found"
+
+
+@dataclass
+class FeatureReport:
+    """What assembling one request's inputs had to make up, for the response and metrics."""
+
+    #: Caller-supplied candidate ids the item store does not hold.
+    unknown_candidates: int = 0
+    #: Positions (in retrieval order) removed by the spec's ``unknown_candidates: drop``.
+    dropped: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: Feature values that got their default (missing entity, missing value, store down).
+    missing_values: int = 0
+    #: Non-finite floats replaced by 0, and the candidates that had any.
+    nonfinite: int = 0
+    nonfinite_rows: int = 0
+    #: Sentences for the response's degradation reasons.
+    reasons: list[str] = field(default_factory=list)
+    #: True when a whole source could not be read (the page is worse than it should be).
+    degraded: bool = False
+
+
+@dataclass
+class ModelInputs:
+    """One request's inputs; :meth:`batch` cuts the arrays one Predict call sends."""
+
+    spec: FeatureSpec
+    per_candidate: dict[str, np.ndarray]
+    per_request: dict[str, np.ndarray]
+    rows: int
+
+    def batch(self, rows: slice) -> dict[str, np.ndarray]:
+        count = len(range(*rows.indices(self.rows)))
+        out = {name: values[rows] for name, values in self.per_candidate.items()}
+        tf_example = self.spec.encoding == "tf_example"
+        for name, values in self.per_request.items():
+            tiled = tf_example or self.spec.input(name).tiled
+            out[name] = np.repeat(values, count, axis=0) if tiled else values
+        if tf_example:
+            from rankserve.ranker.tf_example import encode_examples
+
+            flat = {name: v.reshape(count, -1) for name, v in out.items()}
+            return {self.spec.example_input: encode_examples(flat, count)}
+        return out
+
+    def without(self, positions: np.ndarray) -> ModelInputs:
+        """The same inputs minus the candidates at ``positions``."""
+        keep = np.ones(self.rows, dtype=bool)
+        keep[positions] = False
+        return ModelInputs(self.spec, {n: v[keep] for n, v in self.per_candidate.items()},
+                           self.per_request, int(keep.sum()))
+
+
+class InputAssembler:
+    """Builds :class:`ModelInputs` for one spec from the item and user stores, the call, and
+    the spec's request-feature providers. Construction checks that every feature the spec
+    names exists with a width and dtype its input can hold (SpecError names the input)."""
+
+    def __init__(self, spec: FeatureSpec, *, items: EntityFeatures | None,
+                 users: EntityFeatures | None,
+                 providers: Sequence[RequestFeatureProvider] = ()) -> None:
+        self.spec = spec
+        self._stores = {"item": items, "user": users}
+        self._request = RequestFeatures(spec, providers)
+        self._names = {source: [n for n in spec.features_of(source) if n != FOUND]
+                       for source in ("item", "user")}
+        self._info = {key: self._resolve(key) for key in self._all_keys()}
+        for spec_in in spec.inputs:
+            self._check_input(spec_in)
+
+    def _all_keys(self) -> list[str]:
+        return list(dict.fromkeys(r.key for i in self.spec.inputs for r in i.features))
+
+    def _resolve(self, key: str) -> FeatureInfo:
+        source, name = key.split(".", 1)
+        declared = self.spec.declared.get(key)
+        if source == "request":
+            return self._request.schema[name]
+        if name == FOUND:
+            return FeatureInfo(FOUND, "bool")
+        store = self._stores[source]
+        if store is None:
+            raise SpecError(f"{self.spec.origin}: '{key}' needs a {source} feature store, and"
+                            " this ranker has none configured")
+        held = store.schema().get(name)
+        if held is None:
+            raise SpecError(f"{self.spec.origin}: the {source} store has no feature '{name}';"
+                            f" it has {', '.join(sorted(store.schema())) or 'none'}")
+        if declared is not None and declared.width != held.width:
+            raise SpecError(f"{self.spec.origin}: features.{key} declares width"
+                            f" {declared.width}, the {source} store holds {held.width}")
+        if declared is not None and declared.default is not None:
+            return FeatureInfo(name, held.dtype, held.width, declared.default)
+        return held
+
+    def _check_input(self, spec_in: InputSpec) -> None:
+        where = f"{self.spec.origin}: input '{spec_in.name}'"
+        infos = [self._info[r.key] for r in spec_in.features]
+        width = sum(i.width for i in infos)
+        if width != spec_in.width:
+            listed = ", ".join(f"{r} ({i.width})"
+                               for r, i in zip(spec_in.features, infos, strict=True))
+            raise SpecError(f"{where}: shape {list(spec_in.shape)} holds {spec_in.width} values"
+                            f" per row, its features give {width}: {listed}")
+        wants_text = spec_in.dtype == "string"
+        for ref, info in zip(spec_in.features, infos, strict=True):
+            if (info.dtype == "string") != wants_text:
+                raise SpecError(f"{where}: feature {ref} is {info.dtype} and cannot fill a"
+                                f" {spec_in.dtype} input")
+
+    def stores(self) -> list[EntityFeatures]:
+        """The stores it reads (the ranker closes them on shutdown)."""
+        return [store for store in self._stores.values() if store is not None]
+
+    @property
+    def uses_users(self) -> bool:
+        return any(r.source == "user" for i in self.spec.inputs for r in i.features)
+
+    async def assemble(self, query: RankQuery, ids: Sequence[str],
+                       caller_ids: bool = False) -> tuple[ModelInputs, FeatureReport]:
+        """Inputs for candidates ``ids`` (in retrieval order) of ``query``.
+
+        ``caller_ids``: the ids came from the caller, so unknown ones follow the spec's
+        ``unknown_candidates`` policy (retrieved ids are the store's own).
+        """
+        report = FeatureReport()
+        want_user = self.uses_users and query.user_known and bool(query.user_id)
+        item_task = self._fetch("item", list(ids), report)
+        user_task = (self._fetch("user", [query.user_id], report) if want_user
+                     else _nothing())
+        items, user = await asyncio.gather(item_task, user_task)
+        if user is None:
+            user = self._absent("user", 1)
+        request = self._request.resolve(query)
+        report.missing_values += request.defaulted
+        n = len(ids)
+        if caller_ids and items.missing_entities:
+            report.unknown_candidates = items.missing_entities
+            if self.spec.unknown_candidates == "drop":
+                report.dropped = np.flatnonzero(~items.found).astype(np.int64)
+                report.reasons.append(f"{report.unknown_candidates} candidate id(s) unknown to"
+                                      " the item store: dropped, as the model's spec says")
+            else:
+                report.reasons.append(f"{report.unknown_candidates} candidate id(s) unknown to"
+                                      " the item store: scored with feature defaults")
+        per_candidate: dict[str, np.ndarray] = {}
+        per_request: dict[str, np.ndarray] = {}
+        sources: dict[str, Fetched | Mapping[str, np.ndarray]] = {
+            "item": items, "user": user, "request": request.values}
+        for spec_in in self.spec.inputs:
+            rows = n if spec_in.per == "candidate" else 1
+            values = self._fill(spec_in, sources, rows, report)
+            (per_candidate if spec_in.per == "candidate" else per_request)[spec_in.name] = values
+        inputs = ModelInputs(self.spec, per_candidate, per_request, n)
+        if report.dropped.size:
+            inputs = inputs.without(report.dropped)
+        return inputs, report
+
+    async def _fetch(self, source: str, keys: list[str], report: FeatureReport) -> Fetched:
+        store = self._stores[source]
+        names = self._names[source]
+        if store is None or (not names and FOUND not in self.spec.features_of(source)):
+            return self._absent(source, len(keys), found=True)
+        try:
+            fetched = await store.fetch(keys, names)
+        except FeatureSourceUnavailable as exc:
+            log.warning("%s features unavailable: %s", source, exc)
+            report.reasons.append(f"{source} features unavailable ({exc}): every {source}"
+                                  " feature took its default")
+            report.degraded = True
+            absent = self._absent(source, len(keys))
+            report.missing_values += sum(self._info[f"{source}.{n}"].width * len(keys)
+                                         for n in names)
+            return absent
+        report.missing_values += sum(
+            count * self._info[f"{source}.{name}"].width
+            for name, count in fetched.defaulted.items())
+        return fetched
+
+    def _absent(self, source: str, rows: int, found: bool = False) -> Fetched:
+        """Defaults for every feature of ``source`` (an entity not asked for, or not readable)."""
+        columns = {n: self._info[f"{source}.{n}"].defaults(rows) for n in self._names[source]}
+        return Fetched(columns, np.full(rows, found, dtype=bool))
+
+    def _fill(self, spec_in: InputSpec, sources: Mapping[str, Fetched | Mapping[str, np.ndarray]],
+              rows: int, report: FeatureReport) -> np.ndarray:
+        dtype = DTYPES[spec_in.dtype]
+        out = np.empty((rows, spec_in.width), dtype=dtype)
+        at = 0
+        for ref in spec_in.features:
+            got = sources[ref.source]
+            if isinstance(got, Fetched):
+                part = (got.found.reshape(-1, 1) if ref.name == FOUND
+                        else got.columns[ref.name])
+            else:
+                part = got[ref.name]
+            width = part.shape[1]
+            # A per-request input may read a per-request source only; shapes agree by check.
+            out[:, at:at + width] = part if part.shape[0] == rows else part[:1]
+            at += width
+        if dtype.kind == "f":
+            bad = ~np.isfinite(out)
+            if bad.any():
+                report.nonfinite += int(bad.sum())
+                if spec_in.per == "candidate":
+                    report.nonfinite_rows += int(bad.any(axis=1).sum())
+                out[bad] = 0
+        return out.reshape((rows, *spec_in.shape))
+
+
+async def _nothing() -> None:
+    return None
