@@ -56,10 +56,14 @@ def _check_tensors(spec: FeatureSpec, signature: ModelSignature) -> list[str]:
     named = {inp.name for inp in spec.inputs}
     for name, model in signature.inputs.items():
         if name not in named:
+            hint = ""
+            if len(signature.inputs) == 1 and model == TensorSig("string", (None,)):
+                hint = (f", or set encoding: tf_example and example_input: {name} if the model"
+                        " parses tf.Examples")
             problems.append(
                 f"input '{name}': the model takes '{name}' ({model.dtype}"
                 f" {format_shape(model.shape)}) and the spec does not fill it: add an input"
-                f" named '{name}' to the spec")
+                f" named '{name}' to the spec{hint}")
     return problems
 
 

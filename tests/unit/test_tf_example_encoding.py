@@ -91,3 +91,15 @@ def test_refused_inputs() -> None:
         encode_examples({"x": np.array([[1], [2]], dtype=object)}, 2)
     with pytest.raises(ValueError, match="uint64 values above int64"):
         encode_examples({"x": np.array([[2**64 - 1]], dtype=np.uint64)}, 1)
+
+
+def test_many_features_of_each_kind() -> None:
+    """Past a few dozen float features the layout is copied by masks, not slices."""
+    rng = np.random.default_rng(9)
+    feats: dict[str, np.ndarray] = {}
+    for j in range(40):
+        feats[f"f{j:02d}"] = rng.standard_normal((ROWS, j % 3)).astype(np.float32)
+        feats[f"i{j:02d}"] = rng.integers(-(2**40), 2**40, (ROWS, j % 4))
+    out = encode_examples(feats, ROWS)
+    for row in range(ROWS):
+        assert example_pb2.Example.FromString(out[row]) == expected(feats, row)
