@@ -16,7 +16,7 @@ from rankserve.server.embeddings import cli as embeddings_cli
 from rankserve.server.features import cli as features_cli
 from rankserve.server.modelserver import cli as modelserver_cli
 from rankserve.server.ranking import cli as ranking_cli
-from rankserve.tools import warmup_file
+from rankserve.tools import spec_cmd, warmup_file
 from rankserve.tools.client import rank as rank_cmd
 from rankserve.tools.stack import demo as demo_cmd
 from rankserve.tools.stack import up as up_cmd
@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     embeddings_cli.add_parser(sub)
     features_cli.add_parser(sub)
     warmup_file.add_parser(sub)
+    spec_cmd.add_parser(sub)
     loadtest_cli.add_parser(sub)
     trace_cmd.add_parsers(sub)
     return parser
