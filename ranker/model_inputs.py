@@ -118,10 +118,17 @@ class InputAssembler:
         if store is None:
             raise SpecError(f"{self.spec.origin}: '{key}' needs a {source} feature store, and"
                             " this ranker has none configured")
-        held = store.schema().get(name)
+        schema = store.schema()
+        held = schema.get(name)
+        if held is None and not schema and declared is not None:
+            # The store could not be read at start-up (Redis down): the spec's declaration
+            # stands in, and fetches degrade until the store answers.
+            return declared
         if held is None:
             raise SpecError(f"{self.spec.origin}: the {source} store has no feature '{name}';"
-                            f" it has {', '.join(sorted(store.schema())) or 'none'}")
+                            f" it has {', '.join(sorted(schema)) or 'none'}"
+                            + ("" if schema else " (declare the feature's dtype and width in"
+                               " the spec's features to start while the store is down)"))
         if declared is not None and declared.width != held.width:
             raise SpecError(f"{self.spec.origin}: features.{key} declares width"
                             f" {declared.width}, the {source} store holds {held.width}")

@@ -239,7 +239,12 @@ class VersionManager:
             try:
                 self._runtime.predict(loaded, signature.name, warm_up_inputs(signature))
             except Exception as exc:
-                if signature.name == DEFAULT_SIGNATURE or len(loaded.signatures) == 1:
+                # Serialized tf.Examples cannot be made up: an empty one fails a model whose
+                # features have no defaults, which TF Serving (no made-up warm-up) would load.
+                # Such a model warms from its warm-up file.
+                text_only = all(spec.dtype.kind == "O" for spec in signature.inputs.values())
+                if not text_only and (signature.name == DEFAULT_SIGNATURE
+                                      or len(loaded.signatures) == 1):
                     self._runtime.unload(loaded)
                     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
                     raise LoadFailed(
