@@ -22,15 +22,18 @@ from rankserve.ranker.catalog_features import catalog_items, catalog_users
 from rankserve.ranker.context import ContextEncoder
 from rankserve.ranker.embedding_store import EmbeddingStore
 from rankserve.ranker.entity_features import EntityFeatures
+from rankserve.ranker.errors import RankerError
 from rankserve.ranker.feature_stores import open_store
 from rankserve.ranker.metrics import RankerMetrics
 from rankserve.ranker.model_inputs import InputAssembler
+from rankserve.ranker.model_signature import fetch_signature
 from rankserve.ranker.pipeline import Ranker, RankerConfig
 from rankserve.ranker.request_features import load_provider
 from rankserve.ranker.retrieval import CandidateSource, EmbeddingRetriever
 from rankserve.ranker.routing_config import RoutingConfigError, RoutingPolicyFile
 from rankserve.ranker.scoring import PredictScorer
 from rankserve.ranker.spec import FeatureSpec, SpecError, load_spec
+from rankserve.ranker.spec_check import check_spec
 from rankserve.ranker.types import ModelRef
 from rankserve.ranker.version_metrics import VersionMetrics
 from rankserve.ranker.versioned_retrieval import VersionedRetriever
@@ -168,8 +171,10 @@ class RankingApp:
         return server, health
 
     async def start(self) -> int:
-        """Binds, serves, turns health SERVING and announces it; returns the bound port."""
+        """Checks the spec against the served model, binds, serves, turns health SERVING and
+        announces it; returns the bound port."""
         s = self.settings
+        await self._check_model()
         self.port = self._server.add_insecure_port(f"{s.host}:{s.port}")
         self.metrics_address = self.metrics_server.start()
         await self._server.start()
@@ -181,6 +186,27 @@ class RankingApp:
                        detail=f"model target {s.model_target}, spec {self.spec.origin},"
                               f" catalog {s.catalog_dir or 'none'}")
         return self.port
+
+    async def _check_model(self) -> None:
+        """Refuses to start when the default model's signature does not take what the spec
+        sends. A model that cannot be asked now (not loaded yet, a server without
+        GetModelMetadata) is not a reason to stay down: that is logged, and scoring says the
+        rest."""
+        s = self.settings
+        model = ranker_config(s).default_model
+        try:
+            signature = await fetch_signature(s.model_target, model, self.spec.signature,
+                                              timeout_s=s.spec_check_timeout_s)
+        except RankerError as exc:
+            log.warning("could not check spec %s against model %s: %s", self.spec.origin,
+                        model, exc.message)
+            return
+        problems = check_spec(self.spec, signature)
+        if problems:
+            raise SpecError(f"spec {self.spec.origin} does not fit model {model} at"
+                            f" {s.model_target}:\n  " + "\n  ".join(problems))
+        log.info("spec %s fits model %s (signature %s)", self.spec.origin, model,
+                 signature.name)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """NOT_SERVING first so load balancers drain us, then let in-flight calls finish."""

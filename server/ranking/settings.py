@@ -30,6 +30,10 @@ class RankerSettings(BaseSettings):
         "", description="Feature spec of the model (YAML or JSON): its signature inputs and"
         " the item, user and request features that fill them. Empty: spec.yaml in"
         " --catalog-dir.")
+    spec_check_timeout_s: float = Field(
+        5.0, ge=0, description="At start-up, how long to wait for the default model's"
+        " signature (GetModelMetadata) to check the spec against; a spec that does not fit"
+        " stops the start, a model that cannot be asked is logged.")
     item_features: str = Field(
         "", description="Item feature store: a table directory written by `rankserve features"
         " import`, redis://HOST:PORT/DB or unix:///PATH for Redis, or empty for the catalog's"
