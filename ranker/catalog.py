@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,6 +133,15 @@ class Catalog:
 
     def user_row(self, user_id: str) -> int | None:
         return self._user_index.get(user_id)
+
+    def item_rows(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Rows of many ids at once, -1 for an id the catalog lacks (one dict probe each)."""
+        get = self._item_index.get
+        return np.array([get(i, -1) for i in item_ids], dtype=np.int64)
+
+    def user_rows(self, user_ids: Sequence[str]) -> np.ndarray:
+        get = self._user_index.get
+        return np.array([get(i, -1) for i in user_ids], dtype=np.int64)
 
     def item_id(self, row: int) -> str:
         item: bytes = self.item_ids[row]

@@ -17,10 +17,10 @@ from rankserve.ranker.entity_features import FeatureInfo, Fetched
 
 class _CatalogFeatures:
     def __init__(self, entity: str, arrays: Mapping[str, np.ndarray],
-                 row_of: Callable[[str], int | None], version: str) -> None:
+                 rows_of: Callable[[Sequence[str]], np.ndarray], version: str) -> None:
         self._entity = entity
         self._arrays = {name: a if a.ndim == 2 else a.reshape(-1, 1) for name, a in arrays.items()}
-        self._row_of = row_of
+        self._rows_of = rows_of
         self._version = version
         self._schema = {name: FeatureInfo(name, "float32", int(a.shape[1]))
                         for name, a in self._arrays.items()}
@@ -37,10 +37,9 @@ class _CatalogFeatures:
             if name not in self._arrays:
                 raise KeyError(f"the catalog has no {self._entity} feature '{name}'; it has"
                                f" {', '.join(sorted(self._arrays))}")
-        found_rows = [self._row_of(k) for k in keys]
-        found = np.fromiter((r is not None for r in found_rows), dtype=bool, count=len(keys))
-        rows = np.fromiter((r if r is not None else 0 for r in found_rows), dtype=np.int64,
-                           count=len(keys))
+        rows = self._rows_of(keys)
+        found = rows >= 0
+        rows[~found] = 0
         columns = {}
         missing = int(found.size - np.count_nonzero(found))
         for name in names:
@@ -60,7 +59,7 @@ def catalog_items(catalog: Catalog) -> _CatalogFeatures:
         "item",
         {"features": catalog.item_features, "embedding": catalog.item_embeddings,
          "popularity": catalog.item_popularity},
-        catalog.item_row, f"catalog-{catalog.manifest.seed}")
+        catalog.item_rows, f"catalog-{catalog.manifest.seed}")
 
 
 def catalog_users(catalog: Catalog) -> _CatalogFeatures:
@@ -68,4 +67,4 @@ def catalog_users(catalog: Catalog) -> _CatalogFeatures:
     return _CatalogFeatures(
         "user",
         {"embedding": catalog.user_embeddings, "features": catalog.user_features},
-        catalog.user_row, f"catalog-{catalog.manifest.seed}")
+        catalog.user_rows, f"catalog-{catalog.manifest.seed}")

@@ -70,6 +70,8 @@ class Fetched:
     """Features of N keys, in the order asked for."""
 
     #: Feature name -> ``[N, width]`` array of the feature's dtype, defaults where missing.
+    #: A writeable array is handed over: the reader may change it in place (a store that keeps
+    #: an array for itself returns a read-only view or a copy).
     columns: dict[str, np.ndarray]
     #: ``[N]``: whether the store holds the entity at all.
     found: np.ndarray

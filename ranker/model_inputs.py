@@ -228,8 +228,7 @@ class InputAssembler:
     def _fill(self, spec_in: InputSpec, sources: Mapping[str, Fetched | Mapping[str, np.ndarray]],
               rows: int, report: FeatureReport) -> np.ndarray:
         dtype = DTYPES[spec_in.dtype]
-        out = np.empty((rows, spec_in.width), dtype=dtype)
-        at = 0
+        parts = []
         for ref in spec_in.features:
             got = sources[ref.source]
             if isinstance(got, Fetched):
@@ -237,10 +236,21 @@ class InputAssembler:
                         else got.columns[ref.name])
             else:
                 part = got[ref.name]
-            width = part.shape[1]
-            # A per-request input may read a per-request source only; shapes agree by check.
-            out[:, at:at + width] = part if part.shape[0] == rows else part[:1]
-            at += width
+            parts.append(part)
+        only = parts[0]
+        if (len(parts) == 1 and only.dtype == dtype and only.shape[0] == rows
+                and only.flags.writeable and only.flags.c_contiguous):
+            # A store's fresh array of the input's dtype (the common 300-wide item features):
+            # used as it is, no second copy of 1000 x 300 values.
+            out = only
+        else:
+            out = np.empty((rows, spec_in.width), dtype=dtype)
+            at = 0
+            for part in parts:
+                width = part.shape[1]
+                # A per-request input reads per-request sources only; shapes agree by check.
+                out[:, at:at + width] = part if part.shape[0] == rows else part[:1]
+                at += width
         if dtype.kind == "f":
             bad = ~np.isfinite(out)
             if bad.any():
