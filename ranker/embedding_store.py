@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from rankserve.ranker.durable_files import fsync_dir
+
 ITEMS, TOWER, USERS = "items", "tower", "users"
 PARTS = (ITEMS, TOWER, USERS)
 DATA_DIR = ".data"
@@ -204,7 +206,7 @@ class EmbeddingStore:
             manifest = {"format_version": FORMAT_VERSION, "part": part, "version": version,
                         "model": self.model, "published_at": time.time(), **info}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             os.rename(tmp, data)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -216,7 +218,7 @@ class EmbeddingStore:
         new_link = version_dir / f".{part}.{uuid.uuid4().hex[:8]}"
         os.symlink(os.path.relpath(data, version_dir), new_link)
         os.replace(new_link, link)  # the atomic switch
-        _fsync_dir(version_dir)
+        fsync_dir(version_dir)
         self._collect(grace_s, extra=[old] if old is not None else [])
         return data
 
@@ -252,9 +254,3 @@ class EmbeddingStore:
                 shutil.rmtree(data, ignore_errors=True)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 import pyarrow as pa
 
+from rankserve.ranker.durable_files import fsync_dir
 from rankserve.ranker.redis_features import (
     RecordLayout,
     current_key,
@@ -61,12 +62,6 @@ class Progress:
               flush=True)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _arrow_table(prepared: Prepared, key: str) -> pa.Table:
@@ -134,7 +129,7 @@ def write_table_store(root: Path, manifest: FeatureManifest, prepared: Prepared,
             os.fsync(fd)
         finally:
             os.close(fd)
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     progress.update(prepared.rows)
     final = entity_dir / manifest.version
     if final.exists():  # an earlier import of this version that never became current
@@ -142,14 +137,14 @@ def write_table_store(root: Path, manifest: FeatureManifest, prepared: Prepared,
         final.rename(old)
         shutil.rmtree(old, ignore_errors=True)
     tmp.rename(final)
-    _fsync_dir(entity_dir)
+    fsync_dir(entity_dir)
     pointer = entity_dir / f"{CURRENT}{suffix}"
     with open(pointer, "w") as out:
         out.write(manifest.version + "\n")
         out.flush()
         os.fsync(out.fileno())
     os.replace(pointer, current_file)
-    _fsync_dir(entity_dir)
+    fsync_dir(entity_dir)
     return _prune_tables(entity_dir, manifest.version, keep_versions)
 
 
