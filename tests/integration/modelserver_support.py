@@ -6,6 +6,7 @@ version computed it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +159,19 @@ class ServerProcess:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
         self._log.close()
+
+
+@contextlib.contextmanager
+def serving_test_model(tmp_path_factory, name: str = "m") -> Iterator[ServerProcess]:
+    """A model server process serving version 1 of the test model as ``name``; killed after."""
+    tmp = tmp_path_factory.mktemp(f"model-server-{name}")
+    install(model_library(tmp_path_factory), tmp / name, 1)
+    proc = ServerProcess(tmp, "--model-name", name, "--model-base-path", str(tmp / name))
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.kill()
 
 
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = ""):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from rankserve.ranking.v1 import ranking_pb2
@@ -160,6 +160,15 @@ def valid_predict() -> predict_pb2.PredictRequest:
     return request
 
 
+def huge_batch() -> bytes:
+    """One repeated value declared as 2^40 candidate rows: terabytes if ever expanded."""
+    request = valid_predict()
+    cands = request.inputs["candidates"]
+    del cands.float_val[1:]
+    cands.tensor_shape.dim[0].size = 2**40
+    return request.SerializeToString()
+
+
 @st.composite
 def predict_requests(draw) -> bytes:
     request = valid_predict()
@@ -277,14 +286,8 @@ def ranking_calls(draw) -> tuple[bytes, tuple[tuple[str, str], ...]]:
 
 @pytest.fixture(scope="module")
 def model_server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("fuzz-ms")
-    support.install(support.model_library(tmp_path_factory), tmp / "m", 1)
-    proc = support.ServerProcess(tmp, "--model-name", "m", "--model-base-path", str(tmp / "m"))
-    try:
-        proc.wait_ready()
+    with support.serving_test_model(tmp_path_factory) as proc:
         yield proc
-    finally:
-        proc.kill()
 
 
 @pytest.fixture(scope="module")
@@ -333,6 +336,7 @@ def test_fuzz_predict_api(model_server) -> None:
 
         @FUZZ
         @given(model_server_calls())
+        @example((PREDICT, huge_batch(), ()))  # the expansion that once killed a replica
         def one(call) -> None:
             method, payload, metadata = call
             check_call(channel, method, payload, tally, metadata)

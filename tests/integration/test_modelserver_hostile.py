@@ -55,15 +55,8 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("hostile")
-    library = support.model_library(tmp_path_factory)
-    support.install(library, tmp / "m", 1)
-    proc = support.ServerProcess(tmp, "--model-name", "m", "--model-base-path", str(tmp / "m"))
-    try:
-        proc.wait_ready()
+    with support.serving_test_model(tmp_path_factory) as proc:
         yield proc
-    finally:
-        proc.kill()
 
 
 def test_hostile_tensors_are_refused_at_once_and_the_server_stays_small(server) -> None:

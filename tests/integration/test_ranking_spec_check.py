@@ -15,15 +15,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def model_server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("spec-check")
-    support.install(support.model_library(tmp_path_factory), tmp / "m", 1)
-    proc = support.ServerProcess(tmp, "--model-name", "ranker", "--model-base-path",
-                                 str(tmp / "m"))
-    try:
-        proc.wait_ready()
+    with support.serving_test_model(tmp_path_factory, "ranker") as proc:
         yield proc
-    finally:
-        proc.kill()
 
 
 @pytest.fixture
