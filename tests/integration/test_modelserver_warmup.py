@@ -107,3 +107,39 @@ async def test_a_broken_warmup_file_keeps_the_version_out_of_traffic(tmp_path, l
             assert leased.version == 1  # the old version keeps serving
     finally:
         await app.stop()
+
+
+async def test_an_example_parsing_model_without_defaults_loads(tmp_path):
+    """An empty tf.Example fails a model whose features have no defaults; TF Serving never makes
+    one up, so such a model must load here too (it warms from its warm-up file, if any)."""
+    import tensorflow as tf
+
+    class Parser(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def serve(self, examples):
+            parsed = tf.io.parse_example(
+                examples, {"price": tf.io.FixedLenFeature([1], tf.float32)})  # no default
+            return {"scores": tf.reshape(parsed["price"], [-1]) * 2.0}
+
+    module = Parser()
+    tf.saved_model.save(module, str(tmp_path / "m" / "1"),
+                        signatures={"serving_default": module.serve})
+    example = tf.train.Example(features=tf.train.Features(feature={
+        "price": tf.train.Feature(float_list=tf.train.FloatList(value=[1.5]))}))
+    settings = ModelServerSettings(host="127.0.0.1", port=0, metrics_port=0, model_name="m",
+                                   model_base_path=tmp_path / "m", poll_interval_s=0.1)
+    app = ModelServerApp(settings)
+    await app.start()
+    try:
+        await asyncio.wait_for(app.wait_serving(), 60)
+        from rankserve.server.modelserver.core import ModelRef
+        from rankserve.server.modelserver.tensors import EncodedInputs
+        from rankserve.tfserving.v1 import tensor_pb2
+
+        proto = tensor_pb2.TensorProto(dtype=tensor_pb2.DT_STRING,
+                                       string_val=[example.SerializeToString()])
+        proto.tensor_shape.dim.add(size=1)
+        result = await app.core.predict(ModelRef("m"), EncodedInputs({"examples": proto}, 1 << 20))
+        assert result.outputs["scores"].tolist() == [3.0]
+    finally:
+        await app.stop()
