@@ -1,8 +1,8 @@
 """The local stack: model-server replicas, Envoy in front of them, the ranker in front of Envoy.
 
 Composition root of `rankserve up` and `rankserve demo`. Processes start in dependency order
-(model servers, Envoy, ranker), each on a loopback port it picks itself and reports back, and
-stop in reverse order.
+(Redis when asked for, model servers, Envoy, ranker), each on a loopback port (Redis: a unix
+socket in the run directory) it picks itself and reports back, and stop in reverse order.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import urllib.request
@@ -33,8 +34,58 @@ from rankserve.tools.stack.settings import StackSettings
 class StackInputs:
     """Where the stack's data comes from."""
 
-    catalog_dir: Path
-    model_config_file: Path
+    #: The ranker's catalog; None: it ranks caller-supplied candidates only.
+    catalog_dir: Path | None
+    #: TF Serving model config of the model servers; None: written for settings.model_base.
+    model_config_file: Path | None = None
+
+
+#: A unix socket path holds at most this many bytes (sun_path is 108 with its NUL).
+_MAX_SOCKET_PATH = 107
+
+
+def model_config_text(name: str, base_path: Path) -> str:
+    """TF Serving's model config for one model, its latest version served."""
+    return (
+        "model_config_list {\n"
+        "  config {\n"
+        f"    name: {json.dumps(name)}\n"
+        f"    base_path: {json.dumps(str(base_path.resolve()))}\n"
+        '    model_platform: "tensorflow"\n'
+        "  }\n"
+        "}\n"
+    )
+
+
+def check_model_base(base: Path) -> None:
+    """Raises StartError unless ``base`` holds ``<version>/saved_model.pb``, saying what to fix."""
+    if (base / "saved_model.pb").is_file():
+        raise StartError(
+            f"--model-base {base} is a version directory; give the directory above it (TF"
+            f" Serving's base path: {base.parent}, holding {base.name}/saved_model.pb)")
+    versions = [d for d in base.iterdir() if d.name.isdigit() and (d / "saved_model.pb").is_file()
+                ] if base.is_dir() else []
+    if not versions:
+        raise StartError(
+            f"--model-base {base}: no <version>/saved_model.pb in it; export the SavedModel to"
+            f" {base}/1/ (numbered version directories, the highest is served)")
+
+
+def find_redis() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    raise StartError(
+        "--redis needs redis-server: install Debian's redis-server package (sudo apt-get install"
+        " -y --no-install-recommends redis-server, or `sudo make system-deps`)")
+
+
+def _redis_answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        sock.connect(str(path))
+        sock.sendall(b"PING\r\n")
+        return sock.recv(64).startswith(b"+PONG")
 
 
 def find_envoy() -> str:
@@ -79,6 +130,7 @@ class LocalStack:
         self.envoy_admin = ""
         self.ranker: Child | None = None
         self.receiver: Child | None = None
+        self.redis: Child | None = None
         # OTLP/gRPC endpoint every process exports to ("" = tracing off).
         self.otlp_endpoint = ""
 
@@ -94,7 +146,9 @@ class LocalStack:
     @property
     def children(self) -> list[Child]:
         """Every started process, in start order."""
-        out = [self.receiver] if self.receiver else []
+        out = [self.redis] if self.redis else []
+        if self.receiver:
+            out.append(self.receiver)
         out += self.model_servers
         if self.envoy:
             out.append(self.envoy)
@@ -104,6 +158,7 @@ class LocalStack:
 
     def start(self) -> None:
         try:
+            self._start_redis()
             self._start_receiver()
             self._start_model_servers()
             self._start_envoy()
@@ -133,6 +188,8 @@ class LocalStack:
         if self.receiver:
             lines.append(f"trace-receiver  {self.receiver.address:<22} pid {self.receiver.pid:<8}"
                          f" traces http://{self.receiver_http}/traces")
+        if self.redis:
+            lines.append(f"redis           {self.redis.address}  pid {self.redis.pid}")
         return lines
 
     @property
@@ -193,7 +250,41 @@ class LocalStack:
         child.extra["http_address"] = info["http_address"]
         self.otlp_endpoint = f"http://{child.address}"
 
+    def _start_redis(self) -> None:
+        """A redis-server on a unix socket in the run directory (no TCP port, nothing saved):
+        the item and user feature store of your own model's ranker."""
+        if not self.settings.redis:
+            return
+        path = (self.run_dir / "redis.sock").resolve()
+        if len(str(path)) > _MAX_SOCKET_PATH:
+            raise StartError(f"redis socket path {path} is longer than {_MAX_SOCKET_PATH} bytes;"
+                             " give a shorter --run-dir")
+        path.unlink(missing_ok=True)
+        child = Child(
+            "redis",
+            [find_redis(), "--port", "0", "--unixsocket", str(path), "--unixsocketperm", "700",
+             "--save", "", "--appendonly", "no", "--dir", str(self.run_dir.resolve()),
+             "--daemonize", "no"],
+            self.run_dir / "redis.log",
+        )
+        self.redis = start(child)
+        wait_until(child, lambda: _redis_answers(path), self.settings.start_timeout_s,
+                   "answering PING")
+        child.address = f"unix://{path}"
+
+    def _model_config_file(self) -> Path:
+        if self.inputs.model_config_file is not None:
+            return self.inputs.model_config_file
+        base = self.settings.model_base
+        if base is None:
+            raise StartError("no model: give a model config file or a model base path")
+        check_model_base(base)
+        path = self.run_dir / "models.config"
+        path.write_text(model_config_text(self.settings.model_name, base))
+        return path
+
     def _start_model_servers(self) -> None:
+        config = self._model_config_file()
         children = []
         for i in range(1, self.settings.replicas + 1):
             ready = self.run_dir / f"model-server-{i}.ready"
@@ -205,7 +296,7 @@ class LocalStack:
                     "--host", "127.0.0.1",
                     "--port", "0",
                     "--metrics-port", "0",
-                    "--model-config-file", str(self.inputs.model_config_file),
+                    "--model-config-file", str(config),
                     "--ready-file", str(ready),
                     # Replicas share this machine's cores: one TensorFlow thread each, so idle
                     # pool threads do not spin on cores that serve (measured: -10 ms per Rank).
@@ -278,6 +369,21 @@ class LocalStack:
         ]
         return len(flags) == len(self.model_servers) and all(f == "healthy" for f in flags)
 
+    def _data_args(self) -> list[str]:
+        """The ranker's catalog, spec and feature stores (the local Redis by default)."""
+        s = self.settings
+        args = []
+        if self.inputs.catalog_dir is not None:
+            args += ["--catalog-dir", str(self.inputs.catalog_dir)]
+        if s.spec is not None:
+            args += ["--spec", str(s.spec)]
+        local = self.redis.address if self.redis else ""
+        for flag, store in (("--item-features", s.item_features or local),
+                            ("--user-features", s.user_features or local)):
+            if store:
+                args += [flag, store]
+        return args
+
     def _start_ranker(self) -> None:
         ready = self.run_dir / "ranker.ready"
         ready.unlink(missing_ok=True)
@@ -288,7 +394,7 @@ class LocalStack:
                 *self._py("rankserve.server.ranking"),
                 "--host", "127.0.0.1",
                 "--port", str(s.ranker_port),
-                "--catalog-dir", str(self.inputs.catalog_dir),
+                *self._data_args(),
                 "--model-target", self.envoy.address if self.envoy else "",
                 "--model-name", s.model_name,
                 "--batch-size", str(s.batch_size),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,7 +27,30 @@ class StackSettings(BaseSettings):
         description="TF Serving model config (text format) for the model servers; unset uses"
         " the demo model.",
     )
-    model_name: str = Field("ranker", description="Model the ranker asks for by default.")
+    model_name: str = Field(
+        "ranker",
+        description="Model the ranker asks for by default; with model_base, the name the model"
+        " servers serve it as (default: the directory's name).",
+    )
+    model_base: Path | None = Field(
+        None,
+        description="Base path of your own model (<DIR>/<version>/saved_model.pb): the model"
+        " servers serve it as model_name; unset uses the demo model or model_config_file.",
+    )
+    spec: Path | None = Field(
+        None, description="Feature spec of the model for the ranker; unset: the catalog's."
+    )
+    item_features: str = Field(
+        "",
+        description="Item feature store of the ranker (table directory, redis://..., unix://...);"
+        " empty: the local Redis with redis, else the catalog's arrays.",
+    )
+    user_features: str = Field("", description="User feature store of the ranker, as above.")
+    redis: bool = Field(
+        False,
+        description="Run a local redis-server on a unix socket in run_dir, the default item and"
+        " user feature store of the ranker.",
+    )
     batch_size: int = Field(25, ge=5, le=25, description="Candidates per Predict call.")
     compression: Literal["none", "gzip"] = Field(
         "none", description="gRPC compression of Predict calls from the ranker."
@@ -48,3 +71,11 @@ class StackSettings(BaseSettings):
     )
     trace_sample_ratio: float = Field(
         1.0, ge=0, le=1, description="Share of Rank calls traced (parent-based sampling).")
+
+    @model_validator(mode="after")
+    def _own_model(self) -> StackSettings:
+        if self.model_base is not None and self.model_config_file is not None:
+            raise ValueError("give model_base or model_config_file, not both")
+        if self.model_base is not None and "model_name" not in self.model_fields_set:
+            self.model_name = self.model_base.resolve().name
+        return self

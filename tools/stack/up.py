@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from rankserve.tools.stack.local import LocalStack, StackInputs
+from rankserve.tools.stack.local import LocalStack, StackInputs, check_model_base
 from rankserve.tools.stack.processes import StartError
 from rankserve.tools.stack.settings import StackSettings
 
@@ -27,6 +27,23 @@ waterfall. With --no-traces the children inherit your own OTEL_* settings instea
 
 Without --catalog-dir and --model-config-file it serves the demo catalog and model, building
 them first if they are missing (about a minute, cached under ~/.cache/rankserve).
+
+Your own model: --model-base DIR serves the SavedModel at DIR/<version>/saved_model.pb (the
+highest version) as --model-name (default: DIR's name); up writes the model servers' config for
+it. --spec FILE is the model's feature spec (what fills each signature input). The ranker reads
+item features by candidate id from --item-features and user features by user id from
+--user-features: a table directory written by `rankserve features import`, redis://HOST:PORT/DB
+or unix:///PATH. --redis starts a local redis-server on a unix socket in the run directory,
+prints its address (`redis unix:///...`) for `rankserve features import --store`, makes it the
+default of both stores and stops it with the rest; nothing it holds is saved. Without
+--catalog-dir the ranker has no retrieval of its own and ranks the candidates each call sends
+(`rankserve rank --candidates FILE --feature NAME=VALUE`).
+
+example (examples/marketplace in this repository; README: "Bring your own model and data"):
+  rankserve up --spec spec.yaml --model-base models/marketplace --redis --run-dir /tmp/stack
+  rankserve features import --entity item --input items.parquet --key item_id \\
+      --store unix:///tmp/stack/redis.sock --version 1
+  rankserve rank --candidates candidates.txt --user user-0007 --known-user --feature budget=40
 """
 
 
@@ -81,7 +98,8 @@ def stack_settings(args: argparse.Namespace, **overrides: object) -> StackSettin
             "trace_sample_ratio": args.trace_sample_ratio,
             **{
                 k: getattr(args, k, None)
-                for k in ("ranker_port", "catalog_dir", "model_config_file")
+                for k in ("ranker_port", "catalog_dir", "model_config_file", "model_base",
+                          "model_name", "spec", "item_features", "user_features", "redis")
             },
             **overrides,
         }.items()
@@ -91,6 +109,9 @@ def stack_settings(args: argparse.Namespace, **overrides: object) -> StackSettin
 
 
 def resolve_inputs(settings: StackSettings, home: Path | None) -> StackInputs:
+    if settings.model_base is not None:
+        # Your own model: no demo to build, a catalog only when given.
+        return StackInputs(settings.catalog_dir, None)
     if settings.catalog_dir and settings.model_config_file:
         return StackInputs(settings.catalog_dir, settings.model_config_file)
     from rankserve.demo.build import (
@@ -123,12 +144,68 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         type=Path,
         help="TF Serving model config (text format) the model servers load.",
     )
+    own = p.add_argument_group("your own model and features")
+    own.add_argument(
+        "--model-base",
+        type=Path,
+        metavar="DIR",
+        help="Serve your SavedModel: DIR/<version>/saved_model.pb, the highest version (up"
+        " writes the model servers' config). Needs --spec; no demo is built. Instead of"
+        " --model-config-file.",
+    )
+    own.add_argument(
+        "--model-name",
+        metavar="NAME",
+        help="Name the model is served as and the ranker asks for (default: the name of"
+        " --model-base's directory, else ranker).",
+    )
+    own.add_argument(
+        "--spec",
+        type=Path,
+        metavar="FILE",
+        help="The model's feature spec (YAML or JSON) for the ranker (default: spec.yaml in the"
+        " catalog directory).",
+    )
+    own.add_argument(
+        "--item-features",
+        metavar="ADDR",
+        help="Item feature store of the ranker: a directory written by `rankserve features"
+        " import`, redis://HOST:PORT/DB or unix:///PATH (default: the local Redis with --redis,"
+        " else the catalog's arrays).",
+    )
+    own.add_argument(
+        "--user-features",
+        metavar="ADDR",
+        help="User feature store of the ranker, as --item-features.",
+    )
+    own.add_argument(
+        "--redis",
+        action="store_true",
+        default=None,
+        help="Start a local redis-server on a unix socket in the run directory (its address is"
+        " printed as `redis unix:///...` for `rankserve features import --store`), the default"
+        " of --item-features and --user-features; stopped with the rest, nothing saved.",
+    )
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = stack_settings(args)
+    try:
+        settings = stack_settings(args)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if settings.model_base is not None:
+        if settings.spec is None and settings.catalog_dir is None:
+            print("error: --model-base needs --spec FILE: the feature spec that says what fills"
+                  " the model's inputs", file=sys.stderr)
+            return 2
+        try:
+            check_model_base(settings.model_base)
+        except StartError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     inputs = resolve_inputs(settings, args.home)
     stop = threading.Event()
     # SIGTERM and SIGINT stop what was started, in order, then exit. SIGINT is set explicitly:
@@ -146,8 +223,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         for line in stack.describe():
             print(line, flush=True)
-        print(f"stack ready: rank with `rankserve rank \"red leather bag\" --target "
-              f"{stack.ranker.address if stack.ranker else ''}`; Ctrl-C stops it", flush=True)
+        target = stack.ranker.address if stack.ranker else ""
+        if stack.redis:
+            print(f"import features with `rankserve features import --store "
+                  f"{stack.redis.address} ...`", flush=True)
+        if inputs.catalog_dir is None:
+            print(f"stack ready: rank with `rankserve rank --candidates FILE --target {target}`;"
+                  " Ctrl-C stops it", flush=True)
+        else:
+            print(f"stack ready: rank with `rankserve rank \"red leather bag\" --target "
+                  f"{target}`; Ctrl-C stops it", flush=True)
         if stack.receiver_http:
             print(f"see a call's trace with `rankserve trace TRACE_ID --receiver "
                   f"{stack.receiver_http}`", flush=True)
