@@ -34,6 +34,7 @@ from rankserve.ranker.routing_config import RoutingConfigError, RoutingPolicyFil
 from rankserve.ranker.scoring import PredictScorer
 from rankserve.ranker.spec import FeatureSpec, SpecError, load_spec
 from rankserve.ranker.spec_check import check_spec
+from rankserve.ranker.table_features import FeatureTableError
 from rankserve.ranker.types import ModelRef
 from rankserve.ranker.version_metrics import VersionMetrics
 from rankserve.ranker.versioned_retrieval import VersionedRetriever
@@ -257,7 +258,8 @@ def run(settings: RankerSettings) -> int:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(_serve(settings))
-    except (CatalogFormatError, FileNotFoundError, RoutingConfigError, SpecError) as exc:
+    except (CatalogFormatError, FileNotFoundError, RoutingConfigError, SpecError,
+            FeatureTableError) as exc:
         print(f"rankserve ranker: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:

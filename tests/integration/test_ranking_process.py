@@ -67,3 +67,18 @@ def test_bad_settings_exit_nonzero_with_a_message(tmp_path):
         [sys.executable, "-m", "rankserve.server.ranking", "--batch-size", "30"],
         capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "batch_size" in out.stderr
+
+
+def test_missing_spec_and_empty_feature_tables_exit_2_with_a_message(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "rankserve.server.ranking", "--port", "0"],
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "no feature spec: set --spec FILE" in out.stderr
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("inputs:\n  - {name: x, per: candidate, shape: [], features: [item.price]}\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "rankserve.server.ranking", "--port", "0", "--spec", str(spec),
+         "--item-features", str(tmp_path / "tables")],
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and str(tmp_path / "tables") in out.stderr
