@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import hiredis
 import numpy as np
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -77,6 +78,25 @@ def redis_address(url: str) -> str:
     if parts.scheme == "unix":
         return f"unix://{parts.path}"
     return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path or ''}"
+
+
+def _packing_with_hiredis(base: type[Any]) -> type[Any]:
+    """redis-py's asyncio connection class ``base``, packing commands with hiredis's C packer.
+
+    redis-py's asyncio client packs commands in Python (its sync client already uses hiredis):
+    0.37 ms per 500-key MGET against 0.04 ms, about a fifth of a 1000-key fetch's client CPU.
+    Commands it would treat specially (a command name holding a space, arguments other than
+    str or bytes) keep redis-py's own packing.
+    """
+
+    def pack_command(self: Any, *args: Any) -> list[bytes]:
+        if (args and isinstance(args[0], str) and " " not in args[0]
+                and all(isinstance(a, (str, bytes)) for a in args)):
+            return [hiredis.pack_command(args)]
+        packed: list[bytes] = base.pack_command(self, *args)
+        return packed
+
+    return type(f"Hiredis{base.__name__}", (base,), {"pack_command": pack_command})
 
 
 @dataclass(frozen=True)
@@ -242,6 +262,8 @@ class RedisFeatures:
             self._url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             health_check_interval=0)
+        pool = self._client.connection_pool
+        pool.connection_class = _packing_with_hiredis(pool.connection_class)
         self._current: _Version | None = None
         self._checked = float("-inf")
 
