@@ -93,6 +93,7 @@ test-unit: $(STAMP) ## Run the unit tests only (fast, no processes)
 bench: $(STAMP) ## Benchmark Rank through the stack (vs the compute floor, a naive client; tracing off vs on; feature fetch)
 	$(PY) -m bench.rank_bench
 	$(PY) -m bench.tracing_bench
+	$(PY) -m bench.rank_features_bench
 	$(PY) -m bench.features_bench
 
 .PHONY: clean
