@@ -14,9 +14,11 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -391,9 +393,11 @@ def test_redis_stopped_mid_stream_degrades_and_restarted_recovers(world: World) 
             stream.wait(imported, lambda r: not r.degradation.degraded,
                         "recovered after the restart")
         finally:
-            if stream is not None:
-                stream.stop()
-            ranker.stop()
+            try:
+                if stream is not None:
+                    stream.stop()
+            finally:
+                ranker.stop()
 
     errors = [r for _, r in stream.results if isinstance(r, grpc.RpcError)]
     assert not errors, [f"{e.code().name}: {e.details()}" for e in errors[:3]]
@@ -435,3 +439,64 @@ def test_redis_down_with_unknown_candidates_drop_still_scores_every_candidate(
     # Nothing is known about the ids while the store cannot be read: none is "unknown".
     assert (d.unknown_candidates, d.dropped_candidates) == (0, 0)
     assert resp.candidates_scored == len(ids)
+
+
+def test_up_serves_your_own_model_with_a_local_redis(world: World, tmp_path: Path) -> None:
+    """The README's recipe: `rankserve up --spec --model-base --redis`, import into the Redis it
+    printed, `rankserve rank --candidates FILE --feature NAME=VALUE`; Ctrl-C stops it all."""
+    run_dir = Path(tempfile.mkdtemp(prefix="up-"))  # short: a unix socket path is <= 107 bytes
+    cli = [sys.executable, "-m", "rankserve.tools"]
+    env = dict(os.environ, RANKSERVE_HOME=str(tmp_path / "home"), TF_CPP_MIN_LOG_LEVEL="2")
+    up = subprocess.Popen(
+        [*cli, "up", "--spec", str(EXAMPLE / "spec.yaml"),
+         "--model-base", str(world.models / "marketplace"), "--redis", "--run-dir", str(run_dir),
+         "--replicas", "1", "--no-traces", "--ranker-port", "0", "--batch-size", "13"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(up.stdout.readline, "")),
+                              daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 180
+        while not any(line.startswith("stack ready") for line in lines):
+            assert up.poll() is None and time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.1)
+        text = "".join(lines)
+        target = re.search(r"--target (127\.0\.0\.1:\d+)", text).group(1)
+        store = re.search(r"^redis +(unix://\S+) +pid (\d+)", text, re.M)
+        assert store.group(1) == f"unix://{run_dir.resolve()}/redis.sock"
+        assert "rankserve rank --candidates FILE" in text
+        pids = [int(p) for p in re.findall(r" pid (\d+)", text)]
+        assert len(pids) == 4  # ranker, envoy, one model server, redis
+        import_features(store.group(1), world.data, "1")
+        done = subprocess.run(
+            [*cli, "rank", "books", "--target", target, "--candidates",
+             str(world.data / "candidates.txt"), "--user", "user-0007", "--known-user",
+             "--feature", "budget=45", "--page-size", "40", "--json"],
+            capture_output=True, text=True, timeout=60, env=env)
+        assert done.returncode == 0, done.stderr
+        resp = json.loads(done.stdout)
+        assert resp["model"]["name"] == "marketplace"
+        assert not resp.get("degradation", {}).get("degraded"), resp.get("degradation")
+        ids = world.candidates
+        by_id = dict(zip(ids, world.scorer.score(
+            world.features.inputs(ids, "user-0007", "books", 45.0)).tolist(), strict=True))
+        page = [item["itemId"] for item in resp["items"]]
+        assert sorted(page) == sorted(ids)
+        np.testing.assert_allclose([item["score"] for item in resp["items"]],
+                                   [by_id[i] for i in page], rtol=TOLERANCE, atol=TOLERANCE)
+    finally:
+        if up.poll() is None:
+            os.kill(up.pid, signal.SIGINT)  # what Ctrl-C sends
+            try:
+                up.wait(60)
+            except subprocess.TimeoutExpired:
+                os.kill(up.pid, signal.SIGKILL)
+                up.wait()
+        reader.join(5)
+    assert up.returncode == 0, "".join(lines)
+    for pid in pids:  # every child, Redis included, stopped with the stack
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not (run_dir / "redis.sock").exists()
+    shutil.rmtree(run_dir, ignore_errors=True)
