@@ -8,6 +8,8 @@ import sys
 import threading
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from rankserve.tools.stack.local import LocalStack, StackInputs, check_model_base
 from rankserve.tools.stack.processes import StartError
 from rankserve.tools.stack.settings import StackSettings
@@ -193,8 +195,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     try:
         settings = stack_settings(args)
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        print(f"error: {exc}", file=sys.stderr)
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = "--" + "-".join(str(p) for p in err["loc"]).replace("_", "-")
+            message = str(err["msg"]).removeprefix("Value error, ")
+            print(f"error: {message}" if not err["loc"] else f"error: {where}: {message}",
+                  file=sys.stderr)
         return 2
     if settings.model_base is not None:
         if settings.spec is None and settings.catalog_dir is None:
