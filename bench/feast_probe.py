@@ -200,8 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         layout = {"keys": client.dbsize(), "type": client.type(key).decode(),
                   "fields": client.hlen(key), "key_bytes": len(key),
                   "memory_bytes": client.memory_usage(key),
-                  "field_sample": [f.hex() if isinstance(f, bytes) and not f.isascii()
-                                   else f.decode() for f in list(client.hkeys(key))[:3]]}
+                  # murmur3 field names are 4 raw bytes: shown as hex.
+                  "field_sample": [f.decode() if f.startswith(b"_ts:") else f.hex()
+                                   for f in list(client.hkeys(key))[:3]]}
         client.close()
     finally:
         if proc is not None:
