@@ -311,15 +311,18 @@ def goal_lines(rows: list[Timing]) -> list[str]:
     ]
 
 
-def _rank_reference() -> tuple[float, float, float] | None:
-    """The catalog row of the last rank_features_bench: Rank p99, features-stage p99 and the
-    ranker's CPU per Rank, in ms."""
+def _rank_reference() -> tuple[float, float, float, float, float] | None:
+    """The catalog row of the last rank_features_bench, in ms: Rank p50 and p99,
+    features-stage p50 and p99, the ranker's CPU per Rank."""
     path = RESULTS / "rank_features_bench.md"
     if not path.is_file():
         return None
-    match = re.search(r"^\| catalog[^|]*\| [\d.]+ \| ([\d.]+) \| [\d.]+ / ([\d.]+) \|"
+    match = re.search(r"^\| catalog[^|]*\| ([\d.]+) \| ([\d.]+) \| ([\d.]+) / ([\d.]+) \|"
                       r" [\d.]+ \| ([\d.]+) \|", path.read_text(), re.MULTILINE)
-    return (float(match[1]), float(match[2]), float(match[3])) if match else None
+    if match is None:
+        return None
+    rank50, rank99, feat50, feat99, cpu = (float(match[i]) for i in range(1, 6))
+    return rank50, rank99, feat50, feat99, cpu
 
 
 def adapter_verdict(feast: dict[str, Any], catalog: Timing) -> list[str]:
@@ -338,7 +341,7 @@ def adapter_verdict(feast: dict[str, Any], catalog: Timing) -> list[str]:
     total = vector["p99_ms"]
     ranker_cpu = None
     if ref is not None:
-        rank_p99, feat_p99, ranker_cpu = ref
+        rank_p50, rank_p99, feat_p50, feat_p99, ranker_cpu = ref
         rest = rank_p99 - feat_p99
         total = rest + vector["p99_ms"]
         out.append(
@@ -349,9 +352,10 @@ def adapter_verdict(feast: dict[str, Any], catalog: Timing) -> list[str]:
             f" {rank_p99:.0f} ms less its features stage's p99 {feat_p99:.0f} ms) is"
             f" {rest:.0f} ms, so such a Rank would reach about {total:.0f} ms p99 (a sum of"
             " p99s: pessimistic), "
-            + (f"over the 150 ms budget by {total - SLO_MS:.0f} ms." if total > SLO_MS else
+            + (f"over the 150 ms budget by {total - SLO_MS:.0f} ms" if total > SLO_MS else
                f"inside the 150 ms budget with {SLO_MS - total:.0f} ms to spare, one Rank at a"
-               " time."))
+               " time")
+            + f"; at p50 the same sum is about {rank_p50 - feat_p50 + vector['p50_ms']:.0f} ms.")
     else:
         out.append(
             f"- The vector layout (one Array(Float32) of 300 per item) reads in"
@@ -366,8 +370,10 @@ def adapter_verdict(feast: dict[str, Any], catalog: Timing) -> list[str]:
         " synchronous: on the event loop it stalls every other Rank in flight, in a thread it"
         " holds the GIL for most of that time.")
     if total > SLO_MS:
+        cpu_x = (f", and even its best layout would take {vector['cpu_ms'] / ranker_cpu:.1f}x"
+                 " the ranker's whole CPU per Rank" if ranker_cpu else "")
         out.append("- Decision from these figures: a Feast online-read adapter cannot fit the"
-                   " Rank budget.")
+                   f" Rank's p99 budget{cpu_x}.")
     else:
         out.append("- Decision from these figures: only the vector layout fits the latency"
                    " budget, one Rank at a time; its CPU per Rank"
