@@ -52,8 +52,13 @@ class FeatureReport:
     nonfinite_rows: int = 0
     #: Sentences for the response's degradation reasons.
     reasons: list[str] = field(default_factory=list)
-    #: True when a whole source could not be read (the page is worse than it should be).
-    degraded: bool = False
+    #: Sources ("item", "user") that could not be read: all their features took defaults.
+    unavailable: set[str] = field(default_factory=set)
+
+    @property
+    def degraded(self) -> bool:
+        """A whole source could not be read: the page is worse than it should be."""
+        return bool(self.unavailable)
 
 
 @dataclass
@@ -177,7 +182,8 @@ class InputAssembler:
         request = self._request.resolve(query)
         report.missing_values += request.defaulted
         n = len(ids)
-        if caller_ids and items.missing_entities:
+        # A store that cannot be read knows no id: that is an outage, not unknown candidates.
+        if caller_ids and items.missing_entities and "item" not in report.unavailable:
             report.unknown_candidates = items.missing_entities
             if self.spec.unknown_candidates == "drop":
                 report.dropped = np.flatnonzero(~items.found).astype(np.int64)
@@ -210,7 +216,7 @@ class InputAssembler:
             log.warning("%s features unavailable: %s", source, exc)
             report.reasons.append(f"{source} features unavailable ({exc}): every {source}"
                                   " feature took its default")
-            report.degraded = True
+            report.unavailable.add(source)
             absent = self._absent(source, len(keys))
             report.missing_values += sum(self._info[f"{source}.{n}"].width * len(keys)
                                          for n in names)

@@ -415,9 +415,6 @@ def test_redis_stopped_mid_stream_degrades_and_restarted_recovers(world: World) 
     assert_page(recovered[-1], ids, expected)
 
 
-@pytest.mark.xfail(strict=True, reason="with the item store unreadable, every caller candidate"
-                   " is counted unknown, so unknown_candidates: drop drops the whole page"
-                   " (ranker/model_inputs.py, InputAssembler.assemble)")
 def test_redis_down_with_unknown_candidates_drop_still_scores_every_candidate(
         world: World, tmp_path: Path) -> None:
     drop = yaml.safe_load((EXAMPLE / "spec.yaml").read_text())

@@ -216,6 +216,17 @@ async def test_a_store_that_is_down_degrades_with_defaults() -> None:
     np.testing.assert_allclose(inputs.per_candidate["dense"], [[0, -1, 0, 0]] * 2)
 
 
+async def test_an_outage_is_not_unknown_candidates_even_when_the_spec_drops_them() -> None:
+    store = items()
+    store.down = True
+    spec = parse_spec({**SPEC, "unknown_candidates": "drop"})
+    inputs, report = await InputAssembler(spec, items=store, users=users()).assemble(
+        RankQuery("r", candidates=(CallerCandidate("a"), CallerCandidate("b"))), ["a", "b"],
+        caller_ids=True)
+    assert inputs.rows == 2 and report.unknown_candidates == 0 and report.dropped.size == 0
+    assert report.degraded and report.unavailable == {"item"}
+
+
 async def test_non_finite_values_become_zero_and_are_counted() -> None:
     store = MemoryStore("item", {"a": (np.nan, 1, b"x", [np.inf, 0.5])}, items()._schema.values())
     inputs, report = await InputAssembler(parse_spec(SPEC), items=store, users=users()).assemble(
