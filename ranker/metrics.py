@@ -56,6 +56,19 @@ class RankerMetrics:
         self.candidates_scored = Counter(
             "rankserve_rank_candidates_scored", "Candidates scored by a model.",
             registry=registry)
+        self.feature_values_defaulted = Counter(
+            "rankserve_feature_values_defaulted",
+            "Feature values a model was sent as their default: a missing entity or value, a"
+            " request feature the call lacked, or a store that could not be read.",
+            registry=registry)
+        self.unknown_candidates = Counter(
+            "rankserve_unknown_candidates",
+            "Caller-supplied candidate ids the item store does not hold, by what the model's"
+            " spec did with them (defaults or drop).", ["policy"], registry=registry)
+        self.feature_source_unavailable = Counter(
+            "rankserve_feature_source_unavailable",
+            "Ranks whose item or user features could not be read (every value defaulted).",
+            ["source"], registry=registry)
         self.stage_duration_labels = {
             stage: self.stage_duration.labels(stage)
             for stage in ("route", "retrieve", "features", "plan", "score", "merge")

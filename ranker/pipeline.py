@@ -173,6 +173,7 @@ class Ranker:
                                                       caller_ids=bool(query.candidates))
             if report.dropped.size:
                 cands, ids = _without(cands, ids, report.dropped)
+            self._count_features(report, assembler.spec.unknown_candidates)
             sp.set_attribute("rankserve.features.missing_values", report.missing_values)
             sp.set_attribute("rankserve.features.unknown_candidates", report.unknown_candidates)
 
@@ -209,6 +210,17 @@ class Ranker:
             raise InvalidArgument("this ranker has no retrieval of its own: send the"
                                   " candidates to rank in RankRequest.candidates")
         return self._retriever.retrieve_for(query, k)
+
+    def _count_features(self, report: FeatureReport, policy: str) -> None:
+        m = self._metrics
+        if m is None:
+            return
+        if report.missing_values:
+            m.feature_values_defaulted.inc(report.missing_values)
+        if report.unknown_candidates:
+            m.unknown_candidates.labels(policy).inc(report.unknown_candidates)
+        for source in report.unavailable:
+            m.feature_source_unavailable.labels(source).inc()
 
     def _ids(self, cands: Candidates) -> list[str]:
         if cands.ids is not None:

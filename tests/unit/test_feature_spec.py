@@ -268,3 +268,37 @@ async def test_providers_named_in_the_spec_compute_request_features() -> None:
     np.testing.assert_allclose(inputs.per_request["m"], [[4, 1]])
     with pytest.raises(SpecError, match="cannot import no_such"):
         load_provider("no_such:Thing", None)
+
+
+async def test_defaults_unknown_ids_and_outages_reach_the_metrics() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from rankserve.ranker.metrics import RankerMetrics
+    from rankserve.ranker.pipeline import Ranker, RankerConfig
+    from rankserve.ranker.types import ScoredBatch
+
+    class Zeros:
+        async def score(self, model, inputs, rows, timeout_s, call=None):
+            return ScoredBatch(np.zeros(rows, np.float32), 1)
+
+    registry = CollectorRegistry()
+    store = items()
+    ranker = Ranker(RankerConfig(), retriever=None, scorer=Zeros(),
+                    inputs=InputAssembler(parse_spec(SPEC), items=store, users=users()),
+                    caller_source=_caller(), metrics=RankerMetrics(registry))
+    ask = RankQuery("r", candidates=(CallerCandidate("a"), CallerCandidate("zz")), page_size=2)
+    await ranker.rank(ask)
+    store.down = True
+    res = await ranker.rank(ask)
+    assert res.degradation.degraded and res.degradation.missing_feature_values > 0
+    sample = registry.get_sample_value
+    assert sample("rankserve_unknown_candidates_total", {"policy": "defaults"}) == 1
+    assert sample("rankserve_feature_source_unavailable_total", {"source": "item"}) == 1
+    assert sample("rankserve_feature_values_defaulted_total") == (1 + 1 + 2 + 1 + 1) + (
+        2 * (1 + 1 + 2 + 1) + 1)
+
+
+def _caller():
+    from rankserve.ranker.caller_candidates import CallerCandidates
+
+    return CallerCandidates()
