@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -77,8 +77,9 @@ class Ranker:
         config: RankerConfig,
         *,
         retriever: CandidateSource | None,
-        inputs: InputAssembler | Callable[[ModelRef], InputAssembler],
+        inputs: InputAssembler,
         scorer: Scorer,
+        model_inputs: Mapping[str, InputAssembler] | None = None,
         caller_source: CandidateSource | None = None,
         item_id: Callable[[int], str] | None = None,
         router: Callable[[], Router] | None = None,
@@ -88,9 +89,10 @@ class Ranker:
     ) -> None:
         """``retriever`` finds candidates for requests that bring none (None: every request
         must bring its own); ``caller_source`` turns the ids a request brings into candidates;
-        ``inputs`` fills a model's inputs as its spec says (one assembler for every model, or
-        one per routed model); ``item_id`` names a retrieved catalog row when a source returns
-        rows without ids."""
+        ``inputs`` fills a model's inputs as its spec says, for every model not named in
+        ``model_inputs`` (model name -> the assembler of that model's own spec: experiment arms
+        and shadows may take other inputs); ``item_id`` names a retrieved catalog row when a
+        source returns rows without ids."""
         plan_batches(0, config.batch_size)  # validates batch_size early
         self.config = config
         static = Router(config.default_model, config.rules)
@@ -100,13 +102,8 @@ class Ranker:
         self.shadow = ShadowRunner(scorer, version_metrics)
         self._retriever = retriever
         self._caller_source = caller_source
-        if isinstance(inputs, InputAssembler):
-            single = inputs
-            self._inputs: Callable[[ModelRef], InputAssembler] = lambda _model: single
-            self._assemblers = [single]
-        else:
-            self._inputs = inputs
-            self._assemblers = []
+        self._default_inputs = inputs
+        self._model_inputs = dict(model_inputs or {})
         self._scorer = scorer
         self._item_id = item_id
         self._in_flight = asyncio.Semaphore(config.max_in_flight)
@@ -147,8 +144,8 @@ class Ranker:
         self._closed = True
         await self.shadow.drain()
         parts: list[object] = [self._scorer, self._retriever]
-        for assembler in self._assemblers:
-            parts.extend(assembler.stores())
+        for assembler in (self._default_inputs, *self._model_inputs.values()):
+            parts.extend(s for s in assembler.stores() if all(s is not p for p in parts))
         for part in parts:
             if isinstance(part, _Closeable):
                 await part.close()
@@ -161,6 +158,7 @@ class Ranker:
         k = candidate_count(query, cfg.default_candidates, cfg.max_candidates)
         model = decision.model
         assembler = self._inputs(model)
+        caller_ids = bool(query.candidates)
         call = Call(assembler.spec.signature, assembler.spec.output)
 
         with stages.stage("retrieve") as sp:
@@ -169,8 +167,7 @@ class Ranker:
 
         with stages.stage("features") as sp:
             ids = self._ids(cands)
-            inputs, report = await assembler.assemble(query, ids,
-                                                      caller_ids=bool(query.candidates))
+            inputs, report = await assembler.assemble(query, ids, caller_ids=caller_ids)
             if report.dropped.size:
                 cands, ids = _without(cands, ids, report.dropped)
             self._count_features(report, assembler.spec.unknown_candidates)
@@ -193,13 +190,32 @@ class Ranker:
         _raise_config_error(model, outcomes)
         self._observe_scores(model, outcomes)
         if decision.shadow is not None and batches:
-            self.shadow.submit(decision.experiment, decision.shadow, inputs, batches, call)
+            self._shadow(query, decision, ids, caller_ids, assembler, inputs)
 
         with stages.stage("merge") as sp:
             page = self._merge(query, cands, ids, outcomes, report)
             sp.set_attribute("rankserve.degraded", page.degradation.degraded)
 
         return self._result(query, model, decision, cands, page, stages, len(batches))
+
+    def _inputs(self, model: ModelRef) -> InputAssembler:
+        return self._model_inputs.get(model.name, self._default_inputs)
+
+    def _shadow(self, query: RankQuery, decision: Decision, ids: list[str], caller_ids: bool,
+                live: InputAssembler, inputs: ModelInputs) -> None:
+        """Hands the shadow arm the live inputs, or, when its model has a spec of its own, the
+        work of assembling them (done in the shadow's task, off the answer path)."""
+        arm = decision.shadow
+        assert arm is not None
+        own = self._inputs(arm.model)
+        if own is live:
+            async def prepared() -> ModelInputs:
+                return inputs
+        else:
+            async def prepared() -> ModelInputs:
+                return (await own.assemble(query, ids, caller_ids=caller_ids))[0]
+        self.shadow.submit(decision.experiment, arm, prepared, self.config.batch_size,
+                           Call(own.spec.signature, own.spec.output))
 
     def _retrieve(self, query: RankQuery, k: int) -> Candidates:
         if query.candidates:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 
 from rankserve.ranker.experiments import Arm
 from rankserve.ranker.model_inputs import ModelInputs
+from rankserve.ranker.planner import plan_batches
 from rankserve.ranker.scoring import Call, Scorer
 from rankserve.ranker.version_metrics import VersionMetrics
 
@@ -30,26 +32,29 @@ class ShadowRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self.outcomes: dict[str, int] = {"ok": 0, "error": 0, "dropped": 0}
 
-    def submit(self, experiment: str, arm: Arm, inputs: ModelInputs, batches: list[slice],
-               call: Call) -> None:
-        """Scores a copy of the request's inputs with ``arm``'s model (the live model's spec
-        fills them, so the shadow model must take the same inputs)."""
+    def submit(self, experiment: str, arm: Arm, inputs: Callable[[], Awaitable[ModelInputs]],
+               batch_size: int, call: Call) -> None:
+        """Scores the request's candidates with ``arm``'s model, in batches of ``batch_size``;
+        ``inputs`` gives the inputs of the arm's spec (assembled in the shadow's own task when
+        the arm's model takes other inputs than the live one)."""
         if len(self._tasks) >= self._max:
             self._count(experiment, arm, "dropped")
             return
         task = asyncio.get_running_loop().create_task(
-            self._run(experiment, arm, inputs, batches, call))
+            self._run(experiment, arm, inputs, batch_size, call))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, experiment: str, arm: Arm, inputs: ModelInputs, batches: list[slice],
+    async def _run(self, experiment: str, arm: Arm,
+                   inputs: Callable[[], Awaitable[ModelInputs]], batch_size: int,
                    call: Call) -> None:
         try:
             async with asyncio.timeout(self._timeout):
+                ready = await inputs()
                 results = await asyncio.gather(*(
-                    self._scorer.score(arm.model, inputs.batch(b), b.stop - b.start,
+                    self._scorer.score(arm.model, ready.batch(b), b.stop - b.start,
                                        self._timeout, call)
-                    for b in batches))
+                    for b in plan_batches(ready.rows, batch_size)))
         except Exception as exc:  # noqa: BLE001 - a shadow's failure is counted, never raised
             log.debug("shadow arm %s/%s failed: %s", experiment, arm.name, exc)
             self._count(experiment, arm, "error")

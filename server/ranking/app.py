@@ -98,6 +98,7 @@ class RankingApp:
         # exists.
         catalog = Catalog.open(s.catalog_dir) if s.catalog_dir else None
         self.spec = _spec_of(s)
+        self.model_specs = _model_specs(s.model_specs)
         self.routing: RoutingPolicyFile | None = None
         if s.routing_config:
             self.routing = RoutingPolicyFile(s.routing_config, s.routing_check_s)
@@ -140,10 +141,15 @@ class RankingApp:
             retriever = EmbeddingRetriever(catalog, ContextEncoder(catalog))
         items = _store(s.item_features, "item", catalog)
         users = _store(s.user_features, "user", catalog)
-        providers = [load_provider(p, catalog) for p in self.spec.request_features]
-        inputs = InputAssembler(self.spec, items=items, users=users, providers=providers)
+
+        def assembler(spec: FeatureSpec) -> InputAssembler:
+            providers = [load_provider(p, catalog) for p in spec.request_features]
+            return InputAssembler(spec, items=items, users=users, providers=providers)
+
         return Ranker(
-            ranker_config(s), retriever=retriever, inputs=inputs, scorer=self._scorer,
+            ranker_config(s), retriever=retriever, inputs=assembler(self.spec),
+            model_inputs={name: assembler(spec) for name, spec in self.model_specs.items()},
+            scorer=self._scorer,
             caller_source=CallerCandidates(),
             item_id=catalog.item_id if catalog is not None else None,
             router=self.routing.current if self.routing else None,
@@ -189,24 +195,28 @@ class RankingApp:
         return self.port
 
     async def _check_model(self) -> None:
-        """Refuses to start when the default model's signature does not take what the spec
-        sends. A model that cannot be asked now (not loaded yet, a server without
-        GetModelMetadata) is not a reason to stay down: that is logged, and scoring says the
-        rest."""
+        """Refuses to start when the default model's signature, or that of a model with a spec
+        of its own, does not take what its spec sends. A model that cannot be asked now (not
+        loaded yet, a server without GetModelMetadata) is not a reason to stay down: that is
+        logged, and scoring says the rest."""
+        await self._check_one(ranker_config(self.settings).default_model, self.spec)
+        for name, spec in self.model_specs.items():
+            await self._check_one(ModelRef(name), spec)
+
+    async def _check_one(self, model: ModelRef, spec: FeatureSpec) -> None:
         s = self.settings
-        model = ranker_config(s).default_model
         try:
-            signature = await fetch_signature(s.model_target, model, self.spec.signature,
+            signature = await fetch_signature(s.model_target, model, spec.signature,
                                               timeout_s=s.spec_check_timeout_s)
         except RankerError as exc:
-            log.warning("could not check spec %s against model %s: %s", self.spec.origin,
+            log.warning("could not check spec %s against model %s: %s", spec.origin,
                         model, exc.message)
             return
-        problems = check_spec(self.spec, signature)
+        problems = check_spec(spec, signature)
         if problems:
-            raise SpecError(f"spec {self.spec.origin} does not fit model {model} at"
+            raise SpecError(f"spec {spec.origin} does not fit model {model} at"
                             f" {s.model_target}:\n  " + "\n  ".join(problems))
-        log.info("spec %s fits model %s (signature %s)", self.spec.origin, model,
+        log.info("spec %s fits model %s (signature %s)", spec.origin, model,
                  signature.name)
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -239,6 +249,17 @@ def _spec_of(settings: RankerSettings) -> FeatureSpec:
             return load_spec(default)
     raise SpecError("no feature spec: set --spec FILE (what fills the model's inputs), or put"
                     " spec.yaml in --catalog-dir")
+
+
+def _model_specs(text: str) -> dict[str, FeatureSpec]:
+    """``NAME=FILE,NAME=FILE`` -> the spec of each named model."""
+    specs = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, path = part.partition("=")
+        if not sep or not name or not path:
+            raise SpecError(f"model_specs: {part!r} is not NAME=FILE")
+        specs[name] = load_spec(path)
+    return specs
 
 
 def _store(url: str, entity: str, catalog: Catalog | None) -> EntityFeatures | None:

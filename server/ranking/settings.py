@@ -30,6 +30,10 @@ class RankerSettings(BaseSettings):
         "", description="Feature spec of the model (YAML or JSON): its signature inputs and"
         " the item, user and request features that fill them. Empty: spec.yaml in"
         " --catalog-dir.")
+    model_specs: str = Field(
+        "", description="Specs of models that take other inputs than --spec's, as"
+        " NAME=FILE,NAME=FILE (experiment arms and shadows of another model); every other"
+        " model is fed by --spec.")
     spec_check_timeout_s: float = Field(
         5.0, ge=0, description="At start-up, how long to wait for the default model's"
         " signature (GetModelMetadata) to check the spec against; a spec that does not fit"

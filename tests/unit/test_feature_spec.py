@@ -302,3 +302,32 @@ def _caller():
     from rankserve.ranker.caller_candidates import CallerCandidates
 
     return CallerCandidates()
+
+
+async def test_a_model_with_a_spec_of_its_own_gets_its_own_inputs_even_as_a_shadow() -> None:
+    from rankserve.ranker.pipeline import Ranker, RankerConfig
+    from rankserve.ranker.routing_config import parse_policy
+    from rankserve.ranker.types import ScoredBatch
+
+    seen: dict[str, set[str]] = {}
+
+    class Recording:
+        async def score(self, model, inputs, rows, timeout_s, call=None):
+            seen.setdefault(model.name, set()).update(inputs)
+            return ScoredBatch(np.zeros(rows, np.float32), 1)
+
+    other = parse_spec({"output": "out", "inputs": [
+        {"name": "price_only", "per": "candidate", "shape": [], "features": ["item.price"]}]})
+    router = parse_policy({"default": {"experiment": "e"}, "experiments": {"e": {
+        "arms": [{"name": "a", "model": "live", "weight": 1}],
+        "shadow": {"name": "s", "model": "next", "version": 2}}}})
+    store = items()
+    ranker = Ranker(RankerConfig(), retriever=None, scorer=Recording(),
+                    inputs=InputAssembler(parse_spec(SPEC), items=store, users=users()),
+                    model_inputs={"next": InputAssembler(other, items=store, users=users())},
+                    caller_source=_caller(), router=lambda: router)
+    await ranker.rank(RankQuery("r", candidates=(CallerCandidate("a"),), page_size=1))
+    await ranker.shadow.drain()
+    assert seen == {"live": {"dense", "category", "user", "segment"}, "next": {"price_only"}}
+    assert ranker.shadow.outcomes["ok"] == 1
+    await ranker.close()
