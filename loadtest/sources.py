@@ -110,20 +110,32 @@ def replay(where: Path, kind: Kind, *, model: ModelRef | None = None,
 
 
 def _rows(req: predict_pb2.PredictRequest) -> int:
-    dims = req.inputs["candidates"].tensor_shape.dim
-    return int(dims[0].size) if dims else 0
+    """Candidates in a captured batch: the longest leading dim among its inputs (a per-request
+    input sent once has 1; per-candidate and tiled inputs have the batch's rows)."""
+    leads = [int(t.tensor_shape.dim[0].size) for t in req.inputs.values() if t.tensor_shape.dim]
+    return max(leads, default=0)
 
 
 def _rebatch(reqs: list[predict_pb2.PredictRequest], batch_size: int
              ) -> list[predict_pb2.PredictRequest]:
-    """One Rank call's batches, re-split at another batch size (same candidates, same order)."""
-    cands = np.concatenate([from_tensor_proto(r.inputs["candidates"]) for r in reqs])
+    """One Rank call's batches, re-split at another batch size (same candidates, same order).
+
+    Inputs with one row per candidate (per-candidate, tiled, or serialized tf.Examples) are
+    concatenated and cut again; an input sent once per batch is kept as it is.
+    """
+    rows = [_rows(r) for r in reqs]
+    per_row = [name for name, t in reqs[0].inputs.items()
+               if all(t.tensor_shape.dim and r.inputs[name].tensor_shape.dim[0].size == n
+                      for r, n in zip(reqs, rows, strict=True))]
+    joined = {name: np.concatenate([from_tensor_proto(r.inputs[name]) for r in reqs])
+              for name in per_row}
     out = []
-    for b in plan_batches(cands.shape[0], batch_size):
+    for b in plan_batches(sum(rows), batch_size):
         req = predict_pb2.PredictRequest()
         req.CopyFrom(reqs[0])
-        req.inputs["candidates"].Clear()  # fill_tensor_proto writes into an empty tensor
-        fill_tensor_proto(req.inputs["candidates"], cands[b])
+        for name, values in joined.items():
+            req.inputs[name].Clear()  # fill_tensor_proto writes into an empty tensor
+            fill_tensor_proto(req.inputs[name], values[b])
         out.append(req)
     return out
 

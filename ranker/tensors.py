@@ -29,6 +29,9 @@ _FROM_DTYPE: dict[tensor_pb2.DataType, tuple[np.dtype[Any], str]] = {
     tensor_pb2.DT_INT32: (np.dtype("<i4"), "int_val"),
     tensor_pb2.DT_INT64: (np.dtype("<i8"), "int64_val"),
     tensor_pb2.DT_HALF: (np.dtype("<f2"), "half_val"),
+    tensor_pb2.DT_BOOL: (np.dtype("?"), "bool_val"),
+    # Strings are pointers once decoded; their bytes are already in the message.
+    tensor_pb2.DT_STRING: (np.dtype(object), "string_val"),
 }
 
 
@@ -91,7 +94,7 @@ def from_tensor_proto(
             f"tensor of shape {list(shape)} would take {count * dtype.itemsize} bytes decoded;"
             f" at most {max_bytes} are accepted"
         )
-    if proto.tensor_content:
+    if proto.tensor_content and dtype.kind != "O":
         if len(proto.tensor_content) != count * dtype.itemsize:
             raise TensorFormatError(
                 f"tensor_content holds {len(proto.tensor_content)} bytes, shape {shape} needs"
@@ -103,6 +106,9 @@ def from_tensor_proto(
     values = getattr(proto, field)
     if field == "half_val":
         flat = np.asarray(values, dtype=np.uint16).view(np.float16)
+    elif dtype.kind == "O":
+        flat = np.empty(len(values), dtype=object)
+        flat[:] = list(values)
     else:
         flat = np.asarray(values, dtype=dtype.newbyteorder("="))
     if flat.size == count:

@@ -136,3 +136,32 @@ def test_compare_marks_a_latency_regression_and_an_improvement():
     assert back["latency p99 (ms)"]["mark"] == "better"
     text = format_rows(list(rows.values()), "a.json", "b.json")
     assert "<-- REGRESSION" in text and "regression(s) beyond the threshold" in text
+
+
+def test_replay_rebatches_any_spec_s_inputs():
+    """Captured batches of a spec'd model (no 'candidates' input): rows and re-splitting come
+    from the inputs themselves; an input sent once per batch stays as it is."""
+    import numpy as np
+
+    from rankserve.loadtest.sources import _rebatch, _rows
+    from rankserve.ranker.scoring import build_request
+    from rankserve.ranker.tensors import from_tensor_proto
+    from rankserve.ranker.types import ModelRef
+
+    def batch(start: int, n: int):
+        rows = np.arange(start, start + n)
+        return build_request(ModelRef("m"), {
+            "price": rows.astype(np.float32),
+            "category": np.array([f"c{i}".encode() for i in rows], dtype=object),
+            "segment": np.full(n, 7, np.int64),  # tiled per row
+            "user": np.ones((1, 4), np.float32),  # sent once per batch
+        })
+
+    reqs = [batch(0, 25), batch(25, 25), batch(50, 7)]
+    assert [_rows(r) for r in reqs] == [25, 25, 7]
+    again = _rebatch(reqs, 10)
+    assert [_rows(r) for r in again] == [10, 10, 10, 9, 9, 9]  # as the planner splits 57
+    prices = np.concatenate([from_tensor_proto(r.inputs["price"]) for r in again])
+    assert prices.tolist() == list(range(57))
+    assert from_tensor_proto(again[-1].inputs["category"]).tolist()[-1] == b"c56"
+    assert all(from_tensor_proto(r.inputs["user"]).shape == (1, 4) for r in again)

@@ -44,8 +44,16 @@ def test_bad_tensors_are_rejected():
     p.tensor_shape.dim.add(size=3)
     with pytest.raises(TensorFormatError, match="8 bytes"):
         from_tensor_proto(p)
-    with pytest.raises(TensorFormatError, match="DT_STRING"):
-        from_tensor_proto(tensor_pb2.TensorProto(dtype=tensor_pb2.DT_STRING))
+    with pytest.raises(TensorFormatError, match="DT_INVALID"):
+        from_tensor_proto(tensor_pb2.TensorProto(dtype=tensor_pb2.DT_INVALID))
+
+
+def test_strings_and_bools_round_trip():
+    words = np.array([b"red", "shoe", b""], dtype=object)
+    assert from_tensor_proto(to_tensor_proto(words)).tolist() == [b"red", b"shoe", b""]
+    flags = np.array([[True, False, True]])
+    back = from_tensor_proto(to_tensor_proto(flags))
+    assert back.dtype == np.bool_ and back.tolist() == [[True, False, True]]
 
 
 def test_declared_sizes_are_bounded_before_any_allocation():
