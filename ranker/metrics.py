@@ -69,6 +69,12 @@ class RankerMetrics:
             "rankserve_feature_source_unavailable",
             "Ranks whose item or user features could not be read (every value defaulted).",
             ["source"], registry=registry)
+        # Every label value a series can take, from the start: a dashboard shows 0, not
+        # "no data", before the first unknown id or outage.
+        for policy in ("defaults", "drop"):
+            self.unknown_candidates.labels(policy)
+        for source in ("item", "user"):
+            self.feature_source_unavailable.labels(source)
         self.stage_duration_labels = {
             stage: self.stage_duration.labels(stage)
             for stage in ("route", "retrieve", "features", "plan", "score", "merge")
