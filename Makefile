@@ -69,7 +69,7 @@ typecheck: $(STAMP) ## Type-check with mypy (strict for the ranking core, rankse
 SYSTEM_DEPS := chromium:chromium promtool:prometheus redis-server:redis-server
 
 .PHONY: system-deps
-system-deps: ## Install the Debian packages the tests need (chromium, prometheus) when missing
+system-deps: ## Install the Debian packages the tests need (chromium, prometheus, redis-server) when missing
 	@missing=""; for dep in $(SYSTEM_DEPS); do \
 	  command -v $${dep%%:*} >/dev/null 2>&1 || missing="$$missing $${dep#*:}"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
