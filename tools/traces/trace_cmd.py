@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from rankserve.tools.traces.waterfall import format_waterfall
+from rankserve.tools.traces.waterfall import format_waterfall, span_tree
 
 RECEIVER_ENV = "RANKSERVE_TRACE_RECEIVER"
 
@@ -38,8 +38,10 @@ runs one itself; this is for processes started by hand.
 
 def fetch_trace(http_address: str, trace_id: str, wait_s: float = 10.0,
                 settle_s: float = 1.0) -> list[dict[str, Any]]:
-    """The trace's spans once their count has not changed for ``settle_s`` (exporters send in
-    batches, so a trace arrives in parts); [] if none arrived within ``wait_s``."""
+    """The trace's spans once it is whole: one root, and a span count unchanged for
+    ``settle_s``. Exporters send in batches, so a trace arrives in parts (Envoy holds its last
+    few spans until its flush timer, 5 s by default); after ``wait_s`` whatever arrived is
+    returned, [] if nothing did."""
     deadline = time.monotonic() + wait_s
     spans: list[dict[str, Any]] = []
     stable_since = time.monotonic()
@@ -55,7 +57,7 @@ def fetch_trace(http_address: str, trace_id: str, wait_s: float = 10.0,
         now = time.monotonic()
         if len(got) != len(spans):
             spans, stable_since = got, now
-        elif spans and now - stable_since >= settle_s:
+        elif spans and now - stable_since >= settle_s and len(span_tree(spans)[0]) == 1:
             return spans
         if now >= deadline:
             return spans
