@@ -17,6 +17,7 @@ from rankserve.ranker.entity_features import (
     FeatureSourceUnavailable,
     Fetched,
 )
+from rankserve.ranker.spec import SpecError
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +25,16 @@ log = logging.getLogger(__name__)
 def open_store(address: str, entity: str) -> EntityFeatures:
     """The ``entity`` ("item" or "user") store at ``address``, its schema known where it can
     be read now. Safe to call while an event loop runs (start-up of the ranking server)."""
-    if address.startswith(("redis://", "rediss://", "unix://")):
-        from rankserve.ranker.redis_features import RedisFeatures
+    try:
+        if address.startswith(("redis://", "rediss://", "unix://")):
+            from rankserve.ranker.redis_features import RedisFeatures
 
-        return _ProbedSchema(RedisFeatures(address, entity), _probe_redis(address, entity))
-    from rankserve.ranker.table_features import TableFeatures
+            return _ProbedSchema(RedisFeatures(address, entity), _probe_redis(address, entity))
+        from rankserve.ranker.table_features import TableFeatures
 
-    return TableFeatures(address, entity)
+        return TableFeatures(address, entity)
+    except ValueError as exc:  # a malformed address, a table that cannot be read
+        raise SpecError(f"{entity} feature store {address!r}: {exc}") from None
 
 
 def _probe_redis(address: str, entity: str) -> Mapping[str, FeatureInfo]:

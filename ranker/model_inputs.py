@@ -105,6 +105,8 @@ class InputAssembler:
         self._request = RequestFeatures(spec, providers)
         self._names = {source: [n for n in spec.features_of(source) if n != FOUND]
                        for source in ("item", "user")}
+        self._uses_found = {source: FOUND in spec.features_of(source)
+                            for source in ("item", "user")}
         self._info = {key: self._resolve(key) for key in self._all_keys()}
         for spec_in in spec.inputs:
             self._check_input(spec_in)
@@ -151,10 +153,16 @@ class InputAssembler:
             raise SpecError(f"{where}: shape {list(spec_in.shape)} holds {spec_in.width} values"
                             f" per row, its features give {width}: {listed}")
         wants_text = spec_in.dtype == "string"
+        target = DTYPES[spec_in.dtype]
         for ref, info in zip(spec_in.features, infos, strict=True):
             if (info.dtype == "string") != wants_text:
                 raise SpecError(f"{where}: feature {ref} is {info.dtype} and cannot fill a"
                                 f" {spec_in.dtype} input")
+            # Floats into an integer input would be truncated (and NaN made a huge integer).
+            if not wants_text and not np.can_cast(info.numpy_dtype, target, "same_kind"):
+                raise SpecError(f"{where}: feature {ref} is {info.dtype}; a {spec_in.dtype}"
+                                " input would truncate it: make the input a float, or import"
+                                " the feature as an integer")
 
     def stores(self) -> list[EntityFeatures]:
         """The stores it reads (the ranker closes them on shutdown)."""
@@ -162,19 +170,21 @@ class InputAssembler:
 
     @property
     def uses_users(self) -> bool:
-        return any(r.source == "user" for i in self.spec.inputs for r in i.features)
+        return bool(self._names["user"]) or self._uses_found["user"]
 
-    async def assemble(self, query: RankQuery, ids: Sequence[str],
-                       caller_ids: bool = False) -> tuple[ModelInputs, FeatureReport]:
+    async def assemble(self, query: RankQuery, ids: Sequence[str], caller_ids: bool = False,
+                       timeout_s: float | None = None) -> tuple[ModelInputs, FeatureReport]:
         """Inputs for candidates ``ids`` (in retrieval order) of ``query``.
 
         ``caller_ids``: the ids came from the caller, so unknown ones follow the spec's
-        ``unknown_candidates`` policy (retrieved ids are the store's own).
+        ``unknown_candidates`` policy (retrieved ids are the store's own). ``timeout_s``: how
+        long a store may take; one that takes longer counts as unavailable (the request's
+        budget is worth more than its features).
         """
         report = FeatureReport()
         want_user = self.uses_users and query.user_known and bool(query.user_id)
-        item_task = self._fetch("item", list(ids), report)
-        user_task = (self._fetch("user", [query.user_id], report) if want_user
+        item_task = self._fetch("item", list(ids), report, timeout_s)
+        user_task = (self._fetch("user", [query.user_id], report, timeout_s) if want_user
                      else _nothing())
         items, user = await asyncio.gather(item_task, user_task)
         if user is None:
@@ -187,6 +197,9 @@ class InputAssembler:
             report.unknown_candidates = items.missing_entities
             if self.spec.unknown_candidates == "drop":
                 report.dropped = np.flatnonzero(~items.found).astype(np.int64)
+                # Their defaults never reach the model: not counted as values sent defaulted.
+                report.missing_values -= report.dropped.size * sum(
+                    self._info[f"item.{n}"].width for n in self._names["item"])
                 report.reasons.append(f"{report.unknown_candidates} candidate id(s) unknown to"
                                       " the item store: dropped, as the model's spec says")
             else:
@@ -205,26 +218,62 @@ class InputAssembler:
             inputs = inputs.without(report.dropped)
         return inputs, report
 
-    async def _fetch(self, source: str, keys: list[str], report: FeatureReport) -> Fetched:
+    async def _fetch(self, source: str, keys: list[str], report: FeatureReport,
+                     timeout_s: float | None = None) -> Fetched:
         store = self._stores[source]
         names = self._names[source]
-        if store is None or (not names and FOUND not in self.spec.features_of(source)):
+        if store is None or (not names and not self._uses_found[source]):
             return self._absent(source, len(keys), found=True)
         try:
-            fetched = await store.fetch(keys, names)
-        except FeatureSourceUnavailable as exc:
-            log.warning("%s features unavailable: %s", source, exc)
-            report.reasons.append(f"{source} features unavailable ({exc}): every {source}"
-                                  " feature took its default")
-            report.unavailable.add(source)
-            absent = self._absent(source, len(keys))
-            report.missing_values += sum(self._info[f"{source}.{n}"].width * len(keys)
-                                         for n in names)
-            return absent
+            async with asyncio.timeout(timeout_s):
+                fetched = await store.fetch(keys, names)
+            self._check_fetched(source, fetched, len(keys))
+        except TimeoutError:
+            return self._unavailable(source, keys, report,
+                                     f"no answer within {timeout_s * 1e3:.0f} ms"
+                                     if timeout_s is not None else "no answer")
+        except (FeatureSourceUnavailable, KeyError, ValueError) as exc:
+            # KeyError/ValueError: a newer import of the store no longer holds what the spec
+            # names, or holds it at another width: not this request's fault, not a crash.
+            return self._unavailable(source, keys, report, str(exc))
         report.missing_values += sum(
             count * self._info[f"{source}.{name}"].width
             for name, count in fetched.defaulted.items())
+        self._apply_declared_defaults(source, fetched)
         return fetched
+
+    def _check_fetched(self, source: str, fetched: Fetched, rows: int) -> None:
+        for name in self._names[source]:
+            column = fetched.columns.get(name)
+            width = self._info[f"{source}.{name}"].width
+            if column is None or column.shape != (rows, width):
+                got = "nothing" if column is None else f"shape {list(column.shape)}"
+                raise ValueError(f"the {source} store returned {got} for '{name}'; the spec"
+                                 f" needs [{rows}, {width}]")
+
+    def _apply_declared_defaults(self, source: str, fetched: Fetched) -> None:
+        """An entity the store lacks takes the default the spec declares (the store's own
+        default, given at import, fills nulls of entities it holds)."""
+        missing = ~fetched.found
+        if not missing.any():
+            return
+        for name in self._names[source]:
+            declared = self.spec.declared.get(f"{source}.{name}")
+            if declared is not None and declared.default is not None:
+                column = fetched.columns[name]
+                if not column.flags.writeable:
+                    column = fetched.columns[name] = column.copy()
+                column[missing] = self._info[f"{source}.{name}"].fill_value()
+
+    def _unavailable(self, source: str, keys: list[str], report: FeatureReport,
+                     why: str) -> Fetched:
+        log.warning("%s features unavailable: %s", source, why)
+        report.reasons.append(f"{source} features unavailable: every {source} feature took"
+                              " its default")
+        report.unavailable.add(source)
+        report.missing_values += sum(self._info[f"{source}.{n}"].width * len(keys)
+                                     for n in self._names[source])
+        return self._absent(source, len(keys))
 
     def _absent(self, source: str, rows: int, found: bool = False) -> Fetched:
         """Defaults for every feature of ``source`` (an entity not asked for, or not readable)."""

@@ -165,9 +165,13 @@ class Ranker:
             cands = self._retrieve(query, k)
             sp.set_attribute("rankserve.candidates", int(cands.scores.shape[0]))
 
+        retrieved = int(cands.scores.shape[0])
         with stages.stage("features") as sp:
             ids = self._ids(cands)
-            inputs, report = await assembler.assemble(query, ids, caller_ids=caller_ids)
+            # Features may take what scoring can spare: the rest of the budget but its minimum.
+            spare = deadline - time.monotonic() - cfg.min_score_budget_s - cfg.merge_reserve_s
+            inputs, report = await assembler.assemble(query, ids, caller_ids=caller_ids,
+                                                      timeout_s=max(spare, 0.001))
             if report.dropped.size:
                 cands, ids = _without(cands, ids, report.dropped)
             self._count_features(report, assembler.spec.unknown_candidates)
@@ -196,7 +200,8 @@ class Ranker:
             page = self._merge(query, cands, ids, outcomes, report)
             sp.set_attribute("rankserve.degraded", page.degradation.degraded)
 
-        return self._result(query, model, decision, cands, page, stages, len(batches))
+        return self._result(query, model, decision, cands, retrieved, page, stages,
+                            len(batches))
 
     def _inputs(self, model: ModelRef) -> InputAssembler:
         return self._model_inputs.get(model.name, self._default_inputs)
@@ -275,7 +280,8 @@ class Ranker:
         return page
 
     def _result(self, query: RankQuery, model: ModelRef, decision: Decision, cands: Candidates,
-                page: MergedPage, stages: StageTimer, batches: int) -> RankResult:
+                retrieved: int, page: MergedPage, stages: StageTimer, batches: int
+                ) -> RankResult:
         request_id = query.request_id or uuid.uuid4().hex
         timings = stages.finish(self._metrics)
         if page.degradation.degraded:
@@ -288,7 +294,7 @@ class Ranker:
             items=page.items,
             model=model,
             model_version=page.model_version,
-            candidates_retrieved=int(cands.scores.shape[0]),
+            candidates_retrieved=retrieved,
             candidates_scored=page.candidates_scored,
             degradation=page.degradation,
             timings=timings,

@@ -55,7 +55,11 @@ def load_provider(spec_text: str, catalog: Catalog | None) -> RequestFeatureProv
     if not callable(factory):
         raise SpecError(f"request feature provider {spec_text!r}: {module_name} has no callable"
                         f" {attribute!r}")
-    provider = factory(catalog)
+    try:
+        provider = factory(catalog)
+    except Exception as exc:  # noqa: BLE001 - a plug-in's failure is a start-up message
+        raise SpecError(f"request feature provider {spec_text!r} failed to start: {exc}"
+                        ) from None
     if not isinstance(provider, RequestFeatureProvider):
         raise SpecError(f"request feature provider {spec_text!r} has no schema() and compute()")
     return provider
@@ -131,8 +135,20 @@ def _as_row(name: str, info: FeatureInfo, value: object) -> np.ndarray:
     if info.dtype == "string":
         row = [v if isinstance(v, bytes) else str(v).encode() for v in flat]
         return np.asarray(row, dtype=object).reshape(1, info.width)
+    if any(isinstance(v, (str, bytes)) for v in flat):
+        raise InvalidArgument(f"request feature '{name}' must be {info.dtype}, got"
+                              f" {flat[:3]!r}")
+    given = np.asarray(flat)
+    want = info.numpy_dtype
     try:
-        return np.asarray(flat, dtype=info.numpy_dtype).reshape(1, info.width)
-    except (TypeError, ValueError):
+        with np.errstate(invalid="ignore", over="ignore"):  # a bad cast is refused below
+            values = given.astype(want)
+    except (TypeError, ValueError, OverflowError):
         raise InvalidArgument(f"request feature '{name}' must be {info.dtype}, got"
                               f" {flat[:3]!r}") from None
+    # A value the dtype cannot hold exactly (2.9 as an integer, 3e9 as int32) is refused, not
+    # changed behind the caller's back.
+    if want.kind in "iub" and not np.array_equal(values.astype(given.dtype), given):
+        raise InvalidArgument(f"request feature '{name}' must be {info.dtype}; {flat[:3]!r}"
+                              f" does not fit it")
+    return values.reshape(1, info.width)

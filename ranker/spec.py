@@ -241,10 +241,17 @@ def _declarations(raw: Any, origin: str) -> dict[str, FeatureInfo]:
         default = body.get("default")
         if default is not None and not isinstance(default, Scalar):
             raise SpecError(f"{where}.default: a number, string or boolean, got {default!r}")
+        if default is not None and (dtype == "string") != isinstance(default, (str, bytes)):
+            raise SpecError(f"{where}.default: {default!r} is no {dtype} value")
         if ref.source == "request" and ref.name in BUILTIN_REQUEST_FEATURES:
             raise SpecError(f"{where}: '{ref.name}' is a built-in request feature; do not"
                             " redeclare it")
-        declared[ref.key] = FeatureInfo(ref.name, dtype, width, default)
+        info = FeatureInfo(ref.name, dtype, width, default)
+        try:
+            info.fill_value()
+        except (TypeError, ValueError, OverflowError):
+            raise SpecError(f"{where}.default: {default!r} is no {dtype} value") from None
+        declared[ref.key] = info
     return declared
 
 

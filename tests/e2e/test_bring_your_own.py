@@ -406,8 +406,9 @@ def test_redis_stopped_mid_stream_degrades_and_restarted_recovers(world: World) 
     for resp in down:
         assert resp.candidates_scored == len(ids) and len(resp.items) == len(ids)
         for entity in ("item", "user"):
-            assert any(re.match(rf"{entity} features unavailable \(redis at unix://.* is"
-                                r" unavailable", reason) for reason in resp.degradation.reasons)
+            # The store's own error (its address) goes to the ranker's log, not to callers.
+            assert (f"{entity} features unavailable: every {entity} feature took its default"
+                    in resp.degradation.reasons)
     # The ranker was never restarted: the same process answers normally again.
     assert ranker.proc.returncode == 0
     recovered = [r for r in stream.after(imported) if not r.degradation.degraded]

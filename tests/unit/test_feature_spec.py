@@ -3,6 +3,7 @@ inputs from item, user and request features (per candidate, per request, tiled).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -211,8 +212,9 @@ async def test_a_store_that_is_down_degrades_with_defaults() -> None:
     store.down = True
     assembler = InputAssembler(parse_spec(SPEC), items=store, users=users())
     inputs, report = await assembler.assemble(RankQuery("r", query="x"), ["a", "b"])
-    assert report.degraded and "item features unavailable (connection refused)" in \
-        report.reasons[0]
+    # The store's own error (an address, a host name) goes to the log, not to the caller.
+    assert report.degraded and report.reasons == [
+        "item features unavailable: every item feature took its default"]
     np.testing.assert_allclose(inputs.per_candidate["dense"], [[0, -1, 0, 0]] * 2)
 
 
@@ -331,3 +333,77 @@ async def test_a_model_with_a_spec_of_its_own_gets_its_own_inputs_even_as_a_shad
     assert seen == {"live": {"dense", "category", "user", "segment"}, "next": {"price_only"}}
     assert ranker.shadow.outcomes["ok"] == 1
     await ranker.close()
+
+
+class Drifted(MemoryStore):
+    """A store whose newer import no longer matches the spec: a feature gone or resized."""
+
+    def __init__(self, how: str) -> None:
+        base = items()
+        super().__init__("item", ITEMS, base._schema.values())
+        self.how = how
+
+    async def fetch(self, keys, names):
+        if self.how == "slow":
+            await asyncio.sleep(5)
+        if self.how == "gone":
+            raise KeyError("the item store has no feature 'embedding'")
+        got = await super().fetch(keys, names)
+        got.columns["embedding"] = np.zeros((len(keys), 3), np.float32)
+        return got
+
+
+@pytest.mark.parametrize("how", ["gone", "resized", "slow"])
+async def test_a_store_that_no_longer_fits_or_hangs_degrades_instead_of_failing(how) -> None:
+    assembler = InputAssembler(parse_spec(SPEC), items=Drifted(how), users=users())
+    inputs, report = await assembler.assemble(RankQuery("r", query="x"), ["a", "b"],
+                                              timeout_s=0.05)
+    assert report.unavailable == {"item"} and inputs.rows == 2
+    np.testing.assert_allclose(inputs.per_candidate["dense"], [[0, -1, 0, 0]] * 2)
+
+
+def test_a_spec_refuses_defaults_and_casts_that_would_change_values() -> None:
+    with pytest.raises(SpecError, match=r"features.request.seg.default: 'n/a' is no float32"):
+        parse_spec({**SPEC, "features": {"request.seg": {"dtype": "float32",
+                                                         "default": "n/a"}}})
+    with pytest.raises(SpecError, match="'false' is no bool value"):
+        parse_spec({**SPEC, "features": {"request.seg": {"dtype": "bool",
+                                                         "default": "false"}}})
+    floats_into_ints = parse_spec({"inputs": [{"name": "x", "per": "candidate", "shape": [],
+                                               "dtype": "int64", "features": ["item.price"]}]})
+    with pytest.raises(SpecError, match="feature item.price is float32; a int64 input would"
+                                        " truncate it"):
+        InputAssembler(floats_into_ints, items=items(), users=None)
+
+
+@pytest.mark.parametrize("value", [2.9, 3_000_000_000_000_000_000_000, float("nan"), "7"])
+async def test_a_request_feature_the_dtype_cannot_hold_is_refused(value) -> None:
+    assembler = InputAssembler(parse_spec(SPEC), items=items(), users=users())
+    with pytest.raises(InvalidArgument, match="'segment' must be int64"):
+        await assembler.assemble(RankQuery("r", request_features={"segment": value}), ["a"])
+
+
+async def test_an_unknown_item_takes_the_spec_s_default_while_the_store_is_up() -> None:
+    spec = parse_spec({**SPEC, "features": {**SPEC["features"],
+                                            "item.price": {"default": -5.0}}})
+    inputs, _ = await InputAssembler(spec, items=items(), users=users()).assemble(
+        RankQuery("r", query="x"), ["zz"], caller_ids=True)
+    assert inputs.per_candidate["dense"][0, 0] == -5.0
+
+
+async def test_dropped_candidates_count_as_retrieved_not_as_defaulted_values() -> None:
+    from rankserve.ranker.pipeline import Ranker, RankerConfig
+    from rankserve.ranker.types import ScoredBatch
+
+    class Zeros:
+        async def score(self, model, inputs, rows, timeout_s, call=None):
+            return ScoredBatch(np.zeros(rows, np.float32), 1)
+
+    spec = parse_spec({**SPEC, "unknown_candidates": "drop"})
+    ranker = Ranker(RankerConfig(), retriever=None, scorer=Zeros(), caller_source=_caller(),
+                    inputs=InputAssembler(spec, items=items(), users=users()))
+    res = await ranker.rank(RankQuery("r", candidates=(
+        CallerCandidate("a"), CallerCandidate("zz"), CallerCandidate("b")), page_size=3))
+    assert res.candidates_retrieved == 3 and res.candidates_scored == 2
+    assert res.degradation.dropped_candidates == 1
+    assert res.degradation.missing_feature_values == 1  # the segment the call did not send
