@@ -138,13 +138,6 @@ class FeatureSpec:
                     seen.setdefault(ref.name, None)
         return list(seen)
 
-    @property
-    def signature_inputs(self) -> tuple[str, ...]:
-        """The inputs the model's signature must have."""
-        if self.encoding == "tf_example":
-            return (self.example_input,)
-        return tuple(spec.name for spec in self.inputs)
-
 
 def load_spec(path: str | Path) -> FeatureSpec:
     """Reads and checks a spec file; SpecError names the file and the key that is wrong."""
