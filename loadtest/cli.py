@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rankserve.server.common.tls import add_caller_flags
+
 DESCRIPTION = """\
 Load-test a model before launch: send real or synthetic traffic to a model server (Predict,
 directly or through Envoy; TF Serving or rankserve's model server answer the same calls) or to
@@ -55,6 +57,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     t.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="How long to wait for the target to accept a connection. Default:"
                         " %(default)s.")
+    add_caller_flags(p)
     s = p.add_argument_group("traffic")
     s.add_argument("--replay", type=Path, metavar="PATH",
                    help="Replay captured traffic: a capture file or a directory written by"
@@ -262,8 +265,10 @@ def _payloads(args: argparse.Namespace, batch_size: int | None = None) -> Any:
 
 def _target(args: argparse.Namespace) -> Any:
     from rankserve.loadtest.targets import Target
+    from rankserve.server.common.tls import caller_from_args
 
-    return Target(args.kind, args.target, tuple(args.server_pid))
+    tls, metadata = caller_from_args(args)
+    return Target(args.kind, args.target, tuple(args.server_pid), tls=tls, metadata=metadata)
 
 
 def _tiers(args: argparse.Namespace) -> list[Any]:

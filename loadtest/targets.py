@@ -16,6 +16,8 @@ from typing import Literal, Protocol
 
 import grpc
 
+from rankserve.server.common.tls import TlsFiles
+
 Kind = Literal["predict", "rank"]
 
 METHODS: dict[str, str] = {
@@ -28,13 +30,16 @@ METHODS: dict[str, str] = {
 @dataclass(frozen=True)
 class Target:
     """``kind`` of call sent to ``address`` (host:port); ``server_pids``: local processes that
-    serve it, whose CPU time the report divides by the requests (empty: not known)."""
+    serve it, whose CPU time the report divides by the requests (empty: not known). ``tls``:
+    call over TLS (a TLS ranker); ``metadata``: sent with every call (a bearer token)."""
 
     kind: Kind
     address: str
     server_pids: tuple[int, ...] = ()
     description: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    tls: TlsFiles | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
 
     @property
     def method(self) -> str:
@@ -64,10 +69,15 @@ class Caller:
 
     def __init__(self, target: Target, max_message_bytes: int = 64 * 1024 * 1024) -> None:
         self.target = target
-        self._channel = grpc.aio.insecure_channel(
-            target.address,
-            options=[("grpc.max_send_message_length", max_message_bytes),
-                     ("grpc.max_receive_message_length", max_message_bytes)])
+        options = [("grpc.max_send_message_length", max_message_bytes),
+                   ("grpc.max_receive_message_length", max_message_bytes)]
+        tls = target.tls
+        if tls is not None and tls.enabled:
+            self._channel = grpc.aio.secure_channel(
+                target.address, tls.channel_credentials(), options=options + tls.channel_options())
+        else:
+            self._channel = grpc.aio.insecure_channel(target.address, options=options)
+        self._metadata = target.metadata or None
         self._call = self._channel.unary_unary(target.method)
 
     async def __aenter__(self) -> Caller:
@@ -89,7 +99,7 @@ class Caller:
         """(status code name, response bytes); never raises for an RPC error."""
         try:
             resp = await self._call(
-                payload, timeout=timeout_s,
+                payload, timeout=timeout_s, metadata=self._metadata,
                 compression=grpc.Compression.Gzip if gzip else None)
         except grpc.aio.AioRpcError as exc:
             return exc.code().name, 0

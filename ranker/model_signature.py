@@ -241,11 +241,17 @@ _STATUS_ERRORS: dict[grpc.StatusCode, type[RankerError]] = {
 
 
 async def fetch_signature(target: str, model: ModelRef, signature: str = "serving_default",
-                          timeout_s: float = 10.0) -> ModelSignature:
+                          timeout_s: float = 10.0,
+                          credentials: grpc.ChannelCredentials | None = None,
+                          channel_options: tuple[tuple[str, str], ...] = ()) -> ModelSignature:
     """Asks the model server at ``target`` (HOST:PORT) for ``model``'s signature by
-    GetModelMetadata; NotFound, Unavailable, DeadlineExceeded... say what went wrong."""
+    GetModelMetadata, over TLS with ``credentials``; NotFound, Unavailable,
+    DeadlineExceeded... say what went wrong."""
     where = f"model {model} at {target}"
-    async with grpc.aio.insecure_channel(target) as channel:
+    channel = (grpc.aio.secure_channel(target, credentials, options=list(channel_options))
+               if credentials is not None
+               else grpc.aio.insecure_channel(target, options=list(channel_options)))
+    async with channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         try:
             response = await stub.GetModelMetadata(metadata_request(model), timeout=timeout_s)

@@ -7,6 +7,12 @@ Tracing is on when an OTLP endpoint is configured (``OTEL_EXPORTER_OTLP_ENDPOINT
 
 Spans leave through a batch span processor: a worker thread exports them, so a request never
 waits for the collector, and a collector that is down only costs dropped spans.
+
+TLS to the collector is the standard variables' too: an ``https://`` endpoint, the CA in
+``OTEL_EXPORTER_OTLP_CERTIFICATE`` and, for mutual TLS, ``OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE``
+and ``OTEL_EXPORTER_OTLP_CLIENT_KEY`` (or their ``_TRACES_`` forms). The files are read at
+start: a missing one stops the process with the variable's name, where the SDK would only log
+it and fall back to the system's roots.
 """
 
 from __future__ import annotations
@@ -21,10 +27,27 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
+from rankserve.server.common.tls import TlsFiles, read_pem
+
 log = logging.getLogger(__name__)
 
 INSTRUMENTATION = "rankserve"
 _ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+_TLS_FILE_VARS = {
+    f"OTEL_EXPORTER_OTLP{infix}_{name}": what
+    for infix in ("", "_TRACES")
+    for name, what in (("CERTIFICATE", "CA certificate"),
+                       ("CLIENT_CERTIFICATE", "client certificate"),
+                       ("CLIENT_KEY", "client private key"))
+}
+
+
+def check_tls_files(env: Mapping[str, str] | None = None) -> None:
+    """Reads every OTLP TLS file the environment names; TlsFileError names the variable."""
+    env = os.environ if env is None else env
+    for var, what in _TLS_FILE_VARS.items():
+        if env.get(var):
+            read_pem(env[var], var, what)
 
 
 def tracing_enabled(env: Mapping[str, str] | None = None) -> bool:
@@ -54,6 +77,7 @@ def make_provider(
     if exporter is None:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
+        check_tls_files()
         exporter = OTLPSpanExporter()
         endpoint = next(os.environ[v] for v in _ENDPOINT_VARS if os.environ.get(v))
         log.info("tracing on: service %s exports OTLP/gRPC to %s", service, endpoint)
@@ -61,16 +85,21 @@ def make_provider(
     return provider
 
 
-def exporting_provider(service: str, endpoint: str) -> TracerProvider:
-    """A provider that exports to ``endpoint`` (``http://HOST:PORT``) whatever the environment
-    says: for a client that talks to a stack it knows, e.g. the demo and the tests."""
+def exporting_provider(service: str, endpoint: str, tls: TlsFiles | None = None
+                       ) -> TracerProvider:
+    """A provider that exports to ``endpoint`` (``http://HOST:PORT``, or ``https://`` with
+    ``tls``) whatever the environment says: for a client that talks to a stack it knows, e.g.
+    the demo and the tests."""
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}),
                               shutdown_on_exit=False)
-    provider.add_span_processor(
-        BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True),
-                           schedule_delay_millis=200))
+    if tls is not None and tls.enabled:
+        exporter = OTLPSpanExporter(endpoint=endpoint, insecure=False,
+                                    credentials=tls.channel_credentials())
+    else:
+        exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True)
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=200))
     return provider
 
 

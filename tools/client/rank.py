@@ -12,6 +12,7 @@ import grpc
 from google.protobuf import json_format
 
 from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
+from rankserve.server.common.tls import add_caller_flags
 
 HELP = """\
 Send one Rank call to a ranker and print the ranked page, the model version that scored it,
@@ -28,6 +29,11 @@ optionally followed by a tab and the retrieval score; `-` reads standard input. 
 request-time feature (`request.NAME` in the model's feature spec): `true`/`false` is a boolean,
 a number an int or a float, a value with commas a list (`5,` is a one-value list), anything else
 a string.
+
+A TLS ranker: --tls-ca FILE verifies its certificate (--tls alone: the system's roots);
+--tls-cert and --tls-key present a client certificate (mutual TLS); --token-file FILE (or
+RANKSERVE_TOKEN in the environment) sends `authorization: Bearer TOKEN`. `rankserve up --tls`
+prints a ready command line.
 
 The trace id of the call is printed beside the request id when the ranker traces. With
 OTEL_EXPORTER_OTLP_ENDPOINT set, this command exports its own client span too, as the root of
@@ -212,25 +218,32 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--request-id", help="Request id to send (default: a random one).")
     p.add_argument("--debug", action="store_true", help="Ask for retrieval scores and ranks.")
     p.add_argument("--json", action="store_true", help="Print the response as JSON.")
+    add_caller_flags(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    from rankserve.server.common.tls import caller_from_args, secure_or_insecure_channel
     from rankserve.server.telemetry.interceptors import TracingClientInterceptor
     from rankserve.server.telemetry.tracing import make_provider, shutdown_provider
 
     req = build_request(args)
+    try:
+        tls, metadata = caller_from_args(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     # With OTEL_EXPORTER_OTLP_ENDPOINT set, the call is the root span of its trace.
     provider = make_provider("rankserve-client")
     try:
-        with grpc.insecure_channel(args.target) as channel:
+        with secure_or_insecure_channel(args.target, tls) as channel:
             if provider is not None:
                 interceptor = TracingClientInterceptor(provider.get_tracer("rankserve"))
                 channel = grpc.intercept_channel(channel, interceptor)
             stub = ranking_pb2_grpc.RankingServiceStub(channel)
             try:
-                resp = stub.Rank(req, timeout=args.deadline_ms / 1000)
+                resp = stub.Rank(req, timeout=args.deadline_ms / 1000, metadata=metadata)
             except grpc.RpcError as err:
                 print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
                 return 1

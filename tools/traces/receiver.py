@@ -6,6 +6,9 @@ on a loopback HTTP port: ``GET /traces`` (recent trace ids, newest last) and
 ``GET /traces/<32 hex digits>`` (every span of one trace). Bounded: the oldest trace is
 dropped when ``max_traces`` are held, and the drop is counted.
 
+With a certificate and key it serves OTLP over TLS, and with a client CA over mutual TLS (every
+exporter presents a certificate of that CA), as `rankserve up --tls` runs it.
+
 In a cluster spans go to Jaeger instead; this exists so `rankserve up` needs no collector.
 """
 
@@ -22,6 +25,8 @@ import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
+
+from rankserve.server.common.tls import TlsFiles
 
 _KINDS = {v: k.removeprefix("SPAN_KIND_") for k, v in trace_pb2.Span.SpanKind.items()}
 
@@ -136,11 +141,13 @@ def _http_handler(store: SpanStore) -> type[BaseHTTPRequestHandler]:
 
 
 class TraceReceiver:
-    """OTLP/gRPC on ``host:port`` and the JSON view on ``host:http_port`` (0 = free ports)."""
+    """OTLP/gRPC on ``host:port`` and the JSON view on ``host:http_port`` (0 = free ports);
+    OTLP over TLS with ``tls`` (mutual TLS when it has a CA)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, http_port: int = 0,
-                 max_traces: int = 1000) -> None:
+                 max_traces: int = 1000, tls: TlsFiles | None = None) -> None:
         self.host = host
+        self.tls = tls
         self.store = SpanStore(max_traces)
         self._port = port
         self._http_port = http_port
@@ -153,7 +160,11 @@ class TraceReceiver:
         server = grpc.aio.server()
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
             _TraceService(self.store), server)
-        port = server.add_insecure_port(f"{self.host}:{self._port}")
+        where = f"{self.host}:{self._port}"
+        if self.tls is not None and self.tls.enabled:
+            port = server.add_secure_port(where, self.tls.server_credentials())
+        else:
+            port = server.add_insecure_port(where)
         await server.start()
         self._server = server
         self.address = f"{self.host}:{port}"
@@ -182,7 +193,7 @@ class TraceReceiver:
 
 
 def serve(host: str, port: int, http_port: int, max_traces: int,
-          ready_file: str | None) -> int:
+          ready_file: str | None, tls: TlsFiles | None = None) -> int:
     """Runs a receiver until SIGTERM or SIGINT (the `rankserve trace-receiver` process)."""
     import os
     import sys
@@ -190,11 +201,12 @@ def serve(host: str, port: int, http_port: int, max_traces: int,
     from rankserve.server.common.readyfile import write_ready_file
     from rankserve.server.common.shutdown import run_until_signal
 
-    receiver = TraceReceiver(host, port, http_port, max_traces)
+    receiver = TraceReceiver(host, port, http_port, max_traces, tls)
 
     async def start() -> None:
         await receiver.start()
-        print(f"trace receiver: OTLP/gRPC on {receiver.address}, traces as JSON on"
+        secure = " (TLS)" if tls is not None and tls.enabled else ""
+        print(f"trace receiver: OTLP/gRPC{secure} on {receiver.address}, traces as JSON on"
               f" http://{receiver.http_address}/traces", file=sys.stderr, flush=True)
         if ready_file:
             write_ready_file(ready_file, receiver.address, os.getpid(),

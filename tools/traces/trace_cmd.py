@@ -91,6 +91,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="Traces kept; the oldest is dropped first (default 1000).")
     r.add_argument("--ready-file", metavar="PATH",
                    help='Once serving, write {"address", "pid", "http_address"} here.')
+    r.add_argument("--tls-cert", metavar="PATH", default="",
+                   help="Serve OTLP over TLS with this certificate chain (PEM); needs --tls-key.")
+    r.add_argument("--tls-key", metavar="PATH", default="",
+                   help="Private key of --tls-cert (PEM).")
+    r.add_argument("--tls-client-ca", metavar="PATH", default="",
+                   help="Require exporters to present a certificate of this CA (mutual TLS).")
     r.set_defaults(func=run_receiver)
 
 
@@ -121,6 +127,16 @@ def run_trace(args: argparse.Namespace) -> int:
 
 
 def run_receiver(args: argparse.Namespace) -> int:
+    from rankserve.server.common.tls import TlsFileError, TlsFiles
     from rankserve.tools.traces.receiver import serve
 
-    return serve(args.host, args.port, args.http_port, args.max_traces, args.ready_file)
+    tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca,
+                   flags=("--tls-cert", "--tls-key", "--tls-client-ca"))
+    if tls.enabled:
+        try:
+            tls.check()
+            tls.server_credentials()
+        except TlsFileError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    return serve(args.host, args.port, args.http_port, args.max_traces, args.ready_file, tls)
