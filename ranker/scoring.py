@@ -8,6 +8,7 @@ cost more than a 25-row inference. There are no retries here: Envoy retries mode
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -18,6 +19,7 @@ from google.protobuf import wrappers_pb2
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from rankserve.ranker.errors import ScoringError
+from rankserve.ranker.hedging import HedgeDelay
 from rankserve.ranker.metrics import RankerMetrics
 from rankserve.ranker.predict_telemetry import batch_index, request_sent
 from rankserve.ranker.tensors import TensorFormatError, fill_tensor_proto, from_tensor_proto
@@ -99,7 +101,10 @@ class PredictScorer:
     ``gzip_min_bytes``: requests at least this large are sent gzip-compressed when
     ``compression`` is "gzip"; smaller ones are not worth the CPU. ``on_request`` sees every
     request before it is sent, with the index of its batch within the Rank (-1 outside one),
-    for request capture; it must return at once and never raise.
+    for request capture; it must return at once and never raise. ``credentials`` (with
+    ``channel_options``, e.g. the server name to check) makes the channel TLS. ``hedge``, when
+    given, learns from every answered call how long to wait before Envoy sends a copy of a call
+    to another replica.
     """
 
     def __init__(
@@ -111,6 +116,9 @@ class PredictScorer:
         max_message_bytes: int = 64 * 1024 * 1024,
         on_request: Callable[[predict_pb2.PredictRequest, int], None] | None = None,
         metrics: RankerMetrics | None = None,
+        hedge: HedgeDelay | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        channel_options: tuple[tuple[str, str], ...] = (),
     ) -> None:
         if compression not in ("none", "gzip"):
             raise ValueError(f"compression must be 'none' or 'gzip', got {compression!r}")
@@ -119,13 +127,16 @@ class PredictScorer:
         self._gzip_min = gzip_min_bytes
         self._on_request = on_request
         self._metrics = metrics
-        self._channel = grpc.aio.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.max_receive_message_length", max_message_bytes),
-            ],
-        )
+        self._hedge = hedge
+        options = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            *channel_options,
+        ]
+        if credentials is not None:
+            self._channel = grpc.aio.secure_channel(target, credentials, options=options)
+        else:
+            self._channel = grpc.aio.insecure_channel(target, options=options)
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._closed = False
 
@@ -159,9 +170,16 @@ class PredictScorer:
         # The caller's batch span (if any) is current: it becomes the model server's parent.
         carrier: dict[str, str] = {}
         _PROPAGATOR.inject(carrier)
+        metadata = list(carrier.items())
+        hedge = self._hedge.metadata(timeout_s) if self._hedge is not None else None
+        if hedge is not None:
+            metadata.append(hedge)
+        started = time.perf_counter()
         try:
             resp = await self._stub.Predict(req, timeout=timeout_s, compression=compression,
-                                            metadata=tuple(carrier.items()) or None)
+                                            metadata=tuple(metadata) or None)
         except grpc.aio.AioRpcError as exc:
             raise ScoringError(exc.code().name, exc.details() or exc.code().name) from None
+        if self._hedge is not None:
+            self._hedge.observe(time.perf_counter() - started)
         return parse_response(model, resp, rows, call.output)

@@ -1,7 +1,9 @@
 """One interceptor turns exceptions into gRPC statuses, for every server of rankserve.
 
 An exception with a ``status`` attribute naming a gRPC code (``"NOT_FOUND"``) and a ``message``
-meant for the caller becomes that status. Anything else is a bug: the caller gets INTERNAL
+meant for the caller becomes that status; one with ``retry_after_ms`` (an overloaded server)
+also gets gRPC's ``grpc-retry-pushback-ms`` trailer. Anything else is a bug: the caller gets
+INTERNAL
 "internal error" and the traceback goes to the log, never into the status.
 
 A request that does not parse never reaches a handler: gRPC would answer UNKNOWN with the
@@ -18,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+
+from rankserve.server.common.admission import pushback_metadata
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,7 @@ async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext, method: 
     message = getattr(exc, "message", None) or str(exc) or code.name
     if code == grpc.StatusCode.INTERNAL:
         log.error("%s failed: %s", method, message)
-    await context.abort(code, message)
+    await context.abort(code, message, trailing_metadata=pushback_metadata(exc))
 
 
 class _Unparsable:

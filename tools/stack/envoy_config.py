@@ -20,8 +20,13 @@ LISTENER = "model_ingress"
 TRACE_CLUSTER = "otlp_collector"
 
 # What a retry is safe for. A grpc.aio upstream stopped with SIGTERM answers CANCELLED, so
-# `cancelled` must be here for a dying replica to cost no call (FACTS.md).
-RETRY_ON = "unavailable,cancelled,reset,connect-failure,refused-stream"
+# `cancelled` must be here for a dying replica to cost no call (FACTS.md). `retriable-headers`
+# retries a call a replica shed (below). A hedge on per-try timeout needs no condition here.
+RETRY_ON = "unavailable,cancelled,reset,connect-failure,refused-stream,retriable-headers"
+# A replica that sheds a call (its queue is full) answers RESOURCE_EXHAUSTED with this header;
+# Envoy retries such a call on another replica (never the same one: previous_hosts). A call
+# refused for its own size carries no such header and is not retried anywhere.
+SHED_HEADER = "grpc-retry-pushback-ms"
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,23 @@ class Tracing:
 
 
 @dataclass(frozen=True)
+class Cidr:
+    """An address range, as Envoy's CidrRange."""
+
+    address_prefix: str
+    prefix_len: int
+
+    @classmethod
+    def parse(cls, text: str) -> Cidr:
+        """From ``"127.0.0.1/32"``; a value that is not a CIDR is refused by name."""
+        try:
+            net = ipaddress.ip_network(text.strip(), strict=False)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a CIDR such as 127.0.0.1/32") from None
+        return cls(str(net.network_address), net.prefixlen)
+
+
+@dataclass(frozen=True)
 class EnvoyOptions:
     """Everything that differs between deployments; the rest is policy fixed in :func:`render`."""
 
@@ -84,6 +106,22 @@ class EnvoyOptions:
     base_ejection_ms: int = 5000
     max_ejection_percent: int = 50
     health_check_interval_ms: int = 1000
+    # LEAST_REQUEST picks the less busy of two random replicas, so a slow replica (its calls
+    # pile up) gets fewer; ROUND_ROBIN ignores load.
+    lb_policy: str = "LEAST_REQUEST"
+    # After this long without an answer a second copy of a call goes to another replica and
+    # the first answer wins (Envoy's hedge on per-try timeout). 0: no fixed delay; a trusted
+    # caller's x-envoy-upstream-rq-per-try-timeout-ms header sets it per call.
+    per_try_timeout_ms: int = 0
+    # Callers whose requests are internal to Envoy, so their x-envoy-* headers are honoured
+    # (every other caller's are stripped): the ranker sends its hedge delay, taken from the
+    # batch latency it observes, in x-envoy-upstream-rq-per-try-timeout-ms. The local stack
+    # trusts 127.0.0.1/32; in a cluster, the ranker pods' CIDR. None: no caller is trusted.
+    trusted_callers: Cidr | None = None
+    # The jittered back-off before a retry, ms: base and most. A retry goes to another replica
+    # (previous_hosts), so it need not wait long; Envoy's own default is 25 ms and 250 ms.
+    retry_backoff_ms: int = 2
+    retry_backoff_max_ms: int = 25
     max_message_bytes: int = 64 * 1024 * 1024
     extra_clusters: tuple[dict, ...] = field(default_factory=tuple)
     # Envoy's OpenTelemetry tracer; unset (None), the rendered config has no tracing at all.
@@ -148,8 +186,15 @@ def _route() -> dict:
                         ),
                     }
                 ],
-                "host_selection_retry_max_attempts": 5,
+                # A replica that refuses at once looks idle to LEAST_REQUEST and keeps being
+                # picked; enough re-picks make a retry find another one all but surely.
+                "host_selection_retry_max_attempts": 20,
+                "retriable_headers": [{"name": SHED_HEADER, "present_match": True}],
+                "per_try_timeout": None,  # filled in by render()
+                "retry_back_off": None,  # filled in by render()
             },
+            # A per-try timeout does not cancel the slow attempt: a hedge races it.
+            "hedge_policy": {"hedge_on_per_try_timeout": True},
         },
     }
 
@@ -203,10 +248,17 @@ def render(opts: EnvoyOptions) -> dict:
         raise ValueError("tracing.sampling_percent must be within 0..100")
     route = _route()
     route["route"]["retry_policy"]["num_retries"] = opts.num_retries
+    retry = route["route"]["retry_policy"]
+    retry["per_try_timeout"] = f"{opts.per_try_timeout_ms / 1000:g}s"
+    retry["retry_back_off"] = {"base_interval": f"{opts.retry_backoff_ms / 1000:g}s",
+                               "max_interval": f"{opts.retry_backoff_max_ms / 1000:g}s"}
     hcm = _typed(
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         stat_prefix=LISTENER,
         codec_type="AUTO",
+        # The caller's own address decides whether it is internal (trusted_callers); with no
+        # trusted caller every x-envoy-* request header is stripped.
+        use_remote_address=True,
         http2_protocol_options={"max_concurrent_streams": 1024},
         route_config={
             "name": "model_routes",
@@ -227,10 +279,14 @@ def render(opts: EnvoyOptions) -> dict:
             },
         ],
     )
+    if opts.trusted_callers:
+        hcm["internal_address_config"] = {"cidr_ranges": [{
+            "address_prefix": opts.trusted_callers.address_prefix,
+            "prefix_len": opts.trusted_callers.prefix_len}]}
     cluster = {
         "name": CLUSTER,
         "type": opts.discovery,
-        "lb_policy": "ROUND_ROBIN",
+        "lb_policy": opts.lb_policy,
         "connect_timeout": f"{opts.connect_timeout_ms / 1000:g}s",
         "per_connection_buffer_limit_bytes": opts.max_message_bytes,
         "typed_extension_protocol_options": {

@@ -324,7 +324,9 @@ class LocalStack:
             tracing = envoy_config.Tracing.from_endpoint(
                 self.otlp_endpoint, 100 * self.settings.trace_sample_ratio)
         opts = envoy_config.EnvoyOptions(
-            upstreams=tuple(upstreams), listen_port=self.settings.envoy_port, tracing=tracing
+            upstreams=tuple(upstreams), listen_port=self.settings.envoy_port, tracing=tracing,
+            # The ranker calls from loopback: its hedge delay header is honoured.
+            trusted_callers=envoy_config.Cidr("127.0.0.1", 32),
         )
         cfg = envoy_config.write(opts, self.run_dir / "envoy.json")
         admin_file = self.run_dir / "envoy-admin.address"

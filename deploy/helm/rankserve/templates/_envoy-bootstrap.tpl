@@ -27,6 +27,7 @@ Options are read from .Values.envoy.config; upstreams from rankserve.envoy.upstr
                 "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
                 "stat_prefix": "model_ingress"
                 "codec_type": "AUTO"
+                "use_remote_address": true
                 "http2_protocol_options":
                   "max_concurrent_streams": 1024
                 "route_config":
@@ -46,14 +47,24 @@ Options are read from .Values.envoy.config; upstreams from rankserve.envoy.upstr
                             "max_stream_duration":
                               "grpc_timeout_header_max": "0s"
                             "retry_policy":
-                              "retry_on": "unavailable,cancelled,reset,connect-failure,refused-stream"
+                              "retry_on": "unavailable,cancelled,reset,connect-failure,refused-stream,retriable-headers"
                               "num_retries": {{ $.Values.envoy.config.numRetries | int64 }}
                               "retry_host_predicate":
                                 -
                                   "name": "envoy.retry_host_predicates.previous_hosts"
                                   "typed_config":
                                     "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
-                              "host_selection_retry_max_attempts": 5
+                              "host_selection_retry_max_attempts": 20
+                              "retriable_headers":
+                                -
+                                  "name": "grpc-retry-pushback-ms"
+                                  "present_match": true
+                              "per_try_timeout": {{ printf "%gs" (divf $.Values.envoy.config.perTryTimeoutMs 1000) | toJson }}
+                              "retry_back_off":
+                                "base_interval": {{ printf "%gs" (divf $.Values.envoy.config.retryBackoffMs 1000) | toJson }}
+                                "max_interval": {{ printf "%gs" (divf $.Values.envoy.config.retryBackoffMaxMs 1000) | toJson }}
+                            "hedge_policy":
+                              "hedge_on_per_try_timeout": true
                 "http_filters":
                   -
                     "name": "envoy.filters.http.grpc_stats"
@@ -65,6 +76,13 @@ Options are read from .Values.envoy.config; upstreams from rankserve.envoy.upstr
                     "name": "envoy.filters.http.router"
                     "typed_config":
                       "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                {{- if $.Values.envoy.config.trustedCallers }}
+                "internal_address_config":
+                  "cidr_ranges":
+                    -
+                      "address_prefix": {{ $.Values.envoy.config.trustedCallers.addressPrefix | toJson }}
+                      "prefix_len": {{ $.Values.envoy.config.trustedCallers.prefixLen | int64 }}
+                {{- end }}
                 {{- if $.Values.envoy.config.tracing }}
                 "tracing":
                   "random_sampling":
@@ -84,7 +102,7 @@ Options are read from .Values.envoy.config; upstreams from rankserve.envoy.upstr
     -
       "name": "model_servers"
       "type": "STRICT_DNS"
-      "lb_policy": "ROUND_ROBIN"
+      "lb_policy": {{ $.Values.envoy.config.lbPolicy | toJson }}
       "connect_timeout": {{ printf "%gs" (divf $.Values.envoy.config.connectTimeoutMs 1000) | toJson }}
       "per_connection_buffer_limit_bytes": {{ $.Values.envoy.config.maxMessageBytes | int64 }}
       "typed_extension_protocol_options":

@@ -1,0 +1,60 @@
+"""When a slow batch gets a second copy: a delay taken from the batch latency the ranker sees.
+
+Envoy does the hedging (one retry layer, docs/architecture.md decision 5): a call unanswered
+after its per-try timeout gets a copy on another replica and the first answer wins. The ranker
+only says how long that is, per call, in ``x-envoy-upstream-rq-per-try-timeout-ms``, because it
+sees every batch's latency and a fixed number suits no model for long.
+
+The delay is ``factor`` times a low quantile (the median by default) of recent successful
+calls. A low quantile, not the p95 of "tail at scale": when one of two replicas is slow, half
+the calls may be slow, and a p95 would then describe the slow replica and never hedge it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+HEADER = "x-envoy-upstream-rq-per-try-timeout-ms"
+
+
+class HedgeDelay:
+    """A ring of recent call latencies and the hedge delay they imply.
+
+    ``observe`` is called once per successful call (a few hundred ns); the quantile is
+    recomputed every ``refresh`` observations, so ``delay_ms`` is a field read. No delay is
+    given until ``min_samples`` calls have been seen: a cold ranker does not hedge on a guess.
+    """
+
+    def __init__(
+        self, *, quantile: float = 0.5, factor: float = 3.0, min_ms: float = 5.0,
+        window: int = 512, min_samples: int = 50, refresh: int = 32,
+    ) -> None:
+        if not 0 < quantile < 1:
+            raise ValueError(f"hedge quantile must be within (0, 1), got {quantile}")
+        if factor < 1:
+            raise ValueError(f"hedge factor must be at least 1, got {factor}")
+        self.quantile = quantile
+        self.factor = factor
+        self.min_ms = min_ms
+        self._ring = np.zeros(max(window, min_samples), dtype=np.float64)
+        self._seen = 0
+        self._min_samples = min_samples
+        self._refresh = max(1, refresh)
+        #: The current delay in whole ms, or None while too few calls were seen.
+        self.delay_ms: int | None = None
+
+    def observe(self, seconds: float) -> None:
+        self._ring[self._seen % len(self._ring)] = seconds
+        self._seen += 1
+        if self._seen >= self._min_samples and self._seen % self._refresh == 0:
+            recent = self._ring[: min(self._seen, len(self._ring))]
+            base_ms = float(np.quantile(recent, self.quantile)) * 1e3
+            self.delay_ms = max(1, round(max(self.min_ms, self.factor * base_ms)))
+
+    def metadata(self, timeout_s: float) -> tuple[str, str] | None:
+        """The header for a call with ``timeout_s`` left, or None: no delay yet, or one that
+        would not leave the copy time to answer."""
+        delay = self.delay_ms
+        if delay is None or delay >= timeout_s * 1e3 / 2:
+            return None
+        return (HEADER, str(delay))
