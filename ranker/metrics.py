@@ -69,8 +69,15 @@ class RankerMetrics:
             "rankserve_feature_source_unavailable",
             "Ranks whose item or user features could not be read (every value defaulted).",
             ["source"], registry=registry)
+        self.ranks_shed = Counter(
+            "rankserve_ranks_shed",
+            "Rank calls refused at once with RESOURCE_EXHAUSTED (admission control), by reason:"
+            " full (every slot busy, no room to wait) or queue_timeout (no slot in time).",
+            ["reason"], registry=registry)
         # Every label value a series can take, from the start: a dashboard shows 0, not
         # "no data", before the first unknown id or outage.
+        for reason in ("full", "queue_timeout"):
+            self.ranks_shed.labels(reason)
         for policy in ("defaults", "drop"):
             self.unknown_candidates.labels(policy)
         for source in ("item", "user"):

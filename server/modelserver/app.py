@@ -89,7 +89,9 @@ class ModelServerApp:
             self.runtime,
             _config_reader(settings),
             BatchOptions(settings.batch_max_rows, settings.batch_max_wait_ms / 1000.0,
-                         on_model_call=self.metrics.model_call_observer),
+                         on_model_call=self.metrics.model_call_observer,
+                         max_queued_rows=settings.max_queued_rows,
+                         on_shed=self.metrics.shed_observer),
             poll_interval_s=settings.poll_interval_s,
             on_change=self._on_versions_changed,
         )

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import Overloaded
 from .runtime import Signature
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,9 @@ class Batcher:
     """Gathers calls for one (version, signature) and runs merged calls on ``executor``.
 
     ``model_calls`` counts the calls made to the model, so merging can be observed;
-    ``on_model_call(rows, seconds)`` hears of each one (metrics).
+    ``on_model_call(rows, seconds)`` hears of each one (metrics). With ``max_queued_rows``, a
+    call that would make more rows wait than that is refused at once (Overloaded), as TF
+    Serving refuses past ``max_enqueued_batches``; a call alone in the queue is always taken.
     """
 
     def __init__(
@@ -124,6 +127,8 @@ class Batcher:
         max_rows: int = 1000,
         max_wait_s: float = 0.001,
         on_model_call: Callable[[int, float], None] | None = None,
+        max_queued_rows: int = 0,
+        on_shed: Callable[[], None] | None = None,
     ) -> None:
         self._signature = signature
         self._on_model_call = on_model_call
@@ -131,6 +136,9 @@ class Batcher:
         self._executor = executor
         self._max_rows = max(1, max_rows)
         self._max_wait = max(0.0, max_wait_s)
+        self._max_queued = max(0, max_queued_rows)
+        self._on_shed = on_shed
+        self._call_s = 0.0  # moving mean of one model call's duration
         self._pending: deque[_Call] = deque()
         self._pending_rows = 0
         self._wakeup = asyncio.Event()
@@ -139,6 +147,7 @@ class Batcher:
         self._closed = False
         self.model_calls = 0
         self.calls = 0
+        self.shed = 0
 
     async def submit(
         self, inputs: Arrays, timing: CallTiming | None = None
@@ -151,6 +160,15 @@ class Batcher:
             raise RuntimeError("batcher is closed")
         loop = asyncio.get_running_loop()
         key, rows = merge_key(self._signature, inputs)
+        if self._max_queued and self._pending and self._pending_rows + rows > self._max_queued:
+            self.shed += 1
+            if self._on_shed is not None:
+                self._on_shed()
+            calls_ahead = -(-self._pending_rows // self._max_rows) + 1
+            raise Overloaded(
+                f"queue full: {self._pending_rows} rows wait for the model (at most"
+                f" {self._max_queued}); retry after the pushback or on another replica",
+                max(1, round(self._call_s * 1e3 * calls_ahead)))
         if timing is not None:
             timing.enqueued_ns = time.time_ns()
         call = _Call(inputs, key, rows, loop.create_future(), loop.time(), timing)
@@ -229,6 +247,7 @@ class Batcher:
                 chunk[0].future.set_exception(exc)
             return
         finished_ns = time.time_ns()
+        self._call_s += 0.1 * ((finished_ns - started_ns) / 1e9 - self._call_s)
         rows = sum(c.rows for c in chunk)
         for call in chunk:
             if call.timing is not None:

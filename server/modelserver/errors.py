@@ -33,6 +33,17 @@ class TooLarge(ModelServerError):
     status = "RESOURCE_EXHAUSTED"
 
 
+class Overloaded(ModelServerError):
+    """The version's queue is full (TF Serving's max_enqueued_batches): refused at once, with
+    how long the queue takes to drain as the retry hint."""
+
+    status = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, retry_after_ms: int) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+
+
 class NotFound(ModelServerError):
     """Unknown model, version or label; the message lists what is available."""
 

@@ -67,6 +67,15 @@ class ModelServerMetrics:
             "Time of each model call (one merged batch) on the runtime.",
             ["model", "version"], buckets=LATENCY_BUCKETS, registry=registry)
 
+        self.shed = Counter(
+            "rankserve_modelserver_predicts_shed",
+            "Predict calls refused at once (RESOURCE_EXHAUSTED with a retry hint) because the"
+            " version's queue was full (--max-queued-rows).", ["model", "version"],
+            registry=registry)
+
+    def shed_observer(self, model: str, version: int) -> Callable[[], None]:
+        return self.shed.labels(model, str(version)).inc
+
     def watch_versions(self, states: Callable[[], list[tuple[str, int, str]]]) -> None:
         self.registry.register(_VersionStates(states))
 

@@ -59,6 +59,13 @@ class ModelServerSettings(BaseSettings):
         1.0, ge=0,
         description="Longest a call waits for others to merge with, in ms; 0 disables waiting.",
     )
+    max_queued_rows: int = Field(
+        2000, ge=0,
+        description="Most rows that may wait for a model call, per model version (TF Serving's"
+        " max_enqueued_batches x max_batch_size); a Predict that would make more wait is"
+        " answered RESOURCE_EXHAUSTED at once with a grpc-retry-pushback-ms hint, and Envoy"
+        " retries it on another replica. 0: no bound (calls queue until their deadlines).",
+    )
     max_message_mb: int = Field(
         64, ge=1,
         description="Largest request accepted, in MiB, and the most its inputs may take once"

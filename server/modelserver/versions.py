@@ -47,6 +47,11 @@ class BatchOptions:
     max_wait_s: float = 0.001
     # Hears of every model call: (model name, version) -> (rows, seconds). Metrics use it.
     on_model_call: Callable[[str, int], Callable[[int, float], None]] | None = None
+    # Rows that may wait for a model call per (version, signature); more is refused at once.
+    # 0: no bound.
+    max_queued_rows: int = 0
+    # Hears of every refused call: (model name, version) -> callback. Metrics use it.
+    on_shed: Callable[[str, int], Callable[[], None]] | None = None
 
 
 class LoadedVersion:
@@ -287,6 +292,9 @@ class VersionManager:
                 max_wait_s=self._batch.max_wait_s,
                 on_model_call=(self._batch.on_model_call(version.name, version.version)
                                if self._batch.on_model_call else None),
+                max_queued_rows=self._batch.max_queued_rows,
+                on_shed=(self._batch.on_shed(version.name, version.version)
+                         if self._batch.on_shed else None),
             )
 
         return make

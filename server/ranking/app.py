@@ -24,6 +24,7 @@ from rankserve.ranker.embedding_store import EmbeddingStore
 from rankserve.ranker.entity_features import EntityFeatures
 from rankserve.ranker.errors import RankerError
 from rankserve.ranker.feature_stores import open_store
+from rankserve.ranker.hedging import HedgeDelay
 from rankserve.ranker.metrics import RankerMetrics
 from rankserve.ranker.model_inputs import InputAssembler
 from rankserve.ranker.model_signature import fetch_signature
@@ -45,6 +46,7 @@ from rankserve.server.common import (
     announce_ready,
     run_until_signal,
 )
+from rankserve.server.common.admission import Admission, AdmissionInterceptor
 from rankserve.server.ranking.capture import RequestCapture
 from rankserve.server.ranking.metrics import RankMetricsInterceptor
 from rankserve.server.ranking.servicer import RankingServicer
@@ -57,6 +59,7 @@ log = logging.getLogger("rankserve.ranker")
 
 TRACE_SERVICE_NAME = "rankserve-ranker"
 SERVICE_NAME = ranking_pb2.DESCRIPTOR.services_by_name["RankingService"].full_name
+RANK_METHOD = f"/{SERVICE_NAME}/Rank"
 _WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}
 
 
@@ -118,10 +121,12 @@ class RankingApp:
             self.capture = RequestCapture(
                 Path(s.capture_dir), rate=s.capture_rate,
                 max_per_minute=s.capture_max_per_minute, registry=self.registry)
+        hedge = (HedgeDelay(quantile=s.hedge_quantile, factor=s.hedge_factor,
+                            min_ms=s.hedge_min_ms) if s.hedge_quantile > 0 else None)
         self._scorer: PredictScorer | None = PredictScorer(
             s.model_target, compression=s.compression, gzip_min_bytes=s.gzip_min_bytes,
             max_message_bytes=max_bytes, metrics=self.metrics,
-            on_request=self.capture.predict if self.capture else None)
+            on_request=self.capture.predict if self.capture else None, hedge=hedge)
         tracer = tracer_of(self.tracer_provider)
         self.ranker: Ranker | None = self._build_ranker(catalog, tracer)
         server, self._health = self._build_server(tracer, max_bytes)
@@ -159,9 +164,18 @@ class RankingApp:
         self, tracer: trace.Tracer, max_bytes: int
     ) -> tuple[grpc.aio.Server, HealthState]:
         """The gRPC server with the servicer, health and reflection; bound in start()."""
-        # Outermost first: tracing, metrics, error mapping (the metrics see mapped statuses).
+        # Outermost first: tracing, metrics, admission, error mapping (the metrics see mapped
+        # statuses and refusals).
         interceptors: list[grpc.aio.ServerInterceptor] = [
             RankMetricsInterceptor(self.metrics), ErrorMappingInterceptor()]
+        s = self.settings
+        if s.max_concurrent_ranks:
+            shed = self.metrics.ranks_shed
+            admission = Admission(
+                s.max_concurrent_ranks, queue=s.max_queued_ranks,
+                max_wait_s=s.max_queue_wait_ms / 1e3, what="Ranks",
+                on_shed=lambda reason: shed.labels(reason).inc())
+            interceptors.insert(1, AdmissionInterceptor(admission, [RANK_METHOD]))
         if self.tracer_provider is not None:
             interceptors.insert(0, TracingServerInterceptor(tracer))
         server = grpc.aio.server(

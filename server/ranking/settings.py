@@ -61,6 +61,31 @@ class RankerSettings(BaseSettings):
         "none", description="Compress Predict requests with gzip (costs CPU, saves bytes).")
     gzip_min_bytes: int = Field(
         16384, ge=0, description="With gzip on, only requests at least this large are compressed.")
+    max_concurrent_ranks: int = Field(
+        8, ge=0,
+        description="Rank calls served at once. More wait (--max-queued-ranks) or are answered"
+        " RESOURCE_EXHAUSTED at once with a grpc-retry-pushback-ms hint, so that past capacity"
+        " the admitted calls keep their latency instead of every call missing its deadline."
+        " 0: no limit. Size it as capacity x latency (Little's law) per ranker replica.")
+    max_queued_ranks: int = Field(
+        8, ge=0,
+        description="Rank calls that may wait for a slot when all are busy; beyond them a call"
+        " is refused at once.")
+    max_queue_wait_ms: float = Field(
+        50.0, ge=0,
+        description="Longest a Rank waits for a slot before it is refused; 0 refuses at once"
+        " when all slots are busy.")
+    hedge_quantile: float = Field(
+        0.5, ge=0, lt=1,
+        description="Envoy sends a copy of a Predict call that is still unanswered after"
+        " --hedge-factor times this quantile of recent call latencies to another replica;"
+        " the first answer wins. 0: no hedging. Envoy honours the delay only from a trusted"
+        " caller (its trusted_callers).")
+    hedge_factor: float = Field(
+        3.0, ge=1, description="Multiple of the --hedge-quantile latency that a call waits"
+        " before its copy is sent.")
+    hedge_min_ms: float = Field(
+        5.0, ge=0, description="Shortest hedge delay, ms, however fast recent calls were.")
     default_candidates: int = Field(
         1000, ge=1, description="Candidates retrieved when a request sets no candidate_limit.")
     max_candidates: int = Field(5000, ge=1,

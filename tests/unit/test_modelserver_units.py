@@ -15,7 +15,7 @@ import pytest
 from rankserve.server.modelserver import cli
 from rankserve.server.modelserver.batching import Batcher, merge_key, split_outputs
 from rankserve.server.modelserver.config import VersionPolicy, parse_policy, read_config_file
-from rankserve.server.modelserver.errors import ConfigError, InvalidInput, TooLarge
+from rankserve.server.modelserver.errors import ConfigError, InvalidInput, Overloaded, TooLarge
 from rankserve.server.modelserver.runtime import Signature, TensorSpec, warm_up_inputs
 from rankserve.server.modelserver.tensors import EncodedInputs, from_numpy, to_numpy
 from rankserve.server.modelserver.validation import check_inputs
@@ -262,6 +262,36 @@ async def test_a_failing_call_does_not_fail_the_calls_merged_with_it() -> None:
         np.testing.assert_array_equal(ok1["scores"], [2, 2])
         np.testing.assert_array_equal(ok2["scores"], [4, 4])
         assert model.rows == [6, 2, 2, 2]
+        await batcher.close()
+
+
+async def test_a_full_queue_refuses_at_once_and_keeps_what_it_admitted() -> None:
+    """TF Serving's max_enqueued_batches: past the bound a call is refused with a retry hint,
+    while the model is busy; the calls already queued are all answered."""
+    gate = threading.Event()
+    model = FakeModel()
+
+    def blocked(inputs):
+        gate.wait(5)
+        return model(inputs)
+
+    shed = []
+    with ThreadPoolExecutor(1) as executor:
+        batcher = Batcher(SIG, blocked, executor, max_rows=10, max_wait_s=0.0,
+                          max_queued_rows=10, on_shed=lambda: shed.append(1))
+        running = asyncio.create_task(batcher.submit(_inputs()))  # 4 rows, taken at once
+        await asyncio.sleep(0.05)
+        queued = [asyncio.create_task(batcher.submit(_inputs())) for _ in range(2)]  # 8 rows
+        await asyncio.sleep(0)
+        full = "queue full: 8 rows wait for the model \\(at most 10\\)"
+        with pytest.raises(Overloaded, match=full) as refused:
+            await batcher.submit(_inputs())
+        assert refused.value.status == "RESOURCE_EXHAUSTED"
+        assert refused.value.retry_after_ms >= 1
+        assert batcher.shed == 1 and shed == [1]
+        gate.set()
+        for result in await asyncio.gather(running, *queued):
+            assert result["scores"].shape == (4,)
         await batcher.close()
 
 

@@ -1,0 +1,108 @@
+"""Admission control over real gRPC: a bounded number of calls run, the excess is refused at
+once with RESOURCE_EXHAUSTED and a retry hint, and waiting callers are handed freed slots."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from rankserve.server.common.admission import (
+    PUSHBACK_KEY,
+    Admission,
+    AdmissionInterceptor,
+    Overloaded,
+)
+from rankserve.server.common.errors import ErrorMappingInterceptor
+
+METHOD = "/test.Slow/Call"
+
+
+async def test_slots_then_queue_then_refusal() -> None:
+    shed: list[str] = []
+    admission = Admission(2, queue=1, max_wait_s=5.0, what="calls", on_shed=shed.append)
+    await admission.acquire()
+    await admission.acquire()
+    waiter = asyncio.create_task(admission.acquire())
+    await asyncio.sleep(0)
+    assert admission.waiting == 1 and admission.full()
+    with pytest.raises(Overloaded, match="2 calls running, 1 waiting") as refused:
+        await admission.acquire()
+    assert refused.value.status == "RESOURCE_EXHAUSTED" and refused.value.retry_after_ms >= 1
+    admission.release(0.2)  # hands the slot to the waiter
+    await waiter
+    assert admission.running == 2 and admission.waiting == 0
+    assert shed == ["full"]
+    # The hint grows with the work ahead: 0.2 s mean (one sample, smoothed) over 2 slots.
+    assert admission.retry_after_ms() == 10
+
+
+async def test_a_wait_that_runs_out_is_refused_and_frees_its_place() -> None:
+    shed: list[str] = []
+    admission = Admission(1, queue=4, max_wait_s=0.01, on_shed=shed.append)
+    await admission.acquire()
+    with pytest.raises(Overloaded, match="no slot within 10 ms"):
+        await admission.acquire()
+    assert shed == ["queue_timeout"] and admission.waiting == 0
+    admission.release(None)
+    assert admission.running == 0
+    await admission.acquire()  # the slot was not lost
+
+
+async def test_a_cancelled_waiter_passes_a_handed_slot_on() -> None:
+    admission = Admission(1, queue=2, max_wait_s=5.0)
+    await admission.acquire()
+    first = asyncio.create_task(admission.acquire())
+    second = asyncio.create_task(admission.acquire())
+    await asyncio.sleep(0)
+    first.cancel()
+    await asyncio.sleep(0)
+    admission.release(None)
+    await second
+    assert admission.running == 1
+
+
+class _Slow:
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.started = 0
+
+    async def call(self, request: bytes, context) -> bytes:
+        self.started += 1
+        await self.release.wait()
+        return request
+
+
+async def test_excess_calls_get_resource_exhausted_with_pushback_before_admitted_ones_end() -> None:
+    slow = _Slow()
+    shed: list[str] = []
+    admission = Admission(2, what="calls", on_shed=shed.append)
+    server = grpc.aio.server(interceptors=[AdmissionInterceptor(admission, [METHOD]),
+                                           ErrorMappingInterceptor()])
+    handler = grpc.method_handlers_generic_handler(
+        "test.Slow", {"Call": grpc.unary_unary_rpc_method_handler(slow.call)})
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary(METHOD)
+            admitted = [asyncio.ensure_future(call(b"a", timeout=10)) for _ in range(2)]
+            while slow.started < 2:
+                await asyncio.sleep(0.01)
+            refused = [call(b"b", timeout=10) for _ in range(3)]
+            for attempt in refused:
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await attempt
+                assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "2 calls running" in err.value.details()
+                trailers = dict(err.value.trailing_metadata() or ())
+                assert int(trailers[PUSHBACK_KEY]) >= 1
+            assert not any(t.done() for t in admitted)  # refused while they still ran
+            slow.release.set()
+            assert await asyncio.gather(*admitted) == [b"a", b"a"]
+            assert await call(b"c", timeout=10) == b"c"  # slots came back
+    finally:
+        await server.stop(0)
+    assert slow.started == 3 and shed == ["full"] * 3
