@@ -11,11 +11,18 @@ Layout under an embeddings root::
     <root>/<model>/<version>/users  -> ../.data/<version>-users-<id>   user embeddings
     <root>/<model>/.data/...                                            the parts' contents
 
-A part is written completely into a fresh directory under ``.data`` and then made visible by
-atomically replacing the ``<version>/<part>`` symlink (``os.replace`` of a symlink is one
-rename), so a reader resolves either the whole old part or the whole new one, never half of
-one. The replaced data directory is removed after ``grace_s`` so a reader that resolved the old
-link just before the swap can still finish loading it.
+A part is written completely into a fresh directory under ``.data`` (files and directory
+synced), renamed to its final name, and then made visible by atomically replacing the
+``<version>/<part>`` symlink (``os.replace`` of a symlink is one rename), so a reader resolves
+either the whole old part or the whole new one, never half of one. The replaced data directory
+is removed after ``grace_s`` so a reader that resolved the old link just before the swap can
+still finish loading it.
+
+A publisher killed at any point leaves at most a temporary directory or link whose name holds
+its host and pid (``.tmp@<host>@<pid>@...``); readers never look at them, and the next publish
+on the same host removes those whose process is gone (another host's once a day old). The item
+index is what makes a version usable, so the publish job writes it last and prunes old user
+embeddings only after it.
 
 Each part holds ``manifest.json`` (written last) and ``.npy`` arrays:
 
@@ -29,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -172,11 +180,15 @@ class EmbeddingStore:
                              {"ids.npy": np.array(ids, dtype="S"), "embeddings.npy": emb},
                              {"num_users": len(ids), "dim": int(emb.shape[1]), **info})
         if keep_versions is not None:
-            if keep_versions < 1:
-                raise ValueError("keep_versions must be >= 1")
-            for old in self.versions(USERS)[keep_versions:]:
-                self.unpublish(old, USERS)
+            self.prune_users(keep_versions)
         return path
+
+    def prune_users(self, keep_versions: int) -> None:
+        """Removes the user embeddings of all but the newest ``keep_versions`` versions."""
+        if keep_versions < 1:
+            raise ValueError("keep_versions must be >= 1")
+        for old in self.versions(USERS)[keep_versions:]:
+            self.unpublish(old, USERS)
 
     def unpublish(self, version: int, part: str, grace_s: float = 5.0) -> None:
         """Makes a part invisible at once; its data goes after ``grace_s``."""
@@ -194,9 +206,12 @@ class EmbeddingStore:
         if version < 1:
             raise ValueError(f"embedding version must be >= 1, got {version}")
         data_root = self.model_dir / DATA_DIR
-        data_root.mkdir(parents=True, exist_ok=True)
+        if not data_root.is_dir():
+            data_root.mkdir(parents=True, exist_ok=True)
+            fsync_dir(self.model_dir)
+        self._remove_stale()
         data = data_root / f"{version}-{part}-{uuid.uuid4().hex[:12]}"
-        tmp = data_root / f".tmp-{data.name}"
+        tmp = data_root / _tmp_name(data.name)
         tmp.mkdir()
         try:
             for name, arr in arrays.items():
@@ -206,21 +221,39 @@ class EmbeddingStore:
             manifest = {"format_version": FORMAT_VERSION, "part": part, "version": version,
                         "model": self.model, "published_at": time.time(), **info}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+            for written in tmp.iterdir():
+                _fsync_file(written)
             fsync_dir(tmp)
             os.rename(tmp, data)
+            fsync_dir(data_root)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         version_dir = self.model_dir / str(version)
-        version_dir.mkdir(exist_ok=True)
+        if not version_dir.is_dir():
+            version_dir.mkdir(exist_ok=True)
+            fsync_dir(self.model_dir)
         link = version_dir / part
         old = link.resolve() if link.is_symlink() else None
-        new_link = version_dir / f".{part}.{uuid.uuid4().hex[:8]}"
+        new_link = version_dir / _tmp_name(f"{part}-{uuid.uuid4().hex[:8]}")
         os.symlink(os.path.relpath(data, version_dir), new_link)
         os.replace(new_link, link)  # the atomic switch
         fsync_dir(version_dir)
         self._collect(grace_s, extra=[old] if old is not None else [])
         return data
+
+    def _remove_stale(self) -> None:
+        """Temporary directories and links of publishers that were killed."""
+        places = [self.model_dir / DATA_DIR]
+        places += [d for d in self.model_dir.iterdir() if d.name.isdigit() and d.is_dir()]
+        for place in places:
+            for entry in place.iterdir():
+                if not _stale(entry):
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
 
     def _collect(self, grace_s: float, extra: list[Path]) -> None:
         """Removes data directories no link points at that are older than ``grace_s``.
@@ -254,3 +287,45 @@ class EmbeddingStore:
                 shutil.rmtree(data, ignore_errors=True)
 
 
+# Temporary names say who made them: ``.tmp@<host>@<pid>@<what>`` (hostnames hold no "@").
+_TMP = ".tmp@"
+#: A temporary entry of another host (whose pids this one cannot check) untouched this long
+#: belongs to a publisher that died.
+_ABANDONED_S = 24 * 3600.0
+
+
+def _tmp_name(what: str) -> str:
+    return f"{_TMP}{socket.gethostname()}@{os.getpid()}@{what}"
+
+
+def _stale(entry: Path) -> bool:
+    """True for a temporary entry whose publisher is gone: a dead pid on this host, or on any
+    host untouched for ``_ABANDONED_S``."""
+    if not entry.name.startswith(_TMP):
+        return False
+    host, _, rest = entry.name[len(_TMP):].partition("@")
+    pid_text = rest.partition("@")[0]
+    if host == socket.gethostname() and pid_text.isdigit():
+        return not _alive(int(pid_text))
+    try:
+        return time.time() - entry.lstat().st_mtime > _ABANDONED_S
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -134,9 +134,13 @@ def publish(
         store.publish_tower(version, vocab, tokens)
     if USERS in parts:
         user_ids, users = towers.users()
-        store.publish_users(version, user_ids, users, keep_versions=keep_user_versions)
+        store.publish_users(version, user_ids, users)
     if ITEMS in parts:
         store.publish_items(version, ids, emb, mode=mode)
+    if USERS in parts:
+        # Old user embeddings go only now: a publish killed before its item index must leave
+        # the versions readers are on whole.
+        store.prune_users(keep_user_versions)
     return PublishResult(version, mode, int(len(ids)), recomputed, removed, parts,
                          time.perf_counter() - t0)
 
