@@ -15,6 +15,7 @@ from rankserve.loadtest import cli as loadtest_cli
 from rankserve.server.embeddings import cli as embeddings_cli
 from rankserve.server.features import cli as features_cli
 from rankserve.server.modelserver import cli as modelserver_cli
+from rankserve.server.modelserver import push_cli as models_cli
 from rankserve.server.ranking import cli as ranking_cli
 from rankserve.tools import spec_cmd, warmup_file
 from rankserve.tools.client import rank as rank_cmd
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     up_cmd.add_parser(sub)
     rank_cmd.add_parser(sub)
     modelserver_cli.add_parser(sub)
+    models_cli.add_parser(sub)
     ranking_cli.add_parser(sub)
     embeddings_cli.add_parser(sub)
     features_cli.add_parser(sub)
