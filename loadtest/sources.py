@@ -7,6 +7,7 @@ measurement and tells exactly how many bytes each request puts on the wire.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import zlib
@@ -23,8 +24,10 @@ from rankserve.ranker.scoring import build_request
 from rankserve.ranker.tensors import fill_tensor_proto, from_tensor_proto
 from rankserve.ranker.types import ModelRef
 from rankserve.ranking.v1 import ranking_pb2
-from rankserve.server.ranking.capture_files import list_capture_files, read_records
+from rankserve.server.ranking.capture_files import Damage, list_capture_files, read_records
 from rankserve.tfserving.v1 import predict_pb2
+
+log = logging.getLogger(__name__)
 
 
 class SourceError(ValueError):
@@ -39,6 +42,8 @@ class Payloads:
     # Candidates per Predict request (predict payloads), for the report.
     batch_sizes: list[int] = field(default_factory=list)
     _gzip_sizes: list[int] | None = None
+    # What the report should say about where the requests came from (damaged capture files).
+    notes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -75,28 +80,38 @@ def replay(where: Path, kind: Kind, *, model: ModelRef | None = None,
            batch_size: int | None = None) -> Payloads:
     """The captured requests of ``kind`` under ``where`` (a file or a capture directory), in
     capture order. ``model`` re-addresses them to another model or version (a load test of v2
-    with v1's traffic); ``batch_size`` re-splits each Rank call's candidates (predict only)."""
+    with v1's traffic); ``batch_size`` re-splits each Rank call's candidates (predict only).
+
+    A damaged file (cut short, garbage in it) gives every whole record before the damage; where
+    it stopped is logged as a warning and kept in ``notes`` and the description."""
     files = list_capture_files(where)
     if not files:
         raise SourceError(f"no capture files (*.capture.zst) under {where}")
     ranks: list[ranking_pb2.RankRequest] = []
     batches: dict[str, list[tuple[int, predict_pb2.PredictRequest]]] = defaultdict(list)
-    for rec in read_records(files):
+    damaged: list[Damage] = []
+    for rec in read_records(files, on_damage=damaged.append):
         which = rec.WhichOneof("record")
         if which == "rank":
             ranks.append(rec.rank.request)
         elif which == "predict":
             batches[rec.request_id].append((rec.predict.batch_index, rec.predict.request))
+    notes = [f"damaged capture file replayed up to the damage: {d}" for d in damaged]
+    for note in notes:
+        log.warning("%s", note)
     desc = f"replay of {len(files)} capture file(s) under {where}"
+    if notes:
+        desc += f" ({len(notes)} damaged, read up to the damage; see notes)"
+    damage = "".join(f"; {n}" for n in notes)
     if kind == "rank":
         if not ranks:
-            raise SourceError(f"{where}: the capture holds no Rank requests")
+            raise SourceError(f"{where}: the capture holds no Rank requests{damage}")
         for r in ranks:
             if model is not None:
                 _select_rank_model(r, model)
-        return Payloads("rank", [r.SerializeToString() for r in ranks], desc)
+        return Payloads("rank", [r.SerializeToString() for r in ranks], desc, notes=notes)
     if not batches:
-        raise SourceError(f"{where}: the capture holds no Predict requests")
+        raise SourceError(f"{where}: the capture holds no Predict requests{damage}")
     out: list[predict_pb2.PredictRequest] = []
     for parts in batches.values():
         parts.sort(key=lambda p: p[0])
@@ -106,7 +121,7 @@ def replay(where: Path, kind: Kind, *, model: ModelRef | None = None,
         for req in out:
             _select_predict_model(req, model)
     return Payloads("predict", [r.SerializeToString() for r in out], desc,
-                    [_rows(r) for r in out])
+                    [_rows(r) for r in out], notes=notes)
 
 
 def _rows(req: predict_pb2.PredictRequest) -> int:

@@ -98,7 +98,8 @@ def summarize(outcome: RunOutcome, name: str = "run") -> dict[str, Any]:
         "source": {"description": outcome.payloads.description,
                    "distinct_requests": len(outcome.payloads),
                    "batch_size_mean": (round(float(np.mean(outcome.payloads.batch_sizes)), 3)
-                                       if outcome.payloads.batch_sizes else None)},
+                                       if outcome.payloads.batch_sizes else None),
+                   "notes": list(outcome.payloads.notes)},
         "requests": {"counted": n, "warmup_excluded": len(outcome.samples) - n,
                      "ok": int(ok.sum()), "errors": int(n - ok.sum())},
         "error_rate": round(float(n - ok.sum()) / n, 6) if n else 0.0,

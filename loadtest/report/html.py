@@ -54,6 +54,7 @@ def _run_section(run: dict[str, Any]) -> str:
              f" {load['duration_s']:g} s measured after {load['warmup_s']:g} s warm-up;"
              f" compression {escape(load['compression'])}; timeout {load['timeout_ms']:g} ms."
              f" Traffic: {escape(run['source']['description'])}.</p>"]
+    parts += [f'<p class="note">{escape(n)}</p>' for n in run["source"].get("notes", [])]
     r = run["requests"]
     parts.append(table(["requests counted", "ok", "errors", "error rate", "throughput (ok/s)",
                         "offered (req/s)", "warm-up requests (not counted)"],

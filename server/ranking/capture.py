@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import zstandard
 from prometheus_client import CollectorRegistry, Counter
 
 from rankserve.capture.v1 import capture_pb2
+from rankserve.ranker.durable_files import fsync_dir
 from rankserve.ranking.v1 import ranking_pb2
-from rankserve.server.ranking.capture_files import PARTIAL, SUFFIX, write_delimited
+from rankserve.server.ranking.capture_files import PARTIAL, SUFFIX, CaptureWriter
 from rankserve.tfserving.v1 import predict_pb2
 
 log = logging.getLogger(__name__)
@@ -218,7 +218,7 @@ class _File:
         self.size = 0
         self.opened = time.monotonic()
         self._raw = open(path.with_name(path.name + PARTIAL), "wb")  # noqa: SIM115
-        self._zstd = zstandard.ZstdCompressor(level=3).stream_writer(self._raw, closefd=False)
+        self._writer = CaptureWriter(self._raw)
 
     @classmethod
     def open(cls, directory: Path, seq: int) -> _File:
@@ -229,9 +229,12 @@ class _File:
         return time.monotonic() - self.opened >= rotate_s
 
     def write(self, payload: bytes) -> None:
-        self.size += write_delimited(self._zstd, payload)
+        self.size += self._writer.write(payload)
 
     def close(self) -> None:
-        self._zstd.close()
+        self._writer.close()
+        self._raw.flush()
+        os.fsync(self._raw.fileno())  # whole on disk before the name says it is complete
         self._raw.close()
         os.replace(self._raw.name, self.path)
+        fsync_dir(self.path.parent)
