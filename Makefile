@@ -40,7 +40,7 @@ chart-envoy: $(STAMP) ## Regenerate the chart's Envoy template from tools/stack/
 helm-lint: $(STAMP) ## Chart checks: render every ci/ scenario with Helm, lint, strict k8s schemas, Envoy, k8s/ kustomize, images
 	$(PY) -m deploy.envoy_chart --check
 	$(PYTEST) -q tests/integration/test_helm_chart.py tests/integration/test_helm_embeddings.py \
-		tests/integration/test_helm_features.py \
+		tests/integration/test_helm_features.py tests/integration/test_helm_tls.py \
 		tests/integration/test_k8s_kustomize.py \
 		tests/integration/test_wheel.py tests/e2e/test_chart_envoy.py
 

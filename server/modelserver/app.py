@@ -17,9 +17,10 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from rankserve.server.common.errors import ErrorMappingInterceptor
-from rankserve.server.common.health import HealthState
+from rankserve.server.common.health import HealthState, serve_health_only
 from rankserve.server.common.readyfile import announce_ready
 from rankserve.server.common.shutdown import run_until_signal
+from rankserve.server.common.tls import TlsFileError, TlsFiles
 from rankserve.server.telemetry.interceptors import TracingServerInterceptor
 from rankserve.server.telemetry.metrics_http import MetricsServer
 from rankserve.server.telemetry.tracing import make_provider, shutdown_provider, tracer_of
@@ -80,6 +81,13 @@ class ModelServerApp:
         registry: CollectorRegistry | None = None, span_exporter=None,
     ) -> None:
         self.settings = settings
+        # TLS files first: a missing one stops the start, naming its flag, before TensorFlow
+        # loads. With a client CA, every client (Envoy) must present a certificate of it.
+        self.tls = TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca,
+                            flags=("--tls-cert", "--tls-key", "--tls-client-ca"))
+        self._credentials = self.tls.server_credentials() if self.tls.enabled else None
+        self._health_server: grpc.aio.Server | None = None
+        self.health_port = 0
         self.runtime = runtime if runtime is not None else _default_runtime(settings)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = ModelServerMetrics(self.registry)
@@ -149,15 +157,22 @@ class ModelServerApp:
         await self.health.set(False)
         target = f"{self.settings.host}:{self.settings.port}"
         try:
-            self.port = self._server.add_insecure_port(target)
+            if self._credentials is not None:
+                self.port = self._server.add_secure_port(target, self._credentials)
+            else:
+                self.port = self._server.add_insecure_port(target)
         except RuntimeError as exc:  # grpc reports a failed bind this way
             raise OSError(f"cannot bind {target}: {exc}") from exc
         if self.port == 0:
             raise OSError(f"cannot bind {target}")
         self.metrics_server.start()
         await self._server.start()
-        log.info("model server listening on %s (metrics http://%s/metrics)", self.address,
-                 self.metrics_address)
+        if self.settings.health_port is not None:
+            self._health_server, self.health_port = await serve_health_only(
+                self.health, self.settings.host, self.settings.health_port)
+        security = ("mutual TLS" if self.tls.ca else "TLS") if self._credentials else "plaintext"
+        log.info("model server listening on %s (%s; metrics http://%s/metrics)", self.address,
+                 security, self.metrics_address)
         await self.manager.start()
         return self.port
 
@@ -186,6 +201,8 @@ class ModelServerApp:
             await self.health.servicer.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(self.settings.grace_s)
+        if self._health_server is not None:
+            await self._health_server.stop(0)
         await self.manager.stop()
         self.metrics_server.stop()
         shutdown_provider(self.tracer_provider)
@@ -201,6 +218,9 @@ def run(settings: ModelServerSettings) -> int:
         asyncio.run(_serve(settings))
     except ConfigError as exc:
         print(f"model-server: {exc.message}", file=sys.stderr)
+        return 2
+    except TlsFileError as exc:
+        print(f"model-server: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"model-server: {exc}", file=sys.stderr)

@@ -60,6 +60,7 @@ _METAVARS = {
     "poll_interval_s": "SECONDS", "batch_max_rows": "N", "batch_max_wait_ms": "MS",
     "max_message_mb": "MIB", "intra_op_threads": "N", "inter_op_threads": "N",
     "grace_s": "SECONDS", "ready_file": "PATH",
+    "tls_cert": "PATH", "tls_key": "PATH", "tls_client_ca": "PATH", "health_port": "PORT",
 }
 
 

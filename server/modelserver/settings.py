@@ -88,6 +88,17 @@ class ModelServerSettings(BaseSettings):
     grace_s: float = Field(
         5.0, ge=0, description="On SIGTERM/SIGINT, seconds in-flight calls get to finish."
     )
+    tls_cert: str = Field(
+        "", description="Serve TLS with this certificate chain (PEM file); needs --tls-key."
+        " Empty: plaintext.")
+    tls_key: str = Field("", description="Private key (PEM file) of --tls-cert.")
+    tls_client_ca: str = Field(
+        "", description="Require every client (Envoy) to present a certificate this CA (PEM"
+        " file) verifies: mutual TLS.")
+    health_port: int | None = Field(
+        None, ge=0, le=65535,
+        description="Also serve grpc.health.v1 alone, in plaintext, on this port (on --host),"
+        " for probes that cannot speak TLS (the kubelet's); 0 picks a free one. Empty: none.")
     ready_file: Path | None = Field(
         None,
         description='Once SERVING, write {"address": "HOST:PORT", "pid": PID,'

@@ -47,6 +47,9 @@ from rankserve.server.common import (
     run_until_signal,
 )
 from rankserve.server.common.admission import Admission, AdmissionInterceptor
+from rankserve.server.common.health import serve_health_only
+from rankserve.server.common.tls import TlsFileError, TlsFiles
+from rankserve.server.ranking.auth import AuthInterceptor, CallerAuth, TokenFile, TokenFileError
 from rankserve.server.ranking.capture import RequestCapture
 from rankserve.server.ranking.metrics import RankMetricsInterceptor
 from rankserve.server.ranking.servicer import RankingServicer
@@ -105,6 +108,19 @@ class RankingApp:
         self.routing: RoutingPolicyFile | None = None
         if s.routing_config:
             self.routing = RoutingPolicyFile(s.routing_config, s.routing_check_s)
+        self.tls, self.model_tls = _tls_of(s)
+        self.auth = CallerAuth(
+            certificates=bool(s.tls_client_ca),
+            tokens=TokenFile(s.auth_tokens_file) if s.auth_tokens_file else None,
+            allowed=[c.strip() for c in s.auth_allowed_callers.split(",") if c.strip()])
+        if self.auth.tokens is not None and not self.tls.enabled:
+            log.warning("bearer tokens over plaintext: anyone on the path can read them; set"
+                        " --tls-cert and --tls-key")
+        # Read now: a missing or unreadable certificate stops the start naming its flag.
+        self._server_credentials = self.tls.server_credentials() if self.tls.enabled else None
+        model_credentials = (self.model_tls.channel_credentials() if self.model_tls.enabled
+                             else None)
+        self._model_channel = (model_credentials, tuple(self.model_tls.channel_options()))
         if s.blas_threads:
             # Measured on 2 cores: OpenBLAS threads spinning after each retrieval product cost
             # about 20 ms of CPU per Rank, twice the rest of the ranker's work.
@@ -126,11 +142,14 @@ class RankingApp:
         self._scorer: PredictScorer | None = PredictScorer(
             s.model_target, compression=s.compression, gzip_min_bytes=s.gzip_min_bytes,
             max_message_bytes=max_bytes, metrics=self.metrics,
-            on_request=self.capture.predict if self.capture else None, hedge=hedge)
+            on_request=self.capture.predict if self.capture else None, hedge=hedge,
+            credentials=model_credentials, channel_options=self._model_channel[1])
         tracer = tracer_of(self.tracer_provider)
         self.ranker: Ranker | None = self._build_ranker(catalog, tracer)
         server, self._health = self._build_server(tracer, max_bytes)
         self._server: grpc.aio.Server | None = server
+        self._health_server: grpc.aio.Server | None = None
+        self.health_port = 0
         self.port = 0
         self.address = ""
         self.metrics_address = ""
@@ -178,6 +197,9 @@ class RankingApp:
             interceptors.insert(1, AdmissionInterceptor(admission, [RANK_METHOD]))
         if self.tracer_provider is not None:
             interceptors.insert(0, TracingServerInterceptor(tracer))
+        if self.auth.enabled:
+            # Outermost of all: a refused call is never parsed, traced, measured or queued.
+            interceptors.insert(0, AuthInterceptor(self.auth, self.registry))
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[("grpc.max_send_message_length", max_bytes),
@@ -196,16 +218,33 @@ class RankingApp:
         announces it; returns the bound port."""
         s = self.settings
         await self._check_model()
-        self.port = self._server.add_insecure_port(f"{s.host}:{s.port}")
+        where = f"{s.host}:{s.port}"
+        if self._server_credentials is not None:
+            self.port = self._server.add_secure_port(where, self._server_credentials)
+        else:
+            self.port = self._server.add_insecure_port(where)
         self.metrics_address = self.metrics_server.start()
         await self._server.start()
+        if s.health_port is not None:
+            self._health_server, self.health_port = await serve_health_only(
+                self._health, s.host, s.health_port)
         await self._health.set(True)
         host = "127.0.0.1" if s.host in _WILDCARD_HOSTS else s.host
         self.address = f"{host}:{self.port}"
+        security = ("mutual TLS" if s.tls_client_ca else "TLS") if self.tls.enabled else (
+            "plaintext")
+        auth = []
+        if s.tls_client_ca:
+            auth.append("client certificates")
+        if self.auth.tokens is not None:
+            auth.append(f"{len(self.auth.tokens)} bearer tokens")
         announce_ready(log, "rankserve ranker", self.address,
                        metrics_address=self.metrics_address, ready_file=s.ready_file,
                        detail=f"model target {s.model_target}, spec {self.spec.origin},"
-                              f" catalog {s.catalog_dir or 'none'}")
+                              f" catalog {s.catalog_dir or 'none'}; {security}, callers by"
+                              f" {' or '.join(auth) or 'none (no auth)'}"
+                              + (f"; health in plaintext on {host}:{self.health_port}"
+                                 if self._health_server is not None else ""))
         return self.port
 
     async def _check_model(self) -> None:
@@ -221,7 +260,9 @@ class RankingApp:
         s = self.settings
         try:
             signature = await fetch_signature(s.model_target, model, spec.signature,
-                                              timeout_s=s.spec_check_timeout_s)
+                                              timeout_s=s.spec_check_timeout_s,
+                                              credentials=self._model_channel[0],
+                                              channel_options=self._model_channel[1])
         except RankerError as exc:
             log.warning("could not check spec %s against model %s: %s", spec.origin,
                         model, exc.message)
@@ -240,6 +281,9 @@ class RankingApp:
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+        if self._health_server is not None:
+            await self._health_server.stop(0)
+            self._health_server = None
         if self.ranker is not None:
             await self.ranker.shadow.drain()
             await self.ranker.close()
@@ -252,6 +296,20 @@ class RankingApp:
             self.capture = None
         self.metrics_server.stop()
         shutdown_provider(self.tracer_provider)
+
+
+def _tls_of(s: RankerSettings) -> tuple[TlsFiles, TlsFiles]:
+    """TLS of the ranker's port (mutual with a client CA) and of its calls to the model
+    target, each naming its own flags in errors."""
+    served = TlsFiles(s.tls_cert, s.tls_key, s.tls_client_ca,
+                      flags=("--tls-cert", "--tls-key", "--tls-client-ca"))
+    if served.ca and not served.cert:
+        raise TlsFileError("--tls-client-ca needs --tls-cert and --tls-key: client"
+                           " certificates are checked over TLS")
+    model = TlsFiles(s.model_tls_cert, s.model_tls_key, s.model_tls_ca, s.model_tls_server_name,
+                     always=bool(s.model_tls_server_name),
+                     flags=("--model-tls-cert", "--model-tls-key", "--model-tls-ca"))
+    return served, model
 
 
 def _spec_of(settings: RankerSettings) -> FeatureSpec:
@@ -294,7 +352,7 @@ def run(settings: RankerSettings) -> int:
     try:
         asyncio.run(_serve(settings))
     except (CatalogFormatError, FileNotFoundError, RoutingConfigError, SpecError,
-            FeatureTableError) as exc:
+            FeatureTableError, TlsFileError, TokenFileError) as exc:
         print(f"rankserve ranker: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:

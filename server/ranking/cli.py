@@ -45,6 +45,14 @@ says so in degradation.reasons. Publish versions with `rankserve embeddings publ
 Every flag can also be set as an environment variable RANKSERVE_RANKER_<FLAG> (upper case,
 underscores), e.g. RANKSERVE_RANKER_MODEL_TARGET=127.0.0.1:10000; flags win.
 
+TLS and callers: --tls-cert/--tls-key serve TLS; --tls-client-ca requires a client certificate
+of that CA from every caller (mutual TLS), whose names identify it; --auth-tokens-file accepts
+'authorization: Bearer TOKEN' from the callers it names; --auth-allowed-callers narrows either
+to some callers (others: PERMISSION_DENIED). A call without valid credentials gets
+UNAUTHENTICATED before its request is parsed, and is counted in rankserve_auth_refused_total.
+Health checks need no credentials; --health-port serves them in plaintext too, for probes that
+cannot speak TLS. --model-tls-* make the calls to --model-target TLS (mutual with a cert).
+
 Prometheus metrics are served on --metrics-port (default 9464) at /metrics. Tracing follows
 the standard OpenTelemetry variables: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g.
 http://127.0.0.1:4317) to export spans over OTLP/gRPC; OTEL_SERVICE_NAME (default
@@ -75,6 +83,9 @@ _METAVARS = {
     "embedding_refresh_s": "SECONDS",
     "capture_dir": "DIR", "capture_rate": "FRACTION",
     "capture_max_per_minute": "N", "ready_file": "PATH",
+    "tls_cert": "PATH", "tls_key": "PATH", "tls_client_ca": "PATH", "auth_tokens_file": "PATH",
+    "auth_allowed_callers": "NAMES", "health_port": "PORT", "model_tls_ca": "PATH",
+    "model_tls_cert": "PATH", "model_tls_key": "PATH", "model_tls_server_name": "NAME",
 }
 
 

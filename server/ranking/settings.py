@@ -121,6 +121,36 @@ class RankerSettings(BaseSettings):
     max_message_mb: int = Field(
         64, ge=1, description="Largest gRPC message, in MiB, received or sent on any channel.")
 
+    tls_cert: str = Field(
+        "", description="Serve TLS with this certificate chain (PEM file); needs --tls-key."
+        " Empty: plaintext.")
+    tls_key: str = Field("", description="Private key (PEM file) of --tls-cert.")
+    tls_client_ca: str = Field(
+        "", description="CA (PEM file) of callers' client certificates: with it every caller"
+        " must present one it verifies (mutual TLS; gRPC refuses others in the handshake), and"
+        " the certificate's names are the caller's identity.")
+    auth_tokens_file: str = Field(
+        "", description="Bearer tokens of callers: lines 'NAME SHA256' (the SHA-256 of the"
+        " token in hex, e.g. `printf %s \"$TOKEN\" | sha256sum`); re-read when it changes."
+        " A call without a valid 'authorization: Bearer TOKEN' (or client certificate) gets"
+        " UNAUTHENTICATED. Health checks need none.")
+    auth_allowed_callers: str = Field(
+        "", description="Comma list of caller names (certificate names, token names) allowed"
+        " to call; any other authenticated caller gets PERMISSION_DENIED. Empty: all.")
+    health_port: int | None = Field(
+        None, ge=0, le=65535,
+        description="Also serve grpc.health.v1 alone, in plaintext, on this port (on --host),"
+        " for probes that cannot speak TLS (the kubelet's); 0 picks a free one. Empty: none.")
+    model_tls_ca: str = Field(
+        "", description="Call --model-target over TLS, verifying it with this CA (PEM file)."
+        " Empty: plaintext, unless --model-tls-cert is set (then the system's roots).")
+    model_tls_cert: str = Field(
+        "", description="Client certificate chain (PEM file) presented to --model-target"
+        " (mutual TLS); needs --model-tls-key.")
+    model_tls_key: str = Field("", description="Private key (PEM file) of --model-tls-cert.")
+    model_tls_server_name: str = Field(
+        "", description="Name to check in --model-target's certificate instead of its host.")
+
     capture_dir: str = Field(
         "", description="Write a sample of Rank calls and their Predict calls to zstd files in"
         " this directory, for replay with `rankserve loadtest`; empty turns capture off.")

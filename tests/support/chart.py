@@ -22,7 +22,7 @@ CRDS = REPO / "tests" / "testdata" / "crds"
 # The oldest and newest Kubernetes the chart supports (Chart.yaml kubeVersion, README).
 KUBE_VERSIONS = ("1.27", "1.37")
 RELEASE, NAMESPACE = "rs", "ranking"
-CUSTOM_GROUPS = ("monitoring.coreos.com/",)
+CUSTOM_GROUPS = ("monitoring.coreos.com/", "cert-manager.io/")
 # Values every scenario that keeps the default PVC sources needs.
 CLAIMS = {
     "ranker": {"catalog": {"claimName": "rankserve-catalog"}},

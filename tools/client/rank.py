@@ -246,6 +246,11 @@ def run(args: argparse.Namespace) -> int:
                 resp = stub.Rank(req, timeout=args.deadline_ms / 1000, metadata=metadata)
             except grpc.RpcError as err:
                 print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
+                if (err.code() == grpc.StatusCode.UNAVAILABLE and tls.enabled
+                        and not tls.cert):
+                    print("hint: a ranker with a client CA refuses a caller without a"
+                          " certificate of it in the TLS handshake: pass --tls-cert and"
+                          " --tls-key", file=sys.stderr)
                 return 1
     finally:
         shutdown_provider(provider)

@@ -81,6 +81,29 @@ class Cidr:
 
 
 @dataclass(frozen=True)
+class DownstreamTls:
+    """TLS of Envoy's listener (PEM file paths as Envoy sees them): its own certificate and
+    key, and the CA every caller's client certificate must chain to. Mutual TLS: a caller (a
+    ranker) without such a certificate is refused in the handshake."""
+
+    cert: str
+    key: str
+    client_ca: str
+
+
+@dataclass(frozen=True)
+class UpstreamTls:
+    """TLS of Envoy's connections to a cluster (PEM file paths): the CA that verifies the
+    servers, the name sent as SNI and required among their certificates' DNS names, and
+    Envoy's own certificate and key, presented for mutual TLS."""
+
+    ca: str
+    server_name: str
+    cert: str
+    key: str
+
+
+@dataclass(frozen=True)
 class EnvoyOptions:
     """Everything that differs between deployments; the rest is policy fixed in :func:`render`."""
 
@@ -126,6 +149,12 @@ class EnvoyOptions:
     extra_clusters: tuple[dict, ...] = field(default_factory=tuple)
     # Envoy's OpenTelemetry tracer; unset (None), the rendered config has no tracing at all.
     tracing: Tracing | None = None
+    # TLS of the listener the rankers call (mutual); None: plaintext.
+    downstream_tls: DownstreamTls | None = None
+    # TLS to the model servers, their active health checks included (mutual); None: plaintext.
+    upstream_tls: UpstreamTls | None = None
+    # TLS to the OTLP collector of `tracing` (mutual); None: plaintext.
+    tracing_tls: UpstreamTls | None = None
 
 
 def _socket(host: str, port: int) -> dict:
@@ -214,6 +243,45 @@ def _tracing(t: Tracing) -> dict:
                 service_name=t.service_name,
             ),
         },
+    }
+
+
+def _tls_certificate(cert: str, key: str) -> dict:
+    return {"certificate_chain": {"filename": cert}, "private_key": {"filename": key}}
+
+
+def _downstream_tls(t: DownstreamTls) -> dict:
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": _typed(
+            "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            require_client_certificate=True,
+            common_tls_context={
+                "tls_certificates": [_tls_certificate(t.cert, t.key)],
+                "validation_context": {"trusted_ca": {"filename": t.client_ca}},
+                # gRPC clients insist on HTTP/2 negotiated by ALPN.
+                "alpn_protocols": ["h2"],
+            },
+        ),
+    }
+
+
+def _upstream_tls(t: UpstreamTls) -> dict:
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": _typed(
+            "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            sni=t.server_name,
+            common_tls_context={
+                "tls_certificates": [_tls_certificate(t.cert, t.key)],
+                "validation_context": {
+                    "trusted_ca": {"filename": t.ca},
+                    "match_typed_subject_alt_names": [
+                        {"san_type": "DNS", "matcher": {"exact": t.server_name}}],
+                },
+                "alpn_protocols": ["h2"],
+            },
+        ),
     }
 
 
@@ -339,10 +407,25 @@ def render(opts: EnvoyOptions) -> dict:
     }
     if opts.discovery == "STRICT_DNS":
         cluster["dns_lookup_family"] = "V4_ONLY"
+    if opts.upstream_tls:
+        cluster["transport_socket"] = _upstream_tls(opts.upstream_tls)
     extra = list(opts.extra_clusters)
     if tracing:
         hcm["tracing"] = _tracing(tracing)
-        extra.append(_trace_cluster(tracing))
+        trace_cluster = _trace_cluster(tracing)
+        if opts.tracing_tls:
+            trace_cluster["transport_socket"] = _upstream_tls(opts.tracing_tls)
+        extra.append(trace_cluster)
+    chain: dict = {
+        # Named, so the chart's generator (deploy/envoy_chart.py) knows it for the same chain
+        # with TLS on and off.
+        "name": LISTENER,
+        "filters": [
+            {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+        ]
+    }
+    if opts.downstream_tls:
+        chain["transport_socket"] = _downstream_tls(opts.downstream_tls)
     return {
         "admin": {"address": _socket(opts.admin_host, opts.admin_port)},
         "static_resources": {
@@ -351,16 +434,7 @@ def render(opts: EnvoyOptions) -> dict:
                     "name": LISTENER,
                     "address": _socket(opts.listen_host, opts.listen_port),
                     "per_connection_buffer_limit_bytes": opts.max_message_bytes,
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": hcm,
-                                }
-                            ]
-                        }
-                    ],
+                    "filter_chains": [chain],
                 }
             ],
             "clusters": [cluster, *extra],

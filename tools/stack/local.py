@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rankserve.tools.stack import envoy_config
 from rankserve.tools.stack.processes import (
@@ -29,6 +30,9 @@ from rankserve.tools.stack.processes import (
 )
 from rankserve.tools.stack.settings import StackSettings
 
+if TYPE_CHECKING:  # cryptography is needed only by a TLS stack
+    from rankserve.tools.stack.certs import KeyPair, LocalPki
+
 
 @dataclass(frozen=True)
 class StackInputs:
@@ -39,6 +43,9 @@ class StackInputs:
     #: TF Serving model config of the model servers; None: written for settings.model_base.
     model_config_file: Path | None = None
 
+
+#: Processes of a TLS stack, each with its own certificate (model-server replicas share one).
+PKI_PROCESSES = ("ranker", "envoy", "model-server", "trace-receiver")
 
 #: A unix socket path holds at most this many bytes (sun_path is 108 with its NUL).
 _MAX_SOCKET_PATH = 107
@@ -131,6 +138,8 @@ class LocalStack:
         self.ranker: Child | None = None
         self.receiver: Child | None = None
         self.redis: Child | None = None
+        # The throw-away CA and certificates of a TLS stack (settings.tls), else None.
+        self.pki: LocalPki | None = None
         # OTLP/gRPC endpoint every process exports to ("" = tracing off).
         self.otlp_endpoint = ""
 
@@ -158,6 +167,10 @@ class LocalStack:
 
     def start(self) -> None:
         try:
+            if self.settings.tls:
+                from rankserve.tools.stack.certs import make_local_pki
+
+                self.pki = make_local_pki(self.run_dir / "tls", PKI_PROCESSES)
             self._start_redis()
             self._start_receiver()
             self._start_model_servers()
@@ -218,6 +231,31 @@ class LocalStack:
     def _py(self, module: str) -> list[str]:
         return [sys.executable, "-m", module]
 
+    def _tls_args(self, name: str, prefix: str = "--tls", client_ca: bool = True) -> list[str]:
+        """``--tls-cert/--tls-key[/--tls-client-ca]`` of process ``name`` ([] without TLS)."""
+        if self.pki is None:
+            return []
+        pair = self.pki.pair(name)
+        args = [f"{prefix}-cert", str(pair.cert), f"{prefix}-key", str(pair.key)]
+        if client_ca:
+            args += [f"{prefix}-client-ca", str(self.pki.ca)]
+        return args
+
+    def child_env(self, service: str, pair: KeyPair | None = None) -> dict[str, str]:
+        """The environment of a child: the same OTLP settings for all, its own service name;
+        with TLS, the CA that verifies the receiver and ``pair`` to present to it."""
+        env = self._env(service)
+        if self.pki is not None and pair is not None and self.receiver is not None:
+            env.update({
+                "OTEL_EXPORTER_OTLP_CERTIFICATE": str(self.pki.ca),
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": str(pair.cert),
+                "OTEL_EXPORTER_OTLP_CLIENT_KEY": str(pair.key),
+            })
+        return env
+
+    def _own_env(self, service: str, name: str) -> dict[str, str]:
+        return self.child_env(service, self.pki.pair(name) if self.pki else None)
+
     def _env(self, service: str) -> dict[str, str]:
         """The environment of a child: the same OTLP settings for all, its own service name."""
         env = dict(os.environ)
@@ -242,13 +280,14 @@ class LocalStack:
         child = Child(
             "trace-receiver",
             [*self._py("rankserve.tools.traces"), "--port", "0", "--http-port", "0",
-             "--ready-file", str(ready)],
+             "--ready-file", str(ready), *self._tls_args("trace-receiver")],
             self.run_dir / "trace-receiver.log",
         )
         self.receiver = start(child)
         info = wait_ready_file(child, ready, self.settings.start_timeout_s)
         child.extra["http_address"] = info["http_address"]
-        self.otlp_endpoint = f"http://{child.address}"
+        scheme = "https" if self.pki else "http"
+        self.otlp_endpoint = f"{scheme}://{child.address}"
 
     def _start_redis(self) -> None:
         """A redis-server on a unix socket in the run directory (no TCP port, nothing saved):
@@ -302,12 +341,15 @@ class LocalStack:
                     # pool threads do not spin on cores that serve (measured: -10 ms per Rank).
                     "--intra-op-threads", "1",
                     "--inter-op-threads", "1",
+                    # With TLS, only Envoy (a certificate of the stack's CA) may call.
+                    *self._tls_args("model-server"),
                     *self._extra_ms,
                 ],
                 self.run_dir / f"model-server-{i}.log",
             )
             child.extra["ready_file"] = ready
-            children.append(start(child, env=self._env("rankserve-model-server")))
+            children.append(start(child, env=self._own_env("rankserve-model-server",
+                                                           "model-server")))
         self.model_servers = children
         # Replicas load TensorFlow in parallel; wait for all of them.
         for child in children:
@@ -327,6 +369,7 @@ class LocalStack:
             upstreams=tuple(upstreams), listen_port=self.settings.envoy_port, tracing=tracing,
             # The ranker calls from loopback: its hedge delay header is honoured.
             trusted_callers=envoy_config.Cidr("127.0.0.1", 32),
+            **self._envoy_tls(tracing is not None and self.receiver is not None),
         )
         cfg = envoy_config.write(opts, self.run_dir / "envoy.json")
         admin_file = self.run_dir / "envoy-admin.address"
@@ -353,6 +396,19 @@ class LocalStack:
         child.address = self._envoy_listener_address()
         # Active health checks must have seen every replica before traffic starts.
         wait_until(child, self._all_upstreams_healthy, timeout, "seeing every replica healthy")
+
+    def _envoy_tls(self, to_receiver: bool) -> dict:
+        """Envoy's TLS options: mutual TLS with the ranker, the model servers (their names are
+        localhost) and the stack's own trace receiver."""
+        if self.pki is None:
+            return {}
+        own, ca = self.pki.pair("envoy"), str(self.pki.ca)
+        upstream = envoy_config.UpstreamTls(ca, "localhost", str(own.cert), str(own.key))
+        return {
+            "downstream_tls": envoy_config.DownstreamTls(str(own.cert), str(own.key), ca),
+            "upstream_tls": upstream,
+            "tracing_tls": upstream if to_receiver else None,
+        }
 
     def _envoy_listener_address(self) -> str:
         _, body = _http_get(f"http://{self.envoy_admin}/listeners?format=json")
@@ -386,6 +442,14 @@ class LocalStack:
                 args += [flag, store]
         return args
 
+    def _ranker_tls_args(self) -> list[str]:
+        """Mutual TLS both ways: callers need a certificate of the stack's CA, and the ranker
+        presents its own to Envoy."""
+        if self.pki is None:
+            return []
+        return [*self._tls_args("ranker"), "--model-tls-ca", str(self.pki.ca),
+                *self._tls_args("ranker", "--model-tls", client_ca=False)]
+
     def _start_ranker(self) -> None:
         ready = self.run_dir / "ranker.ready"
         ready.unlink(missing_ok=True)
@@ -403,10 +467,11 @@ class LocalStack:
                 "--compression", s.compression,
                 "--metrics-port", "0",
                 "--ready-file", str(ready),
+                *self._ranker_tls_args(),
                 *self._extra_ranker,
             ],
             self.run_dir / "ranker.log",
         )
-        self.ranker = start(child, env=self._env("rankserve-ranker"))
+        self.ranker = start(child, env=self._own_env("rankserve-ranker", "ranker"))
         info = wait_ready_file(child, ready, s.start_timeout_s)
         child.extra["metrics_address"] = info["metrics_address"]

@@ -71,6 +71,12 @@ class StackSettings(BaseSettings):
     )
     trace_sample_ratio: float = Field(
         1.0, ge=0, le=1, description="Share of Rank calls traced (parent-based sampling).")
+    tls: bool = Field(
+        False,
+        description="Make a throw-away CA and certificates in run_dir and run every gRPC hop"
+        " over mutual TLS (caller -> ranker, ranker -> Envoy, Envoy -> model servers, OTLP"
+        " export to the trace receiver); callers need the printed client certificate.",
+    )
 
     @model_validator(mode="after")
     def _own_model(self) -> StackSettings:

@@ -27,6 +27,12 @@ Envoy's OpenTelemetry tracer included). `rankserve rank` prints the trace id of 
 `rankserve trace TRACE_ID --receiver ADDR` (the address is printed at start) shows the
 waterfall. With --no-traces the children inherit your own OTEL_* settings instead.
 
+TLS: --tls makes a throw-away CA and certificates in the run directory (tls/) and runs every
+gRPC hop over mutual TLS: caller -> ranker, ranker -> Envoy, Envoy -> model servers (their
+health checks too) and every process's OTLP export to the trace receiver. The ranker then
+accepts only callers with a certificate of that CA; up prints the CA, the caller's certificate
+and key and a ready `rankserve rank ... --tls-ca ... --tls-cert ... --tls-key ...` line.
+
 Without --catalog-dir and --model-config-file it serves the demo catalog and model, building
 them first if they are missing (about a minute, cached under ~/.cache/rankserve).
 
@@ -101,7 +107,8 @@ def stack_settings(args: argparse.Namespace, **overrides: object) -> StackSettin
             **{
                 k: getattr(args, k, None)
                 for k in ("ranker_port", "catalog_dir", "model_config_file", "model_base",
-                          "model_name", "spec", "item_features", "user_features", "redis")
+                          "model_name", "spec", "item_features", "user_features", "redis",
+                          "tls")
             },
             **overrides,
         }.items()
@@ -141,6 +148,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="Loopback port of the ranker (default 50051; 0 picks a free port).",
     )
     p.add_argument("--catalog-dir", type=Path, help="Catalog directory the ranker serves.")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        default=None,
+        help="Run every gRPC hop over mutual TLS with a throw-away CA and certificates made in"
+        " the run directory; prints the caller's certificate, key and CA.",
+    )
     p.add_argument(
         "--model-config-file",
         type=Path,
@@ -230,6 +244,12 @@ def run(args: argparse.Namespace) -> int:
         for line in stack.describe():
             print(line, flush=True)
         target = stack.ranker.address if stack.ranker else ""
+        if stack.pki is not None:
+            pki = stack.pki
+            print(f"tls: CA {pki.ca}, caller certificate {pki.caller.cert}, key"
+                  f" {pki.caller.key}", flush=True)
+            target += (f" --tls-ca {pki.ca} --tls-cert {pki.caller.cert}"
+                       f" --tls-key {pki.caller.key}")
         if stack.redis:
             print(f"import features with `rankserve features import --store "
                   f"{stack.redis.address} ...`", flush=True)

@@ -20,6 +20,7 @@ Options are read from .Values.envoy.config; upstreams from rankserve.envoy.upstr
       "per_connection_buffer_limit_bytes": {{ $.Values.envoy.config.maxMessageBytes | int64 }}
       "filter_chains":
         -
+          "name": "model_ingress"
           "filters":
             -
               "name": "envoy.filters.network.http_connection_manager"
@@ -98,6 +99,25 @@ Options are read from .Values.envoy.config; upstreams from rankserve.envoy.upstr
                         "timeout": "1s"
                       "service_name": {{ $.Values.envoy.config.tracing.serviceName | toJson }}
                 {{- end }}
+          {{- if $.Values.envoy.config.downstreamTls }}
+          "transport_socket":
+            "name": "envoy.transport_sockets.tls"
+            "typed_config":
+              "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+              "require_client_certificate": true
+              "common_tls_context":
+                "tls_certificates":
+                  -
+                    "certificate_chain":
+                      "filename": {{ $.Values.envoy.config.downstreamTls.cert | toJson }}
+                    "private_key":
+                      "filename": {{ $.Values.envoy.config.downstreamTls.key | toJson }}
+                "validation_context":
+                  "trusted_ca":
+                    "filename": {{ $.Values.envoy.config.downstreamTls.clientCa | toJson }}
+                "alpn_protocols":
+                  - "h2"
+          {{- end }}
   "clusters":
     -
       "name": "model_servers"
@@ -148,6 +168,30 @@ Options are read from .Values.envoy.config; upstreams from rankserve.envoy.upstr
                       "port_value": {{ $u.port | int64 }}
               {{- end }}
       "dns_lookup_family": "V4_ONLY"
+      {{- if $.Values.envoy.config.upstreamTls }}
+      "transport_socket":
+        "name": "envoy.transport_sockets.tls"
+        "typed_config":
+          "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+          "sni": {{ $.Values.envoy.config.upstreamTls.serverName | toJson }}
+          "common_tls_context":
+            "tls_certificates":
+              -
+                "certificate_chain":
+                  "filename": {{ $.Values.envoy.config.upstreamTls.cert | toJson }}
+                "private_key":
+                  "filename": {{ $.Values.envoy.config.upstreamTls.key | toJson }}
+            "validation_context":
+              "trusted_ca":
+                "filename": {{ $.Values.envoy.config.upstreamTls.ca | toJson }}
+              "match_typed_subject_alt_names":
+                -
+                  "san_type": "DNS"
+                  "matcher":
+                    "exact": {{ $.Values.envoy.config.upstreamTls.serverName | toJson }}
+            "alpn_protocols":
+              - "h2"
+      {{- end }}
     {{- if $.Values.envoy.config.tracing }}
     -
       "name": "otlp_collector"
@@ -169,6 +213,30 @@ Options are read from .Values.envoy.config; upstreams from rankserve.envoy.upstr
                     "socket_address":
                       "address": {{ $.Values.envoy.config.tracing.collectorHost | toJson }}
                       "port_value": {{ $.Values.envoy.config.tracing.collectorPort | int64 }}
+      {{- if $.Values.envoy.config.tracingTls }}
+      "transport_socket":
+        "name": "envoy.transport_sockets.tls"
+        "typed_config":
+          "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+          "sni": {{ $.Values.envoy.config.tracingTls.serverName | toJson }}
+          "common_tls_context":
+            "tls_certificates":
+              -
+                "certificate_chain":
+                  "filename": {{ $.Values.envoy.config.tracingTls.cert | toJson }}
+                "private_key":
+                  "filename": {{ $.Values.envoy.config.tracingTls.key | toJson }}
+            "validation_context":
+              "trusted_ca":
+                "filename": {{ $.Values.envoy.config.tracingTls.ca | toJson }}
+              "match_typed_subject_alt_names":
+                -
+                  "san_type": "DNS"
+                  "matcher":
+                    "exact": {{ $.Values.envoy.config.tracingTls.serverName | toJson }}
+            "alpn_protocols":
+              - "h2"
+      {{- end }}
     {{- end }}
 "stats_config":
   "use_all_default_tags": false
