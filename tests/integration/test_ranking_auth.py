@@ -128,3 +128,35 @@ async def test_mutual_tls_callers_and_the_allow_list(pki) -> None:
         assert seen.handled == 1 and len(exporter.get_finished_spans()) == 1
     finally:
         await server.stop(0)
+
+
+def test_servers_refuse_to_start_on_a_tls_file_they_cannot_read(tmp_path, pki) -> None:
+    """A missing certificate stops the start with exit code 2 and a line naming the flag and
+    the file (the model server before TensorFlow loads)."""
+    import subprocess
+    import sys
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("inputs:\n  - {name: x, per: candidate, shape: [], features: [item.p]}\n")
+    missing = tmp_path / "absent.key"
+    ranker = subprocess.run(
+        [sys.executable, "-m", "rankserve.server.ranking", "--port", "0", "--spec", str(spec),
+         "--tls-cert", str(pki.pair("ranker").cert), "--tls-key", str(missing)],
+        capture_output=True, text=True, timeout=60)
+    assert ranker.returncode == 2, ranker.stderr
+    assert f"--tls-key {missing}: cannot read the private key" in ranker.stderr
+    ranker = subprocess.run(
+        [sys.executable, "-m", "rankserve.server.ranking", "--port", "0", "--spec", str(spec),
+         "--auth-tokens-file", str(tmp_path / "absent.txt")],
+        capture_output=True, text=True, timeout=60)
+    assert ranker.returncode == 2 and "--auth-tokens-file" in ranker.stderr, ranker.stderr
+
+    config = tmp_path / "models.config"
+    config.write_text('model_config_list { config { name: "m" base_path: "/nowhere" } }\n')
+    server = subprocess.run(
+        [sys.executable, "-m", "rankserve.server.modelserver", "--port", "0",
+         "--model-config-file", str(config), "--tls-cert", str(missing), "--tls-key",
+         str(pki.pair("ranker").key)], capture_output=True, text=True, timeout=60)
+    assert server.returncode == 2, server.stderr
+    assert f"--tls-cert {missing}: cannot read the certificate chain" in server.stderr
+    assert "tensorflow" not in server.stderr.lower()
