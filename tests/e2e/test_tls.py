@@ -9,6 +9,7 @@ UNAUTHENTICATED, counts each refusal, and lets no refused call reach Envoy or a 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -192,3 +193,24 @@ def test_callers_without_a_valid_token_get_unauthenticated_and_reach_no_model_se
     assert _sample(metrics, "rankserve_auth_refused_total", reason="missing_credentials") == 2
     assert _sample(metrics, "rankserve_auth_refused_total", reason="invalid_token") == 1
     assert _sample(metrics, "rankserve_rank_duration_seconds_count") == 1
+
+
+def test_load_test_of_the_token_ranker_over_tls(tls_stack, token_ranker, demo_paths, tmp_path,
+                                                capsys) -> None:
+    from rankserve.tools.cli import main as rankserve_main
+
+    pki = tls_stack.pki
+    token = tmp_path / "token"
+    token.write_text(pki.token)
+    args = ["loadtest", "run", "--kind", "rank", "--target", token_ranker.address,
+            "--catalog-dir", str(demo_paths.catalog_dir), "--rate", "4", "--duration", "2",
+            "--warmup", "0.5", "--timeout-ms", "5000", "--no-progress", "--tls-ca", str(pki.ca)]
+    code = rankserve_main([*args, "--token-file", str(token), "--out", str(tmp_path / "ok")])
+    assert code == 0, capsys.readouterr().err
+    run = json.loads((tmp_path / "ok" / "report.json").read_text())["runs"][0]
+    assert run["status_codes"] == {"OK": 8}
+    # Without the token every call is refused, and the report says how.
+    code = rankserve_main([*args, "--out", str(tmp_path / "refused")])
+    assert code == 0, capsys.readouterr().err
+    run = json.loads((tmp_path / "refused" / "report.json").read_text())["runs"][0]
+    assert run["status_codes"] == {"UNAUTHENTICATED": 8}
