@@ -116,7 +116,7 @@ def scan_versions(base_path: Path) -> dict[int, tuple]:
     except OSError:
         return found
     for entry in entries:
-        if not entry.name.isdigit():
+        if not (entry.name.isascii() and entry.name.isdigit()):
             continue
         try:
             stat = (entry / "saved_model.pb").stat()

@@ -16,7 +16,8 @@ import pytest
 from tests.support.chart import REPO
 
 pytestmark = pytest.mark.slow
-SUBCOMMANDS = ("demo", "up", "rank", "model-server", "ranker", "embeddings")
+SUBCOMMANDS = ("demo", "up", "rank", "model-server", "ranker", "embeddings", "features", "models",
+               "spec", "loadtest")
 
 
 def run(*cmd: str, cwd: Path | None = None, timeout: float = 300) -> str:

@@ -311,9 +311,9 @@ def test_policies() -> None:
 
 
 def test_scan_ignores_other_names_and_versions_still_being_copied(tmp_path: Path) -> None:
-    for name in ("1", "12", "tmp", "3"):
+    for name in ("1", "12", "tmp", "3", "²"):  # a superscript digit is no version
         (tmp_path / name).mkdir()
-    for name in ("1", "12", "tmp"):
+    for name in ("1", "12", "tmp", "²"):
         (tmp_path / name / "saved_model.pb").write_bytes(b"x")
     assert sorted(scan_versions(tmp_path)) == [1, 12]
     assert scan_versions(tmp_path / "missing") == {}

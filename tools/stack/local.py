@@ -70,7 +70,8 @@ def check_model_base(base: Path) -> None:
         raise StartError(
             f"--model-base {base} is a version directory; give the directory above it (TF"
             f" Serving's base path: {base.parent}, holding {base.name}/saved_model.pb)")
-    versions = [d for d in base.iterdir() if d.name.isdigit() and (d / "saved_model.pb").is_file()
+    versions = [d for d in base.iterdir()
+                if d.name.isascii() and d.name.isdigit() and (d / "saved_model.pb").is_file()
                 ] if base.is_dir() else []
     if not versions:
         raise StartError(
