@@ -29,7 +29,7 @@
 {{- if and .Values.tracing.tls.enabled (not .Values.tls.enabled) }}
 {{- fail "tracing.tls.enabled needs tls.enabled: the components present their tls.* certificates to the collector" }}
 {{- end }}
-{{- if and .Values.tracing.tls.enabled (not (hasPrefix "https://" .Values.tracing.otlpEndpoint)) }}
+{{- if and .Values.tracing.enabled .Values.tracing.tls.enabled (not (hasPrefix "https://" .Values.tracing.otlpEndpoint)) }}
 {{- fail "tracing.tls.enabled needs an https:// tracing.otlpEndpoint" }}
 {{- end }}
 {{- if and .Values.tls.enabled (eq .Values.modelServer.runtime "tfServing") (not .Values.tls.tfServingSslConfigSecret) }}
