@@ -1,13 +1,16 @@
-"""Small measuring helpers shared by the benchmarks: percentiles, process CPU, Envoy bytes."""
+"""Small measuring helpers shared by the benchmarks: percentiles, process CPU, Envoy bytes,
+placing the stack's tiers on cores."""
 
 from __future__ import annotations
 
+import os
 import urllib.request
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from rankserve.loadtest.cpu import pid_cpu_s
+from rankserve.tools.stack.local import LocalStack
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -29,6 +32,36 @@ def envoy_counter(admin: str, name: str) -> int:
             if key == name:
                 return int(value)
     raise KeyError(f"envoy has no counter {name}")
+
+
+# Before any pinning moved this process.
+_ALL_CORES = sorted(os.sched_getaffinity(0))
+
+
+def pin_tiers(stack: LocalStack) -> str:
+    """The ranker alone on the first core; Envoy, the model servers and this process (the load
+    generator, the ranker's callers) on the others. In a cluster the ranker's pod has its own
+    cores and its callers and the model tier run elsewhere; on two shared cores five busy
+    processes would otherwise each wait for a CPU at every step of every call. Every thread of
+    each process is pinned (each thread carries its own affinity)."""
+    cores = _ALL_CORES
+    if len(cores) < 2:
+        return "not pinned: fewer than 2 cores"
+    front, back = {cores[0]}, set(cores[1:])
+    assert stack.ranker is not None and stack.envoy is not None
+
+    def pin(pid: int, cpus: set[int]) -> None:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                os.sched_setaffinity(int(tid), cpus)
+            except OSError:
+                pass  # a thread that ended meanwhile
+
+    pin(stack.ranker.pid, front)
+    for pid in [os.getpid(), stack.envoy.pid, *(c.pid for c in stack.model_servers)]:
+        pin(pid, back)
+    return (f"ranker alone on core {sorted(front)}; Envoy, model servers and the load"
+            f" generator on {sorted(back)}")
 
 
 @dataclass

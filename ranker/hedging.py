@@ -5,9 +5,12 @@ after its per-try timeout gets a copy on another replica and the first answer wi
 only says how long that is, per call, in ``x-envoy-upstream-rq-per-try-timeout-ms``, because it
 sees every batch's latency and a fixed number suits no model for long.
 
-The delay is ``factor`` times a low quantile (the median by default) of recent successful
-calls. A low quantile, not the p95 of "tail at scale": when one of two replicas is slow, half
-the calls may be slow, and a p95 would then describe the slow replica and never hedge it.
+The delay is ``factor`` times a low quantile (the p10 by default) of recent successful calls.
+A low quantile, not the p95 of "tail at scale": when one of two replicas is slow, half the
+calls may be slow, and a p95 (or even the median) would then describe the slow replica and
+never hedge it. A Rank's batches go out together and queue on the replicas, so even healthy
+calls spread widely (measured on the local stack: p10 about 30 ms, p90 about 100 ms); 3x the
+p10 hedged about 7% of healthy calls there.
 """
 
 from __future__ import annotations
@@ -21,13 +24,15 @@ class HedgeDelay:
     """A ring of recent call latencies and the hedge delay they imply.
 
     ``observe`` is called once per successful call (a few hundred ns); the quantile is
-    recomputed every ``refresh`` observations, so ``delay_ms`` is a field read. No delay is
+    recomputed every ``refresh`` observations, so ``delay_ms`` is a field read. The window is
+    short (five Ranks of 40 batches) so the delay follows a machine that slows down as a whole
+    within a few Ranks, instead of hedging every call meanwhile. No delay is
     given until ``min_samples`` calls have been seen: a cold ranker does not hedge on a guess.
     """
 
     def __init__(
-        self, *, quantile: float = 0.5, factor: float = 3.0, min_ms: float = 5.0,
-        window: int = 512, min_samples: int = 50, refresh: int = 32,
+        self, *, quantile: float = 0.1, factor: float = 3.0, min_ms: float = 5.0,
+        window: int = 200, min_samples: int = 50, refresh: int = 10,
     ) -> None:
         if not 0 < quantile < 1:
             raise ValueError(f"hedge quantile must be within (0, 1), got {quantile}")

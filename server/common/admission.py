@@ -2,23 +2,51 @@
 
 Past capacity, a server that accepts everything makes every call wait until deadlines expire,
 so goodput falls to zero. Here at most ``limit`` calls run at once; up to ``queue`` more may
-wait up to ``max_wait_s`` for a slot (a burst near capacity is absorbed, not refused); anything
-beyond is answered RESOURCE_EXHAUSTED before its request is parsed, with a retry hint in
-``grpc-retry-pushback-ms`` (gRPC's retry pushback). The hint is the time a slot takes to free,
-from the recent duration of admitted calls.
+wait up to ``max_wait_s`` for a slot (a burst near capacity is absorbed, not refused), and only
+while the expected wait, from the recent duration of admitted calls, is within it; anything
+beyond is answered RESOURCE_EXHAUSTED at once, before its request is parsed, with a retry hint
+in ``grpc-retry-pushback-ms`` (gRPC's retry pushback): the time a slot takes to free.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import grpc
 
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
+
+
+def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> float:
+    """CPUs this process may use: its cgroup's CPU quota when one is set (a Kubernetes CPU
+    limit; cgroup v2 or v1), else the cores of its CPU affinity."""
+    cores = float(len(os.sched_getaffinity(0)))
+    quota = None
+    try:
+        text = (cgroup_root / "cpu.max").read_text().split()
+        if text and text[0] != "max":
+            quota = int(text[0]) / int(text[1])
+    except (OSError, ValueError, IndexError):
+        try:
+            us = int((cgroup_root / "cpu" / "cpu.cfs_quota_us").read_text())
+            period = int((cgroup_root / "cpu" / "cpu.cfs_period_us").read_text())
+            if us > 0 and period > 0:
+                quota = us / period
+        except (OSError, ValueError):
+            pass
+    return min(cores, quota) if quota else cores
+
+
+def auto_limit(per_cpu: float, cpus: float | None = None) -> int:
+    """``per_cpu`` calls per available CPU, at least 1."""
+    return max(1, math.ceil(per_cpu * (available_cpus() if cpus is None else cpus)))
 
 
 class Overloaded(Exception):
@@ -65,9 +93,12 @@ class Admission:
         return len(self._waiters)
 
     def full(self) -> bool:
-        """No slot free and no room to wait: a call arriving now would be refused."""
+        """No slot free and no room to wait, or a wait longer than ``max_wait_s`` likely: a
+        call arriving now would be refused. Refusing at once what would only time out in the
+        queue keeps every refusal immediate."""
         return self.running >= self.limit and (
-            self.waiting >= self.queue or self.max_wait_s == 0)
+            self.waiting >= self.queue or self.max_wait_s == 0
+            or self._mean_s * (self.waiting + 1) / self.limit > self.max_wait_s)
 
     def retry_after_ms(self) -> int:
         """How long until a slot is likely free: the calls ahead, over the slots, times the

@@ -64,7 +64,10 @@ class ModelServerSettings(BaseSettings):
         description="Most rows that may wait for a model call, per model version (TF Serving's"
         " max_enqueued_batches x max_batch_size); a Predict that would make more wait is"
         " answered RESOURCE_EXHAUSTED at once with a grpc-retry-pushback-ms hint, and Envoy"
-        " retries it on another replica. 0: no bound (calls queue until their deadlines).",
+        " retries it on another replica. The default is two full model calls of"
+        " --batch-max-rows, the whole share of two 1000-candidate Ranks: what a replica holds"
+        " at capacity, drained in two model calls. 0: no bound (calls queue until their"
+        " deadlines).",
     )
     max_message_mb: int = Field(
         64, ge=1,

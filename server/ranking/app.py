@@ -46,7 +46,7 @@ from rankserve.server.common import (
     announce_ready,
     run_until_signal,
 )
-from rankserve.server.common.admission import Admission, AdmissionInterceptor
+from rankserve.server.common.admission import Admission, AdmissionInterceptor, auto_limit
 from rankserve.server.common.health import serve_health_only
 from rankserve.server.common.tls import TlsFileError, TlsFiles
 from rankserve.server.ranking.auth import AuthInterceptor, CallerAuth, TokenFile, TokenFileError
@@ -63,6 +63,9 @@ log = logging.getLogger("rankserve.ranker")
 TRACE_SERVICE_NAME = "rankserve-ranker"
 SERVICE_NAME = ranking_pb2.DESCRIPTOR.services_by_name["RankingService"].full_name
 RANK_METHOD = f"/{SERVICE_NAME}/Rank"
+# Concurrent Ranks per CPU when --max-concurrent-ranks is 0: one core saturated at 2 in the
+# overload benchmark (bench/results/overload_bench.md).
+RANKS_PER_CPU = 2
 _WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}
 
 
@@ -188,10 +191,13 @@ class RankingApp:
         interceptors: list[grpc.aio.ServerInterceptor] = [
             RankMetricsInterceptor(self.metrics), ErrorMappingInterceptor()]
         s = self.settings
-        if s.max_concurrent_ranks:
+        if s.admission_control:
             shed = self.metrics.ranks_shed
+            limit = s.max_concurrent_ranks or auto_limit(RANKS_PER_CPU)
+            log.info("admission control: %d Ranks at once, %d may wait up to %g ms", limit,
+                     s.max_queued_ranks, s.max_queue_wait_ms)
             admission = Admission(
-                s.max_concurrent_ranks, queue=s.max_queued_ranks,
+                limit, queue=s.max_queued_ranks,
                 max_wait_s=s.max_queue_wait_ms / 1e3, what="Ranks",
                 on_shed=lambda reason: shed.labels(reason).inc())
             interceptors.insert(1, AdmissionInterceptor(admission, [RANK_METHOD]))

@@ -4,6 +4,7 @@ once with RESOURCE_EXHAUSTED and a retry hint, and waiting callers are handed fr
 from __future__ import annotations
 
 import asyncio
+import os
 
 import grpc
 import pytest
@@ -13,6 +14,8 @@ from rankserve.server.common.admission import (
     Admission,
     AdmissionInterceptor,
     Overloaded,
+    auto_limit,
+    available_cpus,
 )
 from rankserve.server.common.errors import ErrorMappingInterceptor
 
@@ -106,3 +109,34 @@ async def test_excess_calls_get_resource_exhausted_with_pushback_before_admitted
     finally:
         await server.stop(0)
     assert slow.started == 3 and shed == ["full"] * 3
+
+
+async def test_a_wait_longer_than_allowed_is_refused_at_once_not_after_waiting() -> None:
+    """Recent calls took 100 ms with one slot: the next free slot is ~100 ms away, over the
+    50 ms a call may wait, so an arrival is refused without queueing."""
+    shed: list[str] = []
+    admission = Admission(1, queue=4, max_wait_s=0.05, on_shed=shed.append)
+    for _ in range(60):  # the moving mean settles near 100 ms
+        await admission.acquire()
+        admission.release(0.1)
+    await admission.acquire()
+    assert admission.full()
+    with pytest.raises(Overloaded, match="all busy"):
+        await admission.acquire()
+    assert shed == ["full"] and admission.waiting == 0
+    assert 90 <= admission.retry_after_ms() <= 100
+
+
+def test_available_cpus_follows_the_cgroup_quota(tmp_path) -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert available_cpus(tmp_path) == cores  # no cgroup files: the affinity
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert available_cpus(tmp_path) == cores  # no quota
+    (tmp_path / "cpu.max").write_text("50000 100000\n")
+    assert available_cpus(tmp_path) == min(cores, 0.5)
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("150000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert available_cpus(tmp_path) == min(cores, 1.5)
+    assert auto_limit(2, cpus=0.5) == 1 and auto_limit(2, cpus=1.5) == 3

@@ -124,7 +124,11 @@ class EnvoyOptions:
     connect_timeout_ms: int = 250
     consecutive_5xx: int = 5
     consecutive_gateway_failure: int = 3
-    consecutive_local_origin_failure: int = 3
+    # Connect failures and timeouts in a row (a hedge's per-try timeout counts). 3 ejected the
+    # one live replica of two when the machine stalled and every call outlived its hedge delay
+    # (the dead one being out already, Envoy then panicked onto both); a dead replica still
+    # reaches 10 within one Rank's batches.
+    consecutive_local_origin_failure: int = 10
     ejection_interval_ms: int = 1000
     base_ejection_ms: int = 5000
     max_ejection_percent: int = 50
