@@ -71,8 +71,9 @@ class RankerSettings(BaseSettings):
         0, ge=0,
         description="Rank calls served at once; 0: 2 per CPU this process may use (its cgroup's"
         " CPU quota, else its CPU affinity). Measured on the local stack with the ranker alone"
-        " on one core: 2 kept the answered p99 at 4x the load near its p99 at capacity, 3 and"
-        " 4 let it grow 2.5-3.5x (bench/results/overload_bench.md).")
+        " on one core: 2 kept the answered p99 at 4x the load within 1.2x of its p99 at"
+        " capacity (bench/results/overload_bench.md); in shorter runs of that benchmark 3 and 4"
+        " let it grow to 2.5x and 3.6x.")
     max_queued_ranks: int = Field(
         4, ge=0,
         description="Rank calls that may wait for a slot when all are busy, and only while the"
