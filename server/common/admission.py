@@ -69,8 +69,9 @@ def pushback_metadata(exc: BaseException) -> tuple[tuple[str, str], ...]:
 class Admission:
     """Slots for ``limit`` calls at once and a queue of ``queue`` waiting at most ``max_wait_s``.
 
-    ``on_shed(reason)`` hears of every refusal: "full" (no slot and no room to wait) or
-    "queue_timeout" (waited ``max_wait_s`` without a slot). Single event loop; no locks.
+    ``on_shed(reason)`` hears of every refusal: "full" (no slot, and no room to wait or a wait
+    likely longer than ``max_wait_s``) or "queue_timeout" (waited ``max_wait_s`` without a
+    slot). Single event loop; no locks.
     """
 
     def __init__(
@@ -106,11 +107,17 @@ class Admission:
         ahead = self.waiting + 1
         return max(1, round(self._mean_s * 1e3 * ahead / self.limit))
 
-    def _shed(self, reason: str) -> Overloaded:
+    def refusal(self, reason: str) -> Overloaded:
+        """The error for a call refused now (``reason`` as ``on_shed`` hears it), counted."""
         if self._on_shed is not None:
             self._on_shed(reason)
-        detail = ("all busy and the queue full" if reason == "full"
-                  else f"no slot within {self.max_wait_s * 1e3:g} ms")
+        if reason == "queue_timeout":
+            detail = f"no slot within {self.max_wait_s * 1e3:g} ms"
+        elif self.waiting >= self.queue or self.max_wait_s == 0:
+            detail = "all busy and no room to wait"
+        else:
+            detail = (f"all busy and a slot about {self.retry_after_ms()} ms away, over the"
+                      f" {self.max_wait_s * 1e3:g} ms a call may wait")
         return Overloaded(
             f"overloaded: {self.running} {self.what} running, {self.waiting} waiting"
             f" ({detail}); retry after the pushback or on another replica",
@@ -122,7 +129,7 @@ class Admission:
             self.running += 1
             return
         if self.full():
-            raise self._shed("full")
+            raise self.refusal("full")
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
@@ -131,7 +138,7 @@ class Admission:
             if waiter.done() and not waiter.cancelled():
                 return  # the slot was handed over just as the wait ran out: keep it
             waiter.cancel()
-            raise self._shed("queue_timeout") from None
+            raise self.refusal("queue_timeout") from None
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release(None)  # handed a slot, but the caller went away: pass it on
@@ -173,7 +180,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         inner = handler.unary_unary
 
         async def refuse(_request: Any, context: grpc.aio.ServicerContext) -> Any:
-            exc = admission._shed("full")
+            exc = admission.refusal("full")
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.message,
                                 trailing_metadata=pushback_metadata(exc))
 
