@@ -70,15 +70,6 @@ class Cidr:
     address_prefix: str
     prefix_len: int
 
-    @classmethod
-    def parse(cls, text: str) -> Cidr:
-        """From ``"127.0.0.1/32"``; a value that is not a CIDR is refused by name."""
-        try:
-            net = ipaddress.ip_network(text.strip(), strict=False)
-        except ValueError:
-            raise ValueError(f"{text!r} is not a CIDR such as 127.0.0.1/32") from None
-        return cls(str(net.network_address), net.prefixlen)
-
 
 @dataclass(frozen=True)
 class DownstreamTls:
