@@ -96,6 +96,13 @@ bench: $(STAMP) ## Benchmark Rank through the stack (vs the compute floor, a nai
 	$(PY) -m bench.rank_features_bench
 	$(PY) -m bench.features_bench
 
+# Not in CI: it runs for SOAK_MINUTES (15 by default) and writes bench/results/soak.{json,md}.
+SOAK_MINUTES ?= 15
+
+.PHONY: soak
+soak: $(STAMP) ## Soak the stack: Rank + Predict load, a replica restart and a version swap; fail on RSS/fd/thread growth
+	$(PY) -m bench.soak --minutes $(SOAK_MINUTES)
+
 .PHONY: clean
 clean: ## Remove the virtual environment and caches (demo artifacts stay in ~/.cache/rankserve)
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
