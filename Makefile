@@ -90,11 +90,13 @@ test-unit: $(STAMP) ## Run the unit tests only (fast, no processes)
 	$(PYTEST) -q tests/unit
 
 .PHONY: bench
-bench: $(STAMP) ## Benchmark Rank through the stack (vs the compute floor, a naive client; tracing off vs on; feature fetch)
+bench: $(STAMP) ## Benchmark Rank through the stack (vs the compute floor, a naive client; tracing off vs on; feature fetch; overload; a slow replica)
 	$(PY) -m bench.rank_bench
 	$(PY) -m bench.tracing_bench
 	$(PY) -m bench.rank_features_bench
 	$(PY) -m bench.features_bench
+	$(PY) -m bench.overload_bench
+	$(PY) -m bench.slow_replica_bench
 
 # Not in CI: it runs for SOAK_MINUTES (15 by default) and writes bench/results/soak.{json,md}.
 SOAK_MINUTES ?= 15
