@@ -143,6 +143,8 @@ MISSING = [
     ({"tls": {"enabled": True, "tfServingSslConfigSecret": "s"},
       "certManager": {"enabled": True}}, "issuerRef.name"),
     ({"certManager": {"enabled": True, "issuerRef": {"name": "ca"}}}, "needs tls.enabled"),
+    # Tokens without TLS would be read on the wire, and were silently not checked at all.
+    ({"tls": {"callers": {"tokensSecret": "tokens"}}}, "tls.callers.* needs tls.enabled"),
     ({"tracing": {"enabled": True, "otlpEndpoint": "http://otel:4317", "tls": {"enabled": True}},
       "tls": {"enabled": True, "tfServingSslConfigSecret": "s"}}, "https://"),
 ]

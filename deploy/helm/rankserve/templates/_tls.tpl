@@ -38,6 +38,10 @@
 {{- if and .Values.certManager.enabled (not .Values.tls.enabled) }}
 {{- fail "certManager.enabled needs tls.enabled: the Certificates it renders are the TLS Secrets" }}
 {{- end }}
+{{- $c := .Values.tls.callers }}
+{{- if and (or $c.caSecret $c.tokensSecret $c.allowed) (not .Values.tls.enabled) }}
+{{- fail "tls.callers.* needs tls.enabled: callers are authenticated over TLS only (a bearer token in plaintext can be read on the wire); set tls.enabled, or unset tls.callers" }}
+{{- end }}
 {{- end }}
 
 {{/*
