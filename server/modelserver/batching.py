@@ -141,6 +141,8 @@ class Batcher:
         self._call_s = 0.0  # moving mean of one model call's duration
         self._pending: deque[_Call] = deque()
         self._pending_rows = 0
+        # Rows taken off the queue whose model call has not started yet: they still wait.
+        self._taken_rows = 0
         self._wakeup = asyncio.Event()
         self._full = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -160,13 +162,14 @@ class Batcher:
             raise RuntimeError("batcher is closed")
         loop = asyncio.get_running_loop()
         key, rows = merge_key(self._signature, inputs)
-        if self._max_queued and self._pending and self._pending_rows + rows > self._max_queued:
+        waiting = self._pending_rows + self._taken_rows
+        if self._max_queued and waiting and waiting + rows > self._max_queued:
             self.shed += 1
             if self._on_shed is not None:
                 self._on_shed()
-            calls_ahead = -(-self._pending_rows // self._max_rows) + 1
+            calls_ahead = -(-waiting // self._max_rows) + 1
             raise Overloaded(
-                f"queue full: {self._pending_rows} rows wait for the model (at most"
+                f"queue full: {waiting} rows wait for the model (at most"
                 f" {self._max_queued}); retry after the pushback or on another replica",
                 max(1, round(self._call_s * 1e3 * calls_ahead)))
         if timing is not None:
@@ -205,7 +208,10 @@ class Batcher:
                     await asyncio.wait_for(self._full.wait(), wait)
                 except TimeoutError:
                     pass
-            for chunk in self._take():
+            chunks = self._take()
+            self._taken_rows = sum(c.rows for chunk in chunks for c in chunk)
+            for chunk in chunks:
+                self._taken_rows -= sum(c.rows for c in chunk)
                 try:
                     await self._run(chunk)
                 except Exception as exc:  # keep the worker alive; fail only this chunk

@@ -295,6 +295,44 @@ async def test_a_full_queue_refuses_at_once_and_keeps_what_it_admitted() -> None
         await batcher.close()
 
 
+async def test_rows_taken_for_later_model_calls_still_count_as_waiting() -> None:
+    """The worker takes the whole queue at once and runs it chunk by chunk: rows of chunks not
+    yet run still wait, and the bound counts them."""
+    permits = threading.Semaphore(0)
+    model = FakeModel()
+
+    def gated(inputs):
+        permits.acquire(timeout=5)
+        return model(inputs)
+
+    async def until(check) -> None:
+        for _ in range(500):
+            if check():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("timed out")
+
+    with ThreadPoolExecutor(1) as executor:
+        batcher = Batcher(SIG, gated, executor, max_rows=4, max_wait_s=0.0, max_queued_rows=8)
+        a = asyncio.create_task(batcher.submit(_inputs()))  # 4 rows, running
+        await until(lambda: batcher.model_calls == 1)
+        b, c = (asyncio.create_task(batcher.submit(_inputs())) for _ in range(2))  # 8 queued
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded, match="8 rows wait"):
+            await batcher.submit(_inputs())
+        permits.release()  # a ends; b runs, c is taken but waits
+        await a
+        await until(lambda: batcher.model_calls == 2)
+        d = asyncio.create_task(batcher.submit(_inputs()))  # c's 4 + d's 4 = 8: admitted
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded, match="8 rows wait"):
+            await batcher.submit(_inputs())
+        for _ in range(3):
+            permits.release()
+        assert all(r["scores"].shape == (4,) for r in await asyncio.gather(b, c, d))
+        await batcher.close()
+
+
 # ---- versions, policies, config --------------------------------------------------------------
 
 
