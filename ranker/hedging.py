@@ -9,11 +9,14 @@ The delay is ``factor`` times a low quantile (the p10 by default) of recent succ
 A low quantile, not the p95 of "tail at scale": when one of two replicas is slow, half the
 calls may be slow, and a p95 (or even the median) would then describe the slow replica and
 never hedge it. A Rank's batches go out together and queue on the replicas, so even healthy
-calls spread widely (measured on the local stack: p10 about 30 ms, p90 about 100 ms); 3x the
-p10 hedged about 7% of healthy calls there.
+calls spread widely (measured on the local stack: p10 about 30 ms, p90 about 100 ms); with 3x
+the p10, Envoy's hedges and retries were 1.3% of a healthy stack's Predicts
+(bench/results/slow_replica_bench.md).
 """
 
 from __future__ import annotations
+
+from collections.abc import Hashable
 
 import numpy as np
 
@@ -63,3 +66,19 @@ class HedgeDelay:
         if delay is None or delay >= timeout_s * 1e3 / 2:
             return None
         return (HEADER, str(delay))
+
+
+class HedgeDelays:
+    """One :class:`HedgeDelay` per model (name and version or label), made on first use: a fast
+    model's latencies must not set the delay of a slow one, which would then be hedged on
+    nearly every call, nor the other way round."""
+
+    def __init__(self, **options: float) -> None:
+        self._options = options
+        self._by_model: dict[Hashable, HedgeDelay] = {}
+
+    def of(self, model: Hashable) -> HedgeDelay:
+        delay = self._by_model.get(model)
+        if delay is None:
+            delay = self._by_model[model] = HedgeDelay(**self._options)  # type: ignore[arg-type]
+        return delay

@@ -19,7 +19,7 @@ from google.protobuf import wrappers_pb2
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from rankserve.ranker.errors import ScoringError
-from rankserve.ranker.hedging import HedgeDelay
+from rankserve.ranker.hedging import HedgeDelays
 from rankserve.ranker.metrics import RankerMetrics
 from rankserve.ranker.predict_telemetry import batch_index, request_sent
 from rankserve.ranker.tensors import TensorFormatError, fill_tensor_proto, from_tensor_proto
@@ -103,8 +103,8 @@ class PredictScorer:
     request before it is sent, with the index of its batch within the Rank (-1 outside one),
     for request capture; it must return at once and never raise. ``credentials`` (with
     ``channel_options``, e.g. the server name to check) makes the channel TLS. ``hedge``, when
-    given, learns from every answered call how long to wait before Envoy sends a copy of a call
-    to another replica.
+    given, learns from every answered call of a model how long to wait before Envoy sends a
+    copy of that model's call to another replica.
     """
 
     def __init__(
@@ -116,7 +116,7 @@ class PredictScorer:
         max_message_bytes: int = 64 * 1024 * 1024,
         on_request: Callable[[predict_pb2.PredictRequest, int], None] | None = None,
         metrics: RankerMetrics | None = None,
-        hedge: HedgeDelay | None = None,
+        hedge: HedgeDelays | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         channel_options: tuple[tuple[str, str], ...] = (),
     ) -> None:
@@ -171,7 +171,8 @@ class PredictScorer:
         carrier: dict[str, str] = {}
         _PROPAGATOR.inject(carrier)
         metadata = list(carrier.items())
-        hedge = self._hedge.metadata(timeout_s) if self._hedge is not None else None
+        delay = self._hedge.of(model) if self._hedge is not None else None
+        hedge = delay.metadata(timeout_s) if delay is not None else None
         if hedge is not None:
             metadata.append(hedge)
         started = time.perf_counter()
@@ -180,6 +181,6 @@ class PredictScorer:
                                             metadata=tuple(metadata) or None)
         except grpc.aio.AioRpcError as exc:
             raise ScoringError(exc.code().name, exc.details() or exc.code().name) from None
-        if self._hedge is not None:
-            self._hedge.observe(time.perf_counter() - started)
+        if delay is not None:
+            delay.observe(time.perf_counter() - started)
         return parse_response(model, resp, rows, call.output)

@@ -24,7 +24,7 @@ from rankserve.ranker.embedding_store import EmbeddingStore
 from rankserve.ranker.entity_features import EntityFeatures
 from rankserve.ranker.errors import RankerError
 from rankserve.ranker.feature_stores import open_store
-from rankserve.ranker.hedging import HedgeDelay
+from rankserve.ranker.hedging import HedgeDelays
 from rankserve.ranker.metrics import RankerMetrics
 from rankserve.ranker.model_inputs import InputAssembler
 from rankserve.ranker.model_signature import fetch_signature
@@ -140,8 +140,8 @@ class RankingApp:
             self.capture = RequestCapture(
                 Path(s.capture_dir), rate=s.capture_rate,
                 max_per_minute=s.capture_max_per_minute, registry=self.registry)
-        hedge = (HedgeDelay(quantile=s.hedge_quantile, factor=s.hedge_factor,
-                            min_ms=s.hedge_min_ms) if s.hedge_quantile > 0 else None)
+        hedge = (HedgeDelays(quantile=s.hedge_quantile, factor=s.hedge_factor,
+                             min_ms=s.hedge_min_ms) if s.hedge_quantile > 0 else None)
         self._scorer: PredictScorer | None = PredictScorer(
             s.model_target, compression=s.compression, gzip_min_bytes=s.gzip_min_bytes,
             max_message_bytes=max_bytes, metrics=self.metrics,

@@ -15,7 +15,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2_grpc
 
-from rankserve.ranker.hedging import HEADER, HedgeDelay
+from rankserve.ranker.hedging import HEADER, HedgeDelays
 from rankserve.ranker.scoring import PredictScorer
 from rankserve.ranker.tensors import to_tensor_proto
 from rankserve.ranker.types import ModelRef
@@ -131,7 +131,7 @@ async def _waves(scorer: PredictScorer, waves: int, width: int = 8) -> list[floa
     return latencies
 
 
-async def _hedging_run(tmp: Path, hedge: HedgeDelay | None) -> tuple[Replica, Envoy, list]:
+async def _hedging_run(tmp: Path, hedge: HedgeDelays | None) -> tuple[Replica, Envoy, list]:
     fast, slow = Replica(0.002), Replica(0.080)
     servers = [await fast.start(), await slow.start()]
     try:
@@ -150,7 +150,7 @@ async def _hedging_run(tmp: Path, hedge: HedgeDelay | None) -> tuple[Replica, En
 
 async def test_a_slow_replica_is_hedged_from_the_observed_latency(tmp_path: Path) -> None:
     hedged_slow, hedged_envoy, hedged = await _hedging_run(
-        tmp_path / "hedged", HedgeDelay(min_samples=20, refresh=5, min_ms=5.0))
+        tmp_path / "hedged", HedgeDelays(min_samples=20, refresh=5, min_ms=5.0))
     plain_slow, plain_envoy, plain = await _hedging_run(tmp_path / "plain", None)
     calls = len(hedged)
     print(f"\nslow replica answered {plain_slow.answered}/{calls} calls without hedging"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rankserve.ranker.hedging import HEADER, HedgeDelay
+from rankserve.ranker.hedging import HEADER, HedgeDelay, HedgeDelays
 
 
 def test_no_delay_until_enough_calls_were_seen() -> None:
@@ -48,3 +48,12 @@ def test_bad_settings_are_refused() -> None:
         HedgeDelay(quantile=1.0)
     with pytest.raises(ValueError, match="factor"):
         HedgeDelay(factor=0.5)
+
+
+def test_each_model_has_its_own_delay() -> None:
+    delays = HedgeDelays(min_samples=10, refresh=10, min_ms=1.0)
+    for _ in range(10):
+        delays.of("fast").observe(0.002)
+        delays.of("slow").observe(0.040)
+    assert delays.of("fast").delay_ms == 6 and delays.of("slow").delay_ms == 120
+    assert delays.of("fast") is delays.of("fast")
