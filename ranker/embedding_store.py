@@ -101,7 +101,8 @@ class EmbeddingStore:
             entries = list(self.model_dir.iterdir())
         except OSError:
             return []
-        out = [int(e.name) for e in entries if e.name.isdigit() and (e / part).is_dir()]
+        out = [int(e.name) for e in entries
+               if e.name.isascii() and e.name.isdigit() and (e / part).is_dir()]
         return sorted(out, reverse=True)
 
     def part_path(self, version: int, part: str) -> Path | None:
@@ -245,7 +246,8 @@ class EmbeddingStore:
     def _remove_stale(self) -> None:
         """Temporary directories and links of publishers that were killed."""
         places = [self.model_dir / DATA_DIR]
-        places += [d for d in self.model_dir.iterdir() if d.name.isdigit() and d.is_dir()]
+        places += [d for d in self.model_dir.iterdir()
+                   if d.name.isascii() and d.name.isdigit() and d.is_dir()]
         for place in places:
             for entry in place.iterdir():
                 if not _stale(entry):
@@ -268,7 +270,7 @@ class EmbeddingStore:
         data_root = self.model_dir / DATA_DIR
         live = set()
         for version_dir in self.model_dir.iterdir():
-            if not version_dir.name.isdigit():
+            if not (version_dir.name.isascii() and version_dir.name.isdigit()):
                 continue
             for part in PARTS:
                 link = version_dir / part
@@ -305,7 +307,7 @@ def _stale(entry: Path) -> bool:
         return False
     host, _, rest = entry.name[len(_TMP):].partition("@")
     pid_text = rest.partition("@")[0]
-    if host == socket.gethostname() and pid_text.isdigit():
+    if host == socket.gethostname() and pid_text.isascii() and pid_text.isdigit():
         return not _alive(int(pid_text))
     try:
         return time.time() - entry.lstat().st_mtime > _ABANDONED_S

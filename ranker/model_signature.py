@@ -198,8 +198,9 @@ def saved_model_file(path: str | Path) -> Path:
     if not path.is_dir():
         raise NotFound(f"{path}: no such directory: pass a SavedModel directory or a model base"
                        " path holding numbered versions")
-    versions = sorted(int(p.name) for p in path.iterdir()
-                       if p.name.isdigit() and (p / "saved_model.pb").is_file())
+    # ASCII digits only: int() also reads "²" or "٣", names no server loads.
+    versions = sorted(int(p.name) for p in path.iterdir() if p.name.isascii()
+                      and p.name.isdigit() and (p / "saved_model.pb").is_file())
     if not versions:
         raise NotFound(f"{path}: neither saved_model.pb nor a numbered version directory"
                        " holding one")

@@ -52,7 +52,8 @@ class PushResult:
 def versions_on_disk(base: Path) -> list[int]:
     """Every numeric entry under ``base``, complete or not: a new version may take none."""
     try:
-        return sorted(int(e.name) for e in base.iterdir() if e.name.isdecimal())
+        return sorted(int(e.name) for e in base.iterdir()
+                      if e.name.isascii() and e.name.isdigit())
     except FileNotFoundError:
         return []
 
@@ -136,7 +137,7 @@ def _remove_stale(base: Path) -> int:
 def _stale(entry: Path) -> bool:
     host, _, rest = entry.name[len(_TMP):].partition("@")
     pid_text = rest.partition("@")[0]
-    if host == socket.gethostname() and pid_text.isdigit():
+    if host == socket.gethostname() and pid_text.isascii() and pid_text.isdigit():
         try:
             os.kill(int(pid_text), 0)
         except ProcessLookupError:
