@@ -63,10 +63,6 @@ class TlsFiles:
     def enabled(self) -> bool:
         return bool(self.always or self.cert or self.key or self.ca)
 
-    @property
-    def mutual(self) -> bool:
-        return bool(self.cert and self.key and self.ca)
-
     def _pair(self) -> tuple[bytes, bytes] | None:
         cert_flag, key_flag, _ = self.flags
         if bool(self.cert) != bool(self.key):

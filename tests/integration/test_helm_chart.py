@@ -108,7 +108,7 @@ def test_envoy_config_is_render_of_the_chart_values() -> None:
 @pytest.mark.parametrize(("endpoint", "host", "port", "discovery"), [
     ("http://jaeger-collector.observability:4317", "jaeger-collector.observability", 4317,
      "STRICT_DNS"),
-    ("http://10.1.2.3:4999/", "10.1.2.3", 4999, "STATIC"),
+    ("http://127.0.0.3:4999/", "127.0.0.3", 4999, "STATIC"),
     ("https://otel.example", "otel.example", 4317, "STRICT_DNS"),
 ])
 def test_envoy_traces_to_the_chart_collector(tmp_path, endpoint, host, port, discovery) -> None:
@@ -170,14 +170,14 @@ def test_envoy_values_default_to_the_local_stack() -> None:
 
 def test_envoy_upstreams_from_values_and_tuned_numbers() -> None:
     values = merged(CLAIMS, {"envoy": {
-        "upstreams": [{"host": "10.0.0.7", "port": 8500}, {"host": "10.0.0.8", "port": 8510}],
+        "upstreams": [{"host": "127.0.0.7", "port": 8500}, {"host": "127.0.0.8", "port": 8510}],
         "config": {"numRetries": 4, "maxRetries": 77, "connectTimeoutMs": 1500}}})
     cfg = _envoy_yaml(values)
     (cluster,) = cfg["static_resources"]["clusters"]
     addrs = [e["endpoint"]["address"]["socket_address"]
              for e in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]]
-    assert addrs == [{"address": "10.0.0.7", "port_value": 8500},
-                     {"address": "10.0.0.8", "port_value": 8510}]
+    assert addrs == [{"address": "127.0.0.7", "port_value": 8500},
+                     {"address": "127.0.0.8", "port_value": 8510}]
     assert cluster["type"] == "STRICT_DNS"
     assert cluster["connect_timeout"] == "1.5s"
     assert cluster["circuit_breakers"]["thresholds"][0]["max_retries"] == 77

@@ -91,7 +91,7 @@ def test_envoy_config_is_unchanged_without_tracing():
 def test_envoy_config_traces_to_the_named_collector():
     up = (envoy_config.Upstream("127.0.0.1", 9000),)
     cfg = envoy_config.render(envoy_config.EnvoyOptions(
-        upstreams=up, tracing=envoy_config.Tracing.from_endpoint("http://10.0.0.7:4317", 5)))
+        upstreams=up, tracing=envoy_config.Tracing.from_endpoint("http://127.0.0.7:4317", 5)))
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
         "typed_config"]
     tracing = hcm["tracing"]
@@ -101,7 +101,7 @@ def test_envoy_config_traces_to_the_named_collector():
     [collector] = [c for c in cfg["static_resources"]["clusters"]
                    if c["name"] == envoy_config.TRACE_CLUSTER]
     endpoint = collector["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-    assert endpoint["address"]["socket_address"] == {"address": "10.0.0.7", "port_value": 4317}
+    assert endpoint["address"]["socket_address"] == {"address": "127.0.0.7", "port_value": 4317}
     assert collector["type"] == "STATIC"
     by_name = envoy_config.Tracing.from_endpoint("http://jaeger-collector.observability:4317")
     assert (by_name.collector_host, by_name.collector_port, by_name.discovery) == (
@@ -110,7 +110,7 @@ def test_envoy_config_traces_to_the_named_collector():
         envoy_config.Tracing.from_endpoint("http://:4317")
     with pytest.raises(ValueError, match="sampling_percent"):
         envoy_config.render(envoy_config.EnvoyOptions(
-            upstreams=up, tracing=envoy_config.Tracing("10.0.0.7", 4317, sampling_percent=150)))
+            upstreams=up, tracing=envoy_config.Tracing("127.0.0.7", 4317, sampling_percent=150)))
 
 
 def test_waterfall_folds_many_same_named_siblings_to_the_slowest():
