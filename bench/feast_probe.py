@@ -226,8 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- Written: {len(ids):,} items; `write_to_online_store` took {write_scalars:.1f} s"
         f" (scalars) and {write_vector:.1f} s (vector). Timed reads: {args.fetches} per row"
         f" after {args.warmup} untimed (p99 of so few reads is close to their maximum).",
-        f"- Scalar view through the SDK: {per_entity:.2f} ms per entity at {width} features"
-        f" (FACTS.md: ~0.9 ms per entity at 50 features).",
+        f"- Scalar view through the SDK: {per_entity:.2f} ms per entity at {width} features.",
         f"- Machine load at the start of the probe: `{load}`",
     ]
     doc = {"feast_version": feast.__version__,

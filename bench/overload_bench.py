@@ -4,7 +4,7 @@ admission control on (the defaults) and off, side by side in one run.
 1. `rankserve loadtest step`'s search (the same code) finds the capacity R: the highest
    open-loop Rank rate whose p99 stays within --budget-p99-ms, admission on.
 2. Open loop at 2R and 4R for --duration s each, every call with a --timeout-ms deadline, on a
-   stack with admission on and on one with it off (ranker --max-concurrent-ranks 0, model
+   stack with admission on and on one with it off (ranker --no-admission-control, model
    servers --max-queued-rows 0).
 
 Reported per run: goodput (answered OK per second) against R, p99 of the answered calls
@@ -103,12 +103,16 @@ async def _one(target: Target, payloads, spec: LoadSpec) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget-p99-ms", type=float, default=300.0)
+    parser.add_argument("--budget-p99-ms", type=float, default=300.0,
+                        help="p99 the capacity must hold (the step search's budget).")
     parser.add_argument("--duration", type=float, default=15.0,
                         help="Measured seconds of each overload run.")
-    parser.add_argument("--step-duration", type=float, default=8.0)
-    parser.add_argument("--timeout-ms", type=float, default=1000.0)
-    parser.add_argument("--start-rate", type=float, default=4.0)
+    parser.add_argument("--step-duration", type=float, default=8.0,
+                        help="Measured seconds of each step of the capacity search.")
+    parser.add_argument("--timeout-ms", type=float, default=1000.0,
+                        help="Deadline of every Rank call.")
+    parser.add_argument("--start-rate", type=float, default=4.0,
+                        help="First rate of the capacity search, Ranks/s (it grows 1.5x a step).")
     parser.add_argument("--capacity", type=float, default=None,
                         help="Skip the step search: use this rate as the capacity (its p99 is"
                         " then measured in one run).")

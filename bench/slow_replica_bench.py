@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=8.0,
                         help="Offered Ranks per second (about half the stack's capacity).")
-    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--duration", type=float, default=30.0,
+                        help="Measured seconds per row.")
     parser.add_argument("--slowdown", type=float, default=10.0,
                         help="How many times slower the slow replica answers.")
     parser.add_argument("--no-pin", dest="pin", action="store_false",

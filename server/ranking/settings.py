@@ -78,20 +78,27 @@ class RankerSettings(BaseSettings):
         4, ge=0,
         description="Rank calls that may wait for a slot when all are busy, and only while the"
         " expected wait (from recent Rank durations) is within --max-queue-wait-ms; any other"
-        " call is refused at once, so a refusal never waits.")
+        " call is refused at once, before it is parsed. 4 absorbs a burst of callers a"
+        " little above the slots without letting a queue build.")
     max_queue_wait_ms: float = Field(
         50.0, ge=0,
-        description="Longest a Rank may wait for a slot; it bounds what queueing adds to an"
-        " admitted call's latency.")
+        description="Longest a Rank may wait for a slot (a call that waited this long in vain"
+        " is refused then); it bounds what queueing adds to an admitted call's latency: 50 ms is"
+        " under half the local stack's p99 at capacity (129 ms), so admitted calls stay within"
+        " 1.5x of it.")
     hedge_quantile: float = Field(
         0.1, ge=0, lt=1,
         description="Envoy sends a copy of a Predict call that is still unanswered after"
         " --hedge-factor times this quantile of recent call latencies to another replica;"
         " the first answer wins. 0: no hedging. Envoy honours the delay only from a trusted"
-        " caller (its trusted_callers).")
+        " caller (its trusted_callers). A low quantile: with one of two replicas slow, a median"
+        " or p95 sits on the slow replica's calls and never hedges them; with 0.1 and"
+        " --hedge-factor 3, hedges and retries were 1.3% of a healthy stack's Predicts and Rank"
+        " p99 with a 10x slower replica 1.22x the healthy one"
+        " (bench/results/slow_replica_bench.md).")
     hedge_factor: float = Field(
         3.0, ge=1, description="Multiple of the --hedge-quantile latency that a call waits"
-        " before its copy is sent.")
+        " before its copy is sent (see --hedge-quantile for what 3 measured).")
     hedge_min_ms: float = Field(
         5.0, ge=0, description="Shortest hedge delay, ms, however fast recent calls were.")
     default_candidates: int = Field(

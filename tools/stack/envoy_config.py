@@ -20,7 +20,7 @@ LISTENER = "model_ingress"
 TRACE_CLUSTER = "otlp_collector"
 
 # What a retry is safe for. A grpc.aio upstream stopped with SIGTERM answers CANCELLED, so
-# `cancelled` must be here for a dying replica to cost no call (FACTS.md). `retriable-headers`
+# `cancelled` must be here for a dying replica to cost no call; `retriable-headers`
 # retries a call a replica shed (below). A hedge on per-try timeout needs no condition here.
 RETRY_ON = "unavailable,cancelled,reset,connect-failure,refused-stream,retriable-headers"
 # A replica that sheds a call (its queue is full) answers RESOURCE_EXHAUSTED with this header;

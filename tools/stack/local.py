@@ -342,7 +342,7 @@ class LocalStack:
                     # pool threads do not spin on cores that serve (measured: -10 ms per Rank).
                     "--intra-op-threads", "1",
                     "--inter-op-threads", "1",
-                    # With TLS, only Envoy (a certificate of the stack's CA) may call.
+                    # With TLS, only a client with a certificate of the stack's CA may call.
                     *self._tls_args("model-server"),
                     *self._extra_ms,
                 ],
