@@ -32,7 +32,7 @@ WINDOW_BEFORE_S, WINDOW_AFTER_S = 1.0, 5.0
 class Thresholds:
     """When growth fails the soak."""
 
-    rss_pct: float = 15.0  # RSS must grow by more than this share ...
+    rss_pct: float = 5.0  # RSS must grow by more than this share ...
     rss_mib: float = 30.0  # ... and by at least this many MiB
     fds: float = 8  # open fds may grow by this many
     tasks: float = 8  # threads may grow by this many
