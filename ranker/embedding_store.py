@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from rankserve.ranker.durable_files import fsync_dir
+from rankserve.ranker.durable_files import fsync_dir, fsync_file, process_alive
 
 ITEMS, TOWER, USERS = "items", "tower", "users"
 PARTS = (ITEMS, TOWER, USERS)
@@ -223,7 +223,7 @@ class EmbeddingStore:
                         "model": self.model, "published_at": time.time(), **info}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
             for written in tmp.iterdir():
-                _fsync_file(written)
+                fsync_file(written)
             fsync_dir(tmp)
             os.rename(tmp, data)
             fsync_dir(data_root)
@@ -308,26 +308,8 @@ def _stale(entry: Path) -> bool:
     host, _, rest = entry.name[len(_TMP):].partition("@")
     pid_text = rest.partition("@")[0]
     if host == socket.gethostname() and pid_text.isascii() and pid_text.isdigit():
-        return not _alive(int(pid_text))
+        return not process_alive(int(pid_text))
     try:
         return time.time() - entry.lstat().st_mtime > _ABANDONED_S
     except OSError:
         return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import pyarrow as pa
 
-from rankserve.ranker.durable_files import fsync_dir
+from rankserve.ranker.durable_files import fsync_dir, process_alive
 from rankserve.ranker.redis_features import (
     RecordLayout,
     current_key,
@@ -80,16 +80,6 @@ def _arrow_table(prepared: Prepared, key: str) -> pa.Table:
     return pa.table(arrays)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_stale(entity_dir: Path) -> None:
     """Temporary directories and files of imports that died (their pid is gone)."""
     for path in entity_dir.glob("*.tmp-*"):
@@ -97,7 +87,7 @@ def _remove_stale(entity_dir: Path) -> None:
             pid = int(path.name.rsplit(".tmp-", 1)[1].split("-", 1)[0])
         except (ValueError, IndexError):
             continue
-        if not _alive(pid):
+        if not process_alive(pid):
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:
