@@ -173,7 +173,10 @@ async def test_a_shed_call_is_retried_on_the_other_replica_and_a_too_large_one_i
             async with PredictScorer(envoy.target) as scorer:
                 await _waves(scorer, 10)  # every call answered
             assert ok.answered == 80 and shedding.calls > 0
-            assert envoy.stat("upstream_rq_retry_success") == shedding.calls
+            # Every refusal was retried (a call may be refused twice before it lands on the
+            # other replica), and every call ended answered.
+            assert envoy.stat("upstream_rq_retry") == shedding.calls
+            assert 0 < envoy.stat("upstream_rq_retry_success") <= shedding.calls
     finally:
         for server in servers:
             await server.stop(0)
