@@ -4,8 +4,8 @@ without least-request balancing and hedging, beside two healthy replicas, in one
 The slow replica runs bench/slow_modelserver.py: each of its model calls takes --slowdown times
 as long, so its capacity falls as a degraded node's does and calls queue on it.
 Rows:
-  healthy           two healthy replicas, the defaults (least request, hedging)
-  slow, defaults    one slow replica, least request + the ranker's adaptive hedge delay
+  healthy           two healthy replicas, least request and hedging (--hedge-quantile 0.1)
+  slow, hedging     one slow replica, least request + the ranker's adaptive hedge delay
   slow, least req.  one slow replica, least request, no hedging
   slow, neither     one slow replica, round robin, no hedging (what ran before)
 
@@ -41,8 +41,9 @@ from rankserve.tools.stack.settings import StackSettings
 
 RESULTS = Path(__file__).parent / "results"
 RETRIES = "cluster.model_servers.upstream_rq_retry"
-# A hedge quantile given to this bench applies to the rows that hedge.
-_HEDGE_QUANTILE = os.environ.get("RANKSERVE_RANKER_HEDGE_QUANTILE")
+# The rows that hedge use this quantile (the measured choice; hedging is off by default), or
+# one given to this bench.
+_HEDGE_QUANTILE = os.environ.get("RANKSERVE_RANKER_HEDGE_QUANTILE", "0.1")
 
 
 class _SlowReplicaStack(LocalStack):
@@ -73,12 +74,7 @@ class _SlowReplicaStack(LocalStack):
 def _stack(paths, label: str, slow: bool, lb_policy: str, hedge: bool) -> LocalStack:
     # Pinned, the ranker has one core: the limit its automatic rule gives one CPU.
     os.environ["RANKSERVE_RANKER_MAX_CONCURRENT_RANKS"] = str(RANKS_PER_CPU)
-    if not hedge:
-        os.environ["RANKSERVE_RANKER_HEDGE_QUANTILE"] = "0"
-    elif _HEDGE_QUANTILE is None:
-        os.environ.pop("RANKSERVE_RANKER_HEDGE_QUANTILE", None)  # the ranker's default
-    else:
-        os.environ["RANKSERVE_RANKER_HEDGE_QUANTILE"] = _HEDGE_QUANTILE
+    os.environ["RANKSERVE_RANKER_HEDGE_QUANTILE"] = _HEDGE_QUANTILE if hedge else "0"
     settings = StackSettings(ranker_port=0, traces=False,
                              run_dir=Path(tempfile.mkdtemp(prefix=f"slow-{label}-")))
     stack = _SlowReplicaStack(settings, StackInputs(paths.catalog_dir, paths.model_config_file),
@@ -109,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["RANKSERVE_BENCH_SLOWDOWN"] = f"{args.slowdown:g}"
     rows, placement = [], "not pinned"
     configs = [("healthy", False, "LEAST_REQUEST", True),
-               ("slow, defaults (least request + hedging)", True, "LEAST_REQUEST", True),
+               ("slow, least request + hedging", True, "LEAST_REQUEST", True),
                ("slow, least request only", True, "LEAST_REQUEST", False),
                ("slow, neither (round robin)", True, "ROUND_ROBIN", False)]
     try:

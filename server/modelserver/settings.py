@@ -60,14 +60,15 @@ class ModelServerSettings(BaseSettings):
         description="Longest a call waits for others to merge with, in ms; 0 disables waiting.",
     )
     max_queued_rows: int = Field(
-        2000, ge=0,
+        20000, ge=0,
         description="Most rows that may wait for a model call, per model version (TF Serving's"
         " max_enqueued_batches x max_batch_size); a Predict that would make more wait is"
         " answered RESOURCE_EXHAUSTED at once with a grpc-retry-pushback-ms hint, and Envoy"
-        " retries it on another replica. The default is two full model calls of"
-        " --batch-max-rows, the whole share of two 1000-candidate Ranks: what a replica holds"
-        " at capacity, drained in two model calls. 0: no bound (calls queue until their"
-        " deadlines).",
+        " retries it on another replica. A replica left alone must queue, not refuse, what a"
+        " dead one would have served: with 2000, the survivor of two refused the 4000 rows of"
+        " four concurrent Ranks, Envoy retried them onto the dead replica and every Rank"
+        " degraded. 20000 rows are 20 merged calls, about 100 ms of model time on the local"
+        " stack. 0: no bound (calls queue until their deadlines).",
     )
     max_message_mb: int = Field(
         64, ge=1,

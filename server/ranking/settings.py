@@ -87,15 +87,16 @@ class RankerSettings(BaseSettings):
         " under half the local stack's p99 at capacity (129 ms), so admitted calls stay within"
         " 1.5x of it.")
     hedge_quantile: float = Field(
-        0.1, ge=0, lt=1,
+        0.0, ge=0, lt=1,
         description="Envoy sends a copy of a Predict call that is still unanswered after"
         " --hedge-factor times this quantile of recent call latencies to another replica;"
-        " the first answer wins. 0: no hedging. Envoy honours the delay only from a trusted"
-        " caller (its trusted_callers). A low quantile: with one of two replicas slow, a median"
-        " or p95 sits on the slow replica's calls and never hedges them; with 0.1 and"
-        " --hedge-factor 3, hedges and retries were 1.3% of a healthy stack's Predicts and Rank"
-        " p99 with a 10x slower replica 1.22x the healthy one"
-        " (bench/results/slow_replica_bench.md).")
+        " the first answer wins. Envoy honours the delay only from a trusted caller (its"
+        " trusted_callers). 0 (the default): no hedging. 0.1 is the measured choice: with"
+        " --hedge-factor 3 it held Rank p99 with a 10x slower replica at 1.22x the healthy"
+        " stack's (1.45x without), for 1.3% extra Predicts (bench/results/slow_replica_bench.md);"
+        " a median or p95 sits on the slow replica's calls and never hedges them. Off by"
+        " default because a replica killed mid-stream then cost Ranks: calls whose copy went"
+        " to the dead replica failed, and with no call succeeding the delay stopped adapting.")
     hedge_factor: float = Field(
         3.0, ge=1, description="Multiple of the --hedge-quantile latency that a call waits"
         " before its copy is sent (see --hedge-quantile for what 3 measured).")
