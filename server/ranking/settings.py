@@ -71,9 +71,9 @@ class RankerSettings(BaseSettings):
         0, ge=0,
         description="Rank calls served at once; 0: 2 per CPU this process may use (its cgroup's"
         " CPU quota, else its CPU affinity). Measured on the local stack with the ranker alone"
-        " on one core: 2 kept the answered p99 at 4x the load within 1.2x of its p99 at"
-        " capacity (bench/results/overload_bench.md); in shorter runs of that benchmark 3 and 4"
-        " let it grow to 2.5x and 3.6x.")
+        " on one core: 2 kept the answered p99 at 4x the load within 1.2-1.65x of its p99 at"
+        " capacity over three runs (bench/results/overload_bench.md); in shorter runs of that"
+        " benchmark 3 and 4 let it grow to 2.5x and 3.6x.")
     max_queued_ranks: int = Field(
         4, ge=0,
         description="Rank calls that may wait for a slot when all are busy, and only while the"
@@ -84,8 +84,7 @@ class RankerSettings(BaseSettings):
         50.0, ge=0,
         description="Longest a Rank may wait for a slot (a call that waited this long in vain"
         " is refused then); it bounds what queueing adds to an admitted call's latency: 50 ms is"
-        " under half the local stack's p99 at capacity (129 ms), so admitted calls stay within"
-        " 1.5x of it.")
+        " under half the local stack's p99 at capacity (106-129 ms).")
     hedge_quantile: float = Field(
         0.0, ge=0, lt=1,
         description="Envoy sends a copy of a Predict call that is still unanswered after"
