@@ -3,8 +3,10 @@ placing the stack's tiers on cores."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -32,6 +34,22 @@ def envoy_counter(admin: str, name: str) -> int:
             if key == name:
                 return int(value)
     raise KeyError(f"envoy has no counter {name}")
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """Sets environment variables (the settings of the processes a stack starts inside the
+    block) and restores what was there before."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
 
 
 # Before any pinning moved this process.

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.measure import pin_tiers
+from bench.measure import environment, pin_tiers
 from rankserve.demo.build import ensure_demo
 from rankserve.loadtest.runner import LoadSpec, run
 from rankserve.loadtest.sources import synthesize
@@ -42,25 +42,6 @@ from rankserve.tools.stack.settings import StackSettings
 RESULTS = Path(__file__).parent / "results"
 NO_ADMISSION = {"RANKSERVE_RANKER_ADMISSION_CONTROL": "false",
                 "RANKSERVE_MODELSERVER_MAX_QUEUED_ROWS": "0"}
-
-
-class _Env:
-    """Sets environment variables for the children a stack starts, and restores them."""
-
-    def __init__(self, values: dict[str, str]) -> None:
-        self.values, self.saved = values, {}
-
-    def __enter__(self) -> None:
-        for key, value in self.values.items():
-            self.saved[key] = os.environ.get(key)
-            os.environ[key] = value
-
-    def __exit__(self, *exc: object) -> None:
-        for key, old in self.saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
 
 
 def _stack(paths, label: str) -> LocalStack:
@@ -133,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     # Pinned, the ranker has one core: the limit its automatic rule gives one CPU (it sees both
     # cores when it starts, before it is pinned).
     on_env = {"RANKSERVE_RANKER_MAX_CONCURRENT_RANKS": str(RANKS_PER_CPU)} if args.pin else {}
-    with _Env(on_env), _stack(paths, "on") as stack:
+    with environment(on_env), _stack(paths, "on") as stack:
         assert stack.ranker is not None
         if args.pin:
             result["placement"] = pin_tiers(stack)
@@ -170,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  admission on, {k}x ...", file=sys.stderr, flush=True)
             runs[f"on_{k}x"] = asyncio.run(_one(target, payloads, spec))
 
-    with _Env(NO_ADMISSION), _stack(paths, "off") as stack:
+    with environment(NO_ADMISSION), _stack(paths, "off") as stack:
         assert stack.ranker is not None
         if args.pin:
             pin_tiers(stack)

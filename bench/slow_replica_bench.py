@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.measure import envoy_counter, pin_tiers
+from bench.measure import environment, envoy_counter, pin_tiers
 from rankserve.demo.build import ensure_demo
 from rankserve.loadtest.runner import LoadSpec, run
 from rankserve.loadtest.sources import synthesize
@@ -71,10 +71,7 @@ class _SlowReplicaStack(LocalStack):
             envoy_config.write = real_write
 
 
-def _stack(paths, label: str, slow: bool, lb_policy: str, hedge: bool) -> LocalStack:
-    # Pinned, the ranker has one core: the limit its automatic rule gives one CPU.
-    os.environ["RANKSERVE_RANKER_MAX_CONCURRENT_RANKS"] = str(RANKS_PER_CPU)
-    os.environ["RANKSERVE_RANKER_HEDGE_QUANTILE"] = _HEDGE_QUANTILE if hedge else "0"
+def _stack(paths, label: str, slow: bool, lb_policy: str) -> LocalStack:
     settings = StackSettings(ranker_port=0, traces=False,
                              run_dir=Path(tempfile.mkdtemp(prefix=f"slow-{label}-")))
     stack = _SlowReplicaStack(settings, StackInputs(paths.catalog_dir, paths.model_config_file),
@@ -99,37 +96,32 @@ def main(argv: list[str] | None = None) -> int:
     payloads = synthesize("rank", paths.catalog_dir, requests=32, seed=3)
     spec = LoadSpec(mode="open", rate=args.rate, duration_s=args.duration, warmup_s=3.0,
                     timeout_s=2.0, seed=5)
-    saved = {k: os.environ.get(k) for k in ("RANKSERVE_RANKER_HEDGE_QUANTILE",
-                                             "RANKSERVE_RANKER_MAX_CONCURRENT_RANKS",
-                                             "RANKSERVE_BENCH_SLOWDOWN")}
-    os.environ["RANKSERVE_BENCH_SLOWDOWN"] = f"{args.slowdown:g}"
+    common = {"RANKSERVE_BENCH_SLOWDOWN": f"{args.slowdown:g}"}
+    if args.pin:
+        # Pinned, the ranker has one core: the limit its automatic rule gives one CPU.
+        common["RANKSERVE_RANKER_MAX_CONCURRENT_RANKS"] = str(RANKS_PER_CPU)
     rows, placement = [], "not pinned"
     configs = [("healthy", False, "LEAST_REQUEST", True),
                ("slow, least request + hedging", True, "LEAST_REQUEST", True),
                ("slow, least request only", True, "LEAST_REQUEST", False),
                ("slow, neither (round robin)", True, "ROUND_ROBIN", False)]
-    try:
-        for label, slow, lb, hedge in configs:
-            print(f"  {label} ...", file=sys.stderr, flush=True)
-            with _stack(paths, label.split(",")[0], slow, lb, hedge) as stack:
-                assert stack.ranker is not None and stack.envoy_admin
-                if args.pin:
-                    placement = pin_tiers(stack)
-                before = envoy_counter(stack.envoy_admin, RETRIES)
-                outcome = asyncio.run(run(Target("rank", stack.ranker.address), payloads, spec))
-                s = summarize(outcome, label)
-                rows.append({"row": label, "p50_ms": s["latency_ok_ms"]["p50"],
-                             "p99_ms": s["latency_ok_ms"]["p99"],
-                             "status_codes": s["status_codes"],
-                             "errors": s["requests"]["errors"], "ranks": s["requests"]["counted"],
-                             "hedges_and_retries": envoy_counter(stack.envoy_admin, RETRIES)
-                             - before})
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    for label, slow, lb, hedge in configs:
+        print(f"  {label} ...", file=sys.stderr, flush=True)
+        hedging = {"RANKSERVE_RANKER_HEDGE_QUANTILE": _HEDGE_QUANTILE if hedge else "0"}
+        with environment(common | hedging), _stack(paths, label.split(",")[0], slow,
+                                                   lb) as stack:
+            assert stack.ranker is not None and stack.envoy_admin
+            if args.pin:
+                placement = pin_tiers(stack)
+            before = envoy_counter(stack.envoy_admin, RETRIES)
+            outcome = asyncio.run(run(Target("rank", stack.ranker.address), payloads, spec))
+            s = summarize(outcome, label)
+            rows.append({"row": label, "p50_ms": s["latency_ok_ms"]["p50"],
+                         "p99_ms": s["latency_ok_ms"]["p99"],
+                         "status_codes": s["status_codes"],
+                         "errors": s["requests"]["errors"], "ranks": s["requests"]["counted"],
+                         "hedges_and_retries": envoy_counter(stack.envoy_admin, RETRIES)
+                         - before})
 
     ref = rows[0]["p99_ms"]
     lines = [f"# One of two replicas {args.slowdown:g}x slower (every model call)",
