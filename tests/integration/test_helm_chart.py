@@ -317,6 +317,18 @@ BAD_VALUES = [
     ({"modelServer": {"gpu": {"count": -1}}}, "count"),
     ({"modelServer": {"runtime": "triton"}}, "runtime"),
     ({"envoy": {"image": {"tag": "latest"}}}, "tag"),
+    ({"modelServer": {"autoscaling": {"metric": "latency"}}}, "/modelServer/autoscaling/metric"),
+    ({"modelServer": {"autoscaling": {"targetInFlightPerPod": 0}}}, "targetInFlightPerPod"),
+    ({"modelServer": {"autoscaling": {"behavior": {"scaleUp": {"selectPolicy": "Fastest"}}}}},
+     "selectPolicy"),
+    ({"ranker": {"autoscaling": {"behavior": {"scaleDown": {"policies": [
+        {"type": "Pods", "value": 0, "periodSeconds": 60}]}}}}}, "/policies/0/value"),
+    ({"ranker": {"autoscaling": {"behavior": {"scaleDown": {"policies": [
+        {"type": "Replicas", "value": 1, "periodSeconds": 60}]}}}}}, "/policies/0/type"),
+    ({"modelServer": {"podDisruptionBudget": {"minAvailable": "50%"}}}, "minAvailable"),
+    ({"modelServer": {"drainSeconds": -1}}, "/modelServer/drainSeconds"),
+    ({"modelServer": {"graceSeconds": "ten"}}, "/modelServer/graceSeconds"),
+    ({"ranker": {"config": {"drainSeconds": -5}}}, "/ranker/config/drainSeconds"),
 ]
 
 
