@@ -9,7 +9,7 @@ from rankserve.server.common.settings_cli import (
     run_with_settings,
     settings_from_args,
 )
-from rankserve.server.common.shutdown import run_until_signal
+from rankserve.server.common.shutdown import run_until_signal, warn_if_still_chosen
 
 __all__ = [
     "ErrorMappingInterceptor",
@@ -20,5 +20,6 @@ __all__ = [
     "run_with_settings",
     "settings_from_args",
     "status_code_for",
+    "warn_if_still_chosen",
     "write_ready_file",
 ]

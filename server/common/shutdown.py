@@ -1,10 +1,18 @@
-"""Running a server until SIGTERM or SIGINT, then shutting it down gracefully."""
+"""Running a server until SIGTERM or SIGINT, then draining and shutting it down gracefully.
+
+SIGTERM is how Kubernetes (and `rankserve up`'s replacement of a process) asks a server to go:
+it first drains, answering health NOT_SERVING while still serving, so load balancers stop
+choosing it before it stops listening. SIGINT (Ctrl-C at a terminal) skips the drain. A second
+signal during the drain cuts it short.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
@@ -14,25 +22,63 @@ async def run_until_signal(
     start: Callable[[], Awaitable[object]],
     stop: Callable[[], Awaitable[None]],
     signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT),
+    *,
+    drain: Callable[[], Awaitable[None]] | None = None,
+    drain_on: tuple[signal.Signals, ...] = (signal.SIGTERM,),
 ) -> None:
-    """Awaits ``start()``, waits for one of ``signals``, then awaits ``stop()``.
+    """Awaits ``start()``, waits for one of ``signals``, awaits ``drain()`` if the signal is
+    one of ``drain_on``, then awaits ``stop()``.
 
     Handlers are installed before ``start`` so a signal that arrives during startup is not
-    lost, and removed afterwards so a second Ctrl-C during shutdown kills the process.
+    lost, and removed before ``stop`` so a further Ctrl-C during shutdown kills the process.
     """
     loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
+    received: list[signal.Signals] = []
+    signalled = asyncio.Event()
 
     def on_signal(sig: signal.Signals) -> None:
-        log.info("received %s, shutting down", sig.name)
-        stopping.set()
+        log.info("received %s, %s", sig.name, "shutting down" if not received else
+                 "cutting the drain short")
+        received.append(sig)
+        signalled.set()
 
     for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
         await start()
-        await stopping.wait()
+        await signalled.wait()
+        if drain is not None and received[0] in drain_on:
+            signalled.clear()
+            await _unless_signalled(drain(), signalled)
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
         await stop()
+
+
+def warn_if_still_chosen(logger: logging.Logger, last_arrival: float, drain_s: float) -> None:
+    """At the end of a drain: if calls still arrived in its last quarter, the load balancer had
+    not moved away yet, and the calls that follow would land on a closed port."""
+    quiet_s = time.monotonic() - last_arrival
+    if quiet_s < drain_s / 4:
+        logger.warning("calls still arrived %.2f s before the drain ended: load balancers had"
+                       " not stopped choosing this process; raise --drain-s above their"
+                       " detection time", quiet_s)
+    else:
+        logger.info("drained: no call arrived in the last %.2f s", min(quiet_s, drain_s))
+
+
+async def _unless_signalled(work: Awaitable[None], signalled: asyncio.Event) -> None:
+    """Awaits ``work`` until it ends or ``signalled`` is set, whichever comes first."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(signalled.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (task, waiter):
+            if not t.done():
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+    if task.done() and not task.cancelled():
+        task.result()

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from rankserve.server.common.errors import ErrorMappingInterceptor
 from rankserve.server.common.health import HealthState, serve_health_only
 from rankserve.server.common.readyfile import announce_ready
-from rankserve.server.common.shutdown import run_until_signal
+from rankserve.server.common.shutdown import run_until_signal, warn_if_still_chosen
 from rankserve.server.common.tls import TlsFileError, TlsFiles
 from rankserve.server.telemetry.interceptors import TracingServerInterceptor
 from rankserve.server.telemetry.metrics_http import MetricsServer
@@ -192,6 +192,19 @@ class ModelServerApp:
                            ready_file=self.settings.ready_file,
                            detail="every configured model has a version available")
 
+    async def drain(self) -> None:
+        """NOT_SERVING, while still serving for ``drain_s``: Envoy's health checks and the
+        readiness probe take this replica out of rotation before its port closes, so a
+        scale-down or rollout costs no call."""
+        if self.health is not None:
+            await self.health.servicer.enter_graceful_shutdown()
+        drain_s = self.settings.drain_s
+        if drain_s > 0:
+            log.info("draining: health NOT_SERVING, serving %d calls in flight and new ones"
+                     " for %g s more", self.metrics.in_flight_total(), drain_s)
+            await asyncio.sleep(drain_s)
+            warn_if_still_chosen(log, self.metrics.last_arrival, drain_s)
+
     async def stop(self) -> None:
         """NOT_SERVING, then stop(grace), then unload every version."""
         if self._stopping:
@@ -230,4 +243,4 @@ def run(settings: ModelServerSettings) -> int:
 
 async def _serve(settings: ModelServerSettings) -> None:
     app = ModelServerApp(settings)
-    await run_until_signal(app.start, app.stop)
+    await run_until_signal(app.start, app.stop, drain=app.drain)

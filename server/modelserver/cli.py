@@ -39,6 +39,10 @@ models.config is TF Serving's own --model_config_file format, e.g.:
   }
 It is re-read on every poll, so editing a label moves traffic without a restart.
 
+SIGTERM drains: health turns NOT_SERVING while calls are still served for --drain-s seconds
+(Envoy's health checks and the readiness probe move traffic away), then the port closes and
+in-flight calls get --grace-s seconds. Ctrl-C (SIGINT) skips the drain.
+
 Every flag can also be set as an environment variable RANKSERVE_MODELSERVER_<FLAG> (upper
 case, underscores), e.g. RANKSERVE_MODELSERVER_PORT=8500; flags win.
 
@@ -59,7 +63,7 @@ _METAVARS = {
     "model_base_path": "DIR", "model_config_file": "FILE", "version_policy": "POLICY",
     "poll_interval_s": "SECONDS", "batch_max_rows": "N", "batch_max_wait_ms": "MS",
     "max_message_mb": "MIB", "intra_op_threads": "N", "inter_op_threads": "N",
-    "grace_s": "SECONDS", "ready_file": "PATH",
+    "grace_s": "SECONDS", "drain_s": "SECONDS", "ready_file": "PATH",
     "tls_cert": "PATH", "tls_key": "PATH", "tls_client_ca": "PATH", "health_port": "PORT",
 }
 

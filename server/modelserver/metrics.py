@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -44,6 +44,8 @@ class _VersionStates(Collector):
 class ModelServerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        # time.monotonic() of the last call that arrived: a drain checks that traffic stopped.
+        self.last_arrival = 0.0
         self.requests = Counter(
             "rankserve_modelserver_requests",
             "gRPC calls by method, model, version (the one that answered; the requested one"
@@ -67,11 +69,22 @@ class ModelServerMetrics:
             "Time of each model call (one merged batch) on the runtime.",
             ["model", "version"], buckets=LATENCY_BUCKETS, registry=registry)
 
+        # Load per pod for an autoscaler (the chart's prometheus-adapter rule): calls queued
+        # or computing right now, which rises before latency does.
+        self.in_flight = Gauge(
+            "rankserve_modelserver_requests_in_flight",
+            "gRPC calls received and not yet answered (queued for the model or computing), by"
+            " method.", ["method"], registry=registry)
         self.shed = Counter(
             "rankserve_modelserver_predicts_shed",
             "Predict calls refused at once (RESOURCE_EXHAUSTED with a retry hint) because the"
             " version's queue was full (--max-queued-rows).", ["model", "version"],
             registry=registry)
+
+    def in_flight_total(self) -> int:
+        """Calls in flight now, over every method."""
+        return int(sum(sample.value for metric in self.in_flight.collect()
+                       for sample in metric.samples))
 
     def shed_observer(self, model: str, version: int) -> Callable[[], None]:
         return self.shed.labels(model, str(version)).inc
@@ -111,8 +124,12 @@ class ModelServerMetricsInterceptor(grpc.aio.ServerInterceptor):
         metrics = self._metrics
         method = details.method.rsplit("/", 1)[-1]
 
+        in_flight = metrics.in_flight.labels(method)
+
         async def measured(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
+            metrics.last_arrival = time.monotonic()
+            in_flight.inc()
             error: BaseException | None = None
             response = None
             try:
@@ -122,6 +139,7 @@ class ModelServerMetricsInterceptor(grpc.aio.ServerInterceptor):
                 error = exc
                 raise
             finally:
+                in_flight.dec()
                 spec = getattr(request, "model_spec", None)
                 model = spec.name if spec is not None else ""
                 answered = getattr(response, "model_spec", None)

@@ -89,8 +89,15 @@ class ModelServerSettings(BaseSettings):
         description="Ops TensorFlow runs at once (TF Serving's"
         " --tensorflow_inter_op_parallelism); 0 = one per core.",
     )
+    drain_s: float = Field(
+        5.0, ge=0,
+        description="On SIGTERM, seconds to keep serving while health answers NOT_SERVING, so"
+        " load balancers (Envoy's health checks, the kubelet's readiness probe) stop choosing"
+        " this replica before it stops listening. Set it above the load balancer's detection"
+        " time (Envoy: health check interval x unhealthy threshold). SIGINT skips it.")
     grace_s: float = Field(
-        5.0, ge=0, description="On SIGTERM/SIGINT, seconds in-flight calls get to finish."
+        5.0, ge=0, description="On SIGTERM/SIGINT, after the drain, seconds in-flight calls get"
+        " to finish."
     )
     tls_cert: str = Field(
         "", description="Serve TLS with this certificate chain (PEM file); needs --tls-key."

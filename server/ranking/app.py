@@ -45,6 +45,7 @@ from rankserve.server.common import (
     HealthState,
     announce_ready,
     run_until_signal,
+    warn_if_still_chosen,
 )
 from rankserve.server.common.admission import Admission, AdmissionInterceptor, auto_limit
 from rankserve.server.common.health import serve_health_only
@@ -188,8 +189,9 @@ class RankingApp:
         """The gRPC server with the servicer, health and reflection; bound in start()."""
         # Outermost first: tracing, metrics, admission, error mapping (the metrics see mapped
         # statuses and refusals).
+        self._measured = RankMetricsInterceptor(self.metrics)
         interceptors: list[grpc.aio.ServerInterceptor] = [
-            RankMetricsInterceptor(self.metrics), ErrorMappingInterceptor()]
+            self._measured, ErrorMappingInterceptor()]
         s = self.settings
         if s.admission_control:
             shed = self.metrics.ranks_shed
@@ -279,6 +281,18 @@ class RankingApp:
                             f" {s.model_target}:\n  " + "\n  ".join(problems))
         log.info("spec %s fits model %s (signature %s)", spec.origin, model,
                  signature.name)
+
+    async def drain(self) -> None:
+        """NOT_SERVING, while still serving Ranks for ``drain_s``: the Service's readiness and
+        callers' health-checking balancers move away before the port closes."""
+        await self._health.servicer.enter_graceful_shutdown()
+        drain_s = self.settings.drain_s
+        if drain_s > 0:
+            in_flight = int(self.metrics.in_flight.collect()[0].samples[0].value)
+            log.info("draining: health NOT_SERVING, serving %d Ranks in flight and new ones"
+                     " for %g s more", in_flight, drain_s)
+            await asyncio.sleep(drain_s)
+            warn_if_still_chosen(log, self._measured.last_arrival, drain_s)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """NOT_SERVING first so load balancers drain us, then let in-flight calls finish."""
@@ -370,4 +384,4 @@ def run(settings: RankerSettings) -> int:
 
 async def _serve(settings: RankerSettings) -> None:
     app = RankingApp(settings)
-    await run_until_signal(app.start, app.stop)
+    await run_until_signal(app.start, app.stop, drain=app.drain)

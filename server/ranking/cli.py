@@ -15,8 +15,9 @@ DESCRIPTION = """\
 Serve rankserve.ranking.v1.RankingService/Rank on gRPC: retrieve candidates from the embedded
 catalog, score them in batches with a model behind --model-target (Envoy or a TF-Serving-
 compatible model server) and answer the ranked page. Health (grpc.health.v1) and reflection are
-served on the same port. SIGTERM or Ctrl-C: health turns NOT_SERVING, in-flight calls get
---grace-s seconds, then the process exits 0.
+served on the same port. SIGTERM: health turns NOT_SERVING while Ranks are still served for
+--drain-s seconds (load balancers move away), then the port closes and in-flight calls get
+--grace-s seconds; the process exits 0. Ctrl-C (SIGINT) skips the drain.
 
 Routing (--routing-config FILE, YAML or JSON; edits take effect without a restart, a broken
 edit keeps the previous policy and is logged):
@@ -78,6 +79,7 @@ _METAVARS = {
     "max_in_flight": "N", "gzip_min_bytes": "BYTES",
     "default_candidates": "N", "max_candidates": "N", "default_deadline_ms": "MS",
     "min_score_budget_ms": "MS", "merge_reserve_ms": "MS", "grace_s": "SECONDS",
+    "drain_s": "SECONDS",
     "max_message_mb": "MIB", "blas_threads": "N", "routing_config": "FILE",
     "routing_check_s": "SECONDS", "embeddings_root": "DIR", "embedding_model": "NAME",
     "embedding_refresh_s": "SECONDS",

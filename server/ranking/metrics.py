@@ -18,6 +18,8 @@ from rankserve.server.telemetry.interceptors import call_status, observed, with_
 class RankMetricsInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, metrics: RankerMetrics) -> None:
         self._metrics = metrics
+        # time.monotonic() of the last Rank that arrived: a drain checks that traffic stopped.
+        self.last_arrival = 0.0
 
     async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
         handler = await continuation(details)
@@ -28,6 +30,7 @@ class RankMetricsInterceptor(grpc.aio.ServerInterceptor):
 
         async def measured(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
+            self.last_arrival = time.monotonic()
             metrics.in_flight.inc()
             error: BaseException | None = None
             try:

@@ -118,8 +118,14 @@ class RankerSettings(BaseSettings):
         description="Threads numpy's BLAS may use (retrieval's matrix-vector product); 0 keeps"
                     " the library default. Idle BLAS threads spin, costing more CPU than the"
                     " parallelism saves at this size.")
+    drain_s: float = Field(
+        5.0, ge=0,
+        description="On SIGTERM, seconds to keep serving while health answers NOT_SERVING, so"
+        " the Service (readiness) and callers' health-checking balancers stop choosing this"
+        " replica before it stops listening. SIGINT skips it.")
     grace_s: float = Field(
-        5.0, ge=0, description="On SIGTERM, how long in-flight calls may finish.")
+        5.0, ge=0, description="On SIGTERM/SIGINT, after the drain, how long in-flight calls"
+        " may finish.")
     routing_config: str = Field(
         "", description="Routing policy file (YAML or JSON): rules, experiments, default model;"
         " re-read when it changes. Empty: every request goes to --model-name.")

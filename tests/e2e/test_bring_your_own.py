@@ -186,7 +186,7 @@ class Ranker:
              "--port", "0", "--metrics-port", "0", "--ready-file", str(self.ready),
              "--spec", str(spec), "--item-features", store, "--user-features", store,
              "--model-target", world.model_server, "--model-name", model,
-             "--batch-size", str(batch_size), "--grace-s", "1"],
+             "--batch-size", str(batch_size), "--grace-s", "1", "--drain-s", "0"],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         log.close()
         self.address = ""

@@ -124,7 +124,9 @@ class ServerProcess:
         self._log = open(self.log_path, "wb")  # noqa: SIM115
         cmd = [sys.executable, "-m", "rankserve.server.modelserver", "--host", "127.0.0.1",
                "--port", "0"]
-        cmd += ["--metrics-port", "0", "--ready-file", str(self.ready_file), *args]
+        # No drain on SIGTERM unless a test asks for one (its --drain-s comes later and wins).
+        cmd += ["--metrics-port", "0", "--ready-file", str(self.ready_file), "--drain-s", "0",
+                *args]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=self._log, env=env)
         self.address = ""

@@ -299,7 +299,7 @@ def ranking_server(tmp_path_factory):
         proc = subprocess.Popen(
             [sys.executable, "-m", "rankserve.server.ranking", "--catalog-dir", str(catalog),
              "--model-target", model["address"], "--port", "0", "--metrics-port", "0",
-             "--ready-file", str(ready), "--grace-s", "1"],
+             "--ready-file", str(ready), "--grace-s", "1", "--drain-s", "0"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 60

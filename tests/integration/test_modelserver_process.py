@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -239,13 +240,15 @@ async def test_labels_from_the_config_file_move_when_it_is_edited(
     assert server.terminate() == 0
 
 
-async def test_sigterm_turns_health_not_serving_first_then_exits_0(
+async def test_sigterm_drains_health_not_serving_while_predicts_still_answer_then_exits_0(
     tmp_path: Path, library: Path, start_server
 ) -> None:
     base = tmp_path / "m"
     support.install(library, base, 1)
-    server = start_server("--model-name", "m", "--model-base-path", str(base), "--grace-s", "1")
+    server = start_server("--model-name", "m", "--model-base-path", str(base), "--grace-s", "1",
+                          "--drain-s", "2")
     assert f"listening on {server.address}" in server.log()
+    request = support.predict_request("m", CTX, CANDS)
     async with grpc.aio.insecure_channel(server.address) as channel:
         watch = health_pb2_grpc.HealthStub(channel).Watch(
             health_pb2.HealthCheckRequest(service="tensorflow.serving.PredictionService"),
@@ -253,8 +256,32 @@ async def test_sigterm_turns_health_not_serving_first_then_exits_0(
         )
         first = await watch.read()
         assert first.status == health_pb2.HealthCheckResponse.SERVING
-        os.kill(server.proc.pid, 15)
+        os.kill(server.proc.pid, signal.SIGTERM)
         second = await watch.read()
         assert second.status == health_pb2.HealthCheckResponse.NOT_SERVING
         watch.cancel()
+        # Still serving while load balancers move away.
+        response = await prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+            request, timeout=5)
+        assert np.allclose(support.scores_of(response), support.expected_scores(CTX, CANDS, 1),
+                           rtol=1e-5)
+        assert server.proc.poll() is None
     assert await asyncio.to_thread(server.proc.wait, 30) == 0
+    log = server.log()
+    assert "draining: health NOT_SERVING" in log
+    # The Predict above arrived in the drain's first quarter: no warning about late calls.
+    assert "drained: no call arrived in the last" in log, log[-2000:]
+
+
+async def test_sigint_stops_at_once_without_draining(
+    tmp_path: Path, library: Path, start_server
+) -> None:
+    base = tmp_path / "m"
+    support.install(library, base, 1)
+    server = start_server("--model-name", "m", "--model-base-path", str(base), "--grace-s", "1",
+                          "--drain-s", "60")
+    began = time.monotonic()
+    os.kill(server.proc.pid, signal.SIGINT)
+    assert await asyncio.to_thread(server.proc.wait, 30) == 0
+    assert time.monotonic() - began < 30
+    assert "draining" not in server.log()

@@ -37,19 +37,27 @@ def test_sigterm_drains_and_exits_zero(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "rankserve.server.ranking", "--catalog-dir", str(catalog),
          "--port", "0",
-         "--metrics-port", "0", "--ready-file", str(ready), "--grace-s", "1"],
+         "--metrics-port", "0", "--ready-file", str(ready), "--grace-s", "1",
+         "--drain-s", "1.5"],
         env=env, stderr=subprocess.PIPE, text=True)
     try:
         info = wait_for_file(ready, proc)
         assert info["pid"] == proc.pid and info["address"].startswith("127.0.0.1:")
+        service = health_pb2.HealthCheckRequest(service="rankserve.ranking.v1.RankingService")
         with grpc.insecure_channel(info["address"]) as channel:
-            resp = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service="rankserve.ranking.v1.RankingService"),
-                timeout=5)
-        assert resp.status == health_pb2.HealthCheckResponse.SERVING
-        proc.send_signal(signal.SIGTERM)
+            health = health_pb2_grpc.HealthStub(channel)
+            assert health.Check(service, timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+            proc.send_signal(signal.SIGTERM)
+            # Draining: NOT_SERVING for load balancers, the port still answers.
+            deadline = time.monotonic() + 1.0
+            while health.Check(service, timeout=5).status == health_pb2.HealthCheckResponse.SERVING:
+                assert time.monotonic() < deadline, "still SERVING 1 s after SIGTERM"
+                time.sleep(0.02)
+            assert proc.poll() is None
         assert proc.wait(timeout=20) == 0
-        assert f"serving on {info['address']}" in proc.stderr.read()
+        err = proc.stderr.read()
+        assert f"serving on {info['address']}" in err
+        assert "draining: health NOT_SERVING" in err and "drained" in err
     finally:
         if proc.poll() is None:
             proc.kill()
