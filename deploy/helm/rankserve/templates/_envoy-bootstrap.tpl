@@ -151,6 +151,7 @@ Options are read from .Values.envoy.config; upstreams from rankserve.envoy.upstr
         -
           "timeout": "1s"
           "interval": {{ printf "%gs" (divf $.Values.envoy.config.healthCheckIntervalMs 1000) | toJson }}
+          "no_traffic_interval": {{ printf "%gs" (divf $.Values.envoy.config.healthCheckIntervalMs 1000) | toJson }}
           "unhealthy_threshold": 2
           "healthy_threshold": 1
           "grpc_health_check": {}
