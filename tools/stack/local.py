@@ -185,6 +185,31 @@ class LocalStack:
         for child in reversed(self.children):
             stop(child, self.settings.grace_s)
 
+    def remove_model_server(self, index: int) -> int | None:
+        """Scales the model servers down by one, as Kubernetes would: SIGTERM replica
+        ``index``, which drains (Envoy's health checks take it out of rotation while it still
+        serves) and exits. Returns its exit code."""
+        child = self.model_servers.pop(index)
+        return stop(child, self.settings.grace_s, drain_s=self.settings.drain_s)
+
+    def roll_ranker(self) -> Child:
+        """Replaces the ranker process without closing its port: the new one binds the same
+        port beside the old (gRPC servers set SO_REUSEPORT), and once it is ready the old one
+        drains and exits, its connections' callers moving to the new one on their next call.
+        Returns the new ranker."""
+        old = self.ranker
+        if old is None:
+            raise StartError("no ranker to roll")
+        port = int(old.address.rsplit(":", 1)[1])
+        generation = int(old.extra.get("generation", 0)) + 1
+        self._start_ranker(port=port, generation=generation)
+        code = stop(old, self.settings.grace_s, drain_s=self.settings.drain_s)
+        if code != 0:
+            raise StartError(f"the replaced ranker (pid {old.pid}) exited with code {code};"
+                             f" last lines of {old.log_path}:\n{old.log_tail()}")
+        assert self.ranker is not None
+        return self.ranker
+
     def describe(self) -> list[str]:
         """One line per process, the ranker's first."""
         lines = []
@@ -342,6 +367,7 @@ class LocalStack:
                     # pool threads do not spin on cores that serve (measured: -10 ms per Rank).
                     "--intra-op-threads", "1",
                     "--inter-op-threads", "1",
+                    "--drain-s", f"{self.settings.drain_s:g}",
                     # With TLS, only a client with a certificate of the stack's CA may call.
                     *self._tls_args("model-server"),
                     *self._extra_ms,
@@ -451,8 +477,11 @@ class LocalStack:
         return [*self._tls_args("ranker"), "--model-tls-ca", str(self.pki.ca),
                 *self._tls_args("ranker", "--model-tls", client_ca=False)]
 
-    def _start_ranker(self) -> None:
-        ready = self.run_dir / "ranker.ready"
+    def _start_ranker(self, port: int | None = None, generation: int = 0) -> None:
+        """The ranker on ``port`` (settings.ranker_port if None); a rollout's replacement is
+        generation 1, 2, ... with its own ready file and log."""
+        suffix = f"-{generation}" if generation else ""
+        ready = self.run_dir / f"ranker{suffix}.ready"
         ready.unlink(missing_ok=True)
         s = self.settings
         child = Child(
@@ -460,7 +489,7 @@ class LocalStack:
             [
                 *self._py("rankserve.server.ranking"),
                 "--host", "127.0.0.1",
-                "--port", str(s.ranker_port),
+                "--port", str(s.ranker_port if port is None else port),
                 *self._data_args(),
                 "--model-target", self.envoy.address if self.envoy else "",
                 "--model-name", s.model_name,
@@ -468,11 +497,18 @@ class LocalStack:
                 "--compression", s.compression,
                 "--metrics-port", "0",
                 "--ready-file", str(ready),
+                "--drain-s", f"{s.drain_s:g}",
                 *self._ranker_tls_args(),
                 *self._extra_ranker,
             ],
-            self.run_dir / "ranker.log",
+            self.run_dir / f"ranker{suffix}.log",
         )
-        self.ranker = start(child, env=self._own_env("rankserve-ranker", "ranker"))
-        info = wait_ready_file(child, ready, s.start_timeout_s)
+        child.extra["generation"] = generation
+        start(child, env=self._own_env("rankserve-ranker", "ranker"))
+        try:
+            info = wait_ready_file(child, ready, s.start_timeout_s)
+        except StartError:
+            stop(child, s.grace_s)
+            raise
         child.extra["metrics_address"] = info["metrics_address"]
+        self.ranker = child

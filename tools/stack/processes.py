@@ -104,18 +104,26 @@ def wait_until(
     raise StartError(f"{child.name}: not {what} after {timeout_s:.0f} s:\n{child.log_tail()}")
 
 
-def stop(child: Child, grace_s: float) -> int | None:
-    """SIGTERM, then SIGKILL after grace_s; returns the exit code (None if never started)."""
+def stop(child: Child, grace_s: float, *, drain_s: float | None = None) -> int | None:
+    """Stops ``child`` gracefully and returns its exit code (None if never started).
+
+    Without ``drain_s``: SIGINT, which rankserve's servers take as "stop now, let in-flight
+    calls finish" (and Envoy, Redis and the trace receiver as a clean stop). With it: SIGTERM,
+    as Kubernetes sends, so the server first drains for ``drain_s`` (NOT_SERVING while still
+    serving) and its replacement or the other replicas take over without a failed call. SIGKILL
+    if it has not exited after the drain and ``grace_s`` (plus a second of slack).
+    """
     proc = child.proc
     if proc is None:
         return None
     if proc.poll() is None:
+        sig = signal.SIGINT if drain_s is None else signal.SIGTERM
         try:
-            os.kill(proc.pid, signal.SIGTERM)
+            os.kill(proc.pid, sig)
         except ProcessLookupError:
             pass
         try:
-            proc.wait(timeout=grace_s)
+            proc.wait(timeout=grace_s + (0.0 if drain_s is None else drain_s + 1.0))
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()

@@ -63,6 +63,12 @@ class StackSettings(BaseSettings):
         120.0, gt=0, description="How long each process may take to become ready."
     )
     grace_s: float = Field(5.0, ge=0, description="Grace period of each process on stop.")
+    drain_s: float = Field(
+        4.0, ge=0,
+        description="When one model server or the ranker is replaced or removed (SIGTERM), how"
+        " long it keeps serving while NOT_SERVING. Envoy checks health every second and drops a"
+        " replica after two failed checks, so 4 s leaves it time. Stopping the whole stack"
+        " skips the drain.")
     traces: bool = Field(
         True,
         description="Run a local OTLP trace receiver and have every process (Envoy included)"
