@@ -405,6 +405,10 @@ def render(opts: EnvoyOptions) -> dict:
     }
     if opts.discovery == "STRICT_DNS":
         cluster["dns_lookup_family"] = "V4_ONLY"
+        # A terminating pod leaves the headless Service's DNS answer at once; by default Envoy
+        # would keep it until its health checks fail, which TF Serving's (it has no
+        # NOT_SERVING drain) never do before it exits.
+        cluster["ignore_health_on_host_removal"] = True
     if opts.upstream_tls:
         cluster["transport_socket"] = _upstream_tls(opts.upstream_tls)
     extra = list(opts.extra_clusters)

@@ -169,6 +169,7 @@ Options are read from .Values.envoy.config; upstreams from rankserve.envoy.upstr
                       "port_value": {{ $u.port | int64 }}
               {{- end }}
       "dns_lookup_family": "V4_ONLY"
+      "ignore_health_on_host_removal": true
       {{- if $.Values.envoy.config.upstreamTls }}
       "transport_socket":
         "name": "envoy.transport_sockets.tls"
