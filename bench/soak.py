@@ -6,7 +6,8 @@ For --minutes, concurrently:
             straight through Envoy (--predict-rate), each with a deadline; statuses counted
   samples   every --sample-s: RSS, open fds and tasks (threads) of every process of the stack
             (ranker, Envoy, each model server, trace receiver) from /proc, one line each
-  events    at half time: SIGTERM model-server-1 and start a replacement on the same port (the
+  events    at half time: SIGTERM model-server-1 (it drains, NOT_SERVING while it still serves,
+            then exits) and start a replacement on the same port (the
             Envoy config lists static upstreams), wait until Envoy sees it healthy; then
             `rankserve models push` a new version of the model into the served base path (a
             copy of the demo's, policy latest:1) and wait until every replica serves only it
@@ -259,12 +260,12 @@ class Soak:
             self.windows.append(Window(begin, self.run_s, "failed event"))
 
     def restart(self, i: int) -> None:
-        """SIGTERM replica ``i`` and start the same command on the same port."""
+        """SIGTERM replica ``i`` (it drains first) and start the same command on the same port."""
         stack = self.stack
         old = stack.model_servers[i]
         port = int(old.address.rsplit(":", 1)[1])
         self.event("restart: SIGTERM", f"{old.name} pid {old.pid} (port {port})")
-        code = stop(old, stack.settings.grace_s)
+        code = stop(old, stack.settings.grace_s, drain_s=stack.settings.drain_s)
         self.lives[(old.name, old.pid)]["end"] = self.event("restart: exited", f"code {code}")
         ready = old.extra["ready_file"]
         ready.unlink(missing_ok=True)
