@@ -125,6 +125,10 @@ def run_values(model: ModelVersion, run_id: str, release: str, *, replicas: int,
                   "podDisruptionBudget": {"enabled": False}},
         "modelServer": {
             "replicaCount": replicas,
+            # The test runs exactly --replicas pods: no autoscaler, and no disruption budget
+            # (a minAvailable above --replicas would fail the render or block node drains).
+            "autoscaling": {"enabled": False},
+            "podDisruptionBudget": {"enabled": False},
             "models": [{"name": model.name, "basePath": "",
                         "versionPolicy": {"specific": [model.version]}, "versionLabels": {}}],
         },
