@@ -35,6 +35,14 @@ examples:
   rankserve loadtest sweep --target 127.0.0.1:PORT --batch-sizes 5,10,25 --compressions none,gzip
   rankserve loadtest run --kind rank --target 127.0.0.1:50051 --replay /var/capture --rate 20
   rankserve loadtest compare runs/v1/report.json runs/v2/report.json
+  # autoscaling values of the model servers from the capacity within the budget
+  rankserve loadtest step --target 127.0.0.1:PORT --budget-p99-ms 75 --replicas 1 \
+      --base-rps 300 --peak-rps 5000 --price-core-hour 0.04 --replica-cpu 2 \
+      --chart-values-out autoscaling.yaml
+  # a simulated day: a CSV of time_s,rate_rps, or the built-in day in 10 minutes
+  rankserve loadtest run --target 127.0.0.1:PORT --schedule day.csv --arrivals poisson
+  rankserve loadtest run --target 127.0.0.1:PORT --schedule diurnal --base-rps 50 \
+      --peak-rps 400 --duration 600
   # in a cluster: deploy ranker@3 alone, load it, delete it (kubeconfig from $KUBECONFIG)
   rankserve loadtest run --deploy-model ranker@3 --namespace ml --chart-values prod.yaml \\
       --replicas 2 --rate 200 --duration 60 --price-core-hour 0.04 --out runs/v3
@@ -90,8 +98,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                          " arrivals. Default: %(default)s.")
     lo.add_argument("--concurrency", type=int, default=8, metavar="N",
                     help="Closed loop: requests in flight. Default: %(default)s.")
-    lo.add_argument("--duration", type=float, default=10.0, metavar="SECONDS",
-                    help="Measured seconds (per step in step mode). Default: %(default)s.")
+    lo.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                    help="Measured seconds (per step in step mode). With --schedule: the"
+                         " length the schedule is stretched or compressed to (times scaled,"
+                         " rates kept). Default: 10; step and sweep 5 per step; with a"
+                         " --schedule file, the file's own length.")
     lo.add_argument("--warmup", type=float, default=2.0, metavar="SECONDS",
                     help="Seconds of load before measuring (not counted). Default: %(default)s.")
     lo.add_argument("--max-requests", type=int, default=None, metavar="N",
@@ -128,7 +139,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         " --deploy-model it is also the base of the temporary deployment"
                         " (model store, runtime, images, resources).")
     c.add_argument("--peak-rps", type=float, default=None, metavar="RPS",
-                   help="Target peak rate: the report gives the replicas it needs.")
+                   help="Target peak rate: the report gives the replicas it needs (step:"
+                        " also maxReplicas of the autoscaling values; --schedule diurnal: the"
+                        " evening's peak of the day).")
     k = p.add_argument_group(
         "in a cluster (a temporary deployment of one model version, deleted afterwards)")
     k.add_argument("--deploy-model", default=None, metavar="NAME@VERSION",
@@ -182,6 +195,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                            description="One load: open loop at --rate or closed loop at"
                            " --concurrency, then the report.", epilog=EPILOG, formatter_class=fmt)
     _add_common(run_p)
+    sc = run_p.add_argument_group(
+        "rate schedule (a simulated day: the open-loop rate changes over the run)")
+    sc.add_argument("--schedule", default=None, metavar="FILE.csv|diurnal",
+                    help="Replace --rate with a rate that changes over time. FILE.csv: a header"
+                         " with columns time_s,rate_rps (others ignored; # lines skipped), then"
+                         " one row per point, the first at time_s 0, times increasing, rates >="
+                         " 0; the rate between two rows is interpolated linearly and the last"
+                         " row's time is the run's length (see --duration). diurnal: a built-in"
+                         " day, trough --base-rps at 04:00 and peak --peak-rps at 20:00,"
+                         " compressed into --duration seconds. Arrivals are fixed in advance:"
+                         " with --arrivals constant the n-th request is due when the integral of"
+                         " the rate reaches n; with poisson, by rescaling a Poisson process of"
+                         " rate 1 through that integral. The warm-up runs at the first rate.")
+    sc.add_argument("--base-rps", type=float, default=None, metavar="RPS",
+                    help="--schedule diurnal: the night's lowest rate (04:00).")
+    sc.add_argument("--window", type=float, default=None, metavar="SECONDS",
+                    help="Report windows of a scheduled run: scheduled and achieved rate,"
+                         " p50/p99 and errors per window, each window checked against the"
+                         " schedule (answered within max(10%%, 3 requests) of the requests due)."
+                         " Default: 1, or about 60 windows in runs longer than a minute.")
     run_p.set_defaults(func=handle_run)
     step_p = sub.add_parser("step", help="find the highest rate within a p99 budget",
                             description="Open loop at rising rates (--start-rate, x --factor)"
@@ -201,6 +234,40 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="A step with more errors than this breaks. Default: %(default)s.")
     step_p.add_argument("--refine", type=int, default=2, metavar="N",
                         help="Bisection steps after the first break. Default: %(default)s.")
+    a = step_p.add_argument_group(
+        "autoscaling targets (--kind predict: the model servers, the tier that costs)",
+        "From the highest rate that held the budget over --replicas model-server replicas:\n"
+        "  capacity per replica = that rate / replicas\n"
+        "  targetPredictsPerSecondPerPod = capacity per replica x (1 - headroom), rounded\n"
+        "    down (whole number from 10 up, two significant digits below)\n"
+        "  targetInFlightPerPod = requests in flight measured at that target rate, per\n"
+        "    replica (interpolated between the measured steps that bracket it: in flight\n"
+        "    grows faster than the rate near saturation), rounded down, at least 1\n"
+        "  minReplicas = max(ceil(--base-rps / target), --min-replicas-floor)\n"
+        "  maxReplicas = max(ceil(--peak-rps / target), minReplicas)\n"
+        "  hourly cost of each = replicas x (--replica-cpu x --price-core-hour + GPUs x\n"
+        "    --price-gpu-hour)")
+    a.add_argument("--headroom", type=float, default=0.3, metavar="FRACTION",
+                   help="Share of a pod's measured capacity kept free while the autoscaler"
+                        " adds pods (they take time to start and load the model): 0.3 targets"
+                        " 70%% of capacity. Default: %(default)s.")
+    a.add_argument("--base-rps", type=float, default=None, metavar="RPS",
+                   help="The lowest traffic of the day (night): minReplicas serves it at the"
+                        " target. Without it minReplicas is the floor.")
+    a.add_argument("--min-replicas-floor", type=int, default=2, metavar="N",
+                   help="minReplicas is never below this, whatever --base-rps (one pod can"
+                        " fail or be drained). Default: %(default)s.")
+    a.add_argument("--autoscale-metric", choices=["inFlight", "predictsPerSecond", "cpu"],
+                   default="inFlight",
+                   help="The metric the chart's autoscaler follows: inFlight (requests in"
+                        " flight per pod: rises at once when a pod slows down, so it also"
+                        " covers a slower model), predictsPerSecond (Predict calls per second"
+                        " per pod), or cpu (the chart's CPU utilisation target). Both targets"
+                        " are written whichever is chosen. Default: %(default)s.")
+    a.add_argument("--chart-values-out", type=Path, default=None, metavar="FILE",
+                   help="Write modelServer.autoscaling for the rankserve chart (helm install"
+                        " -f FILE) with a comment naming the run. Needs --peak-rps (for"
+                        " maxReplicas).")
     step_p.set_defaults(func=handle_step, duration=5.0, warmup=1.0)
     sweep_p = sub.add_parser("sweep", help="one run per batch size x compression",
                              description="The same load once per batch size and compression:"
@@ -238,12 +305,24 @@ def _err(msg: str) -> int:
 
 def _spec(args: argparse.Namespace) -> Any:
     from rankserve.loadtest.runner import LoadSpec
+    from rankserve.loadtest.schedule import load
 
-    spec = LoadSpec(mode=args.mode, rate=args.rate, arrivals=args.arrivals,
-                    concurrency=args.concurrency, duration_s=args.duration,
+    rate, duration, sched = args.rate, args.duration, None
+    if getattr(args, "schedule", None):
+        if args.mode != "open":
+            raise ValueError("--schedule sets an open-loop rate: drop --mode closed")
+        sched = load(args.schedule, base_rps=args.base_rps, peak_rps=args.peak_rps,
+                     duration_s=duration)
+        rate, duration = sched.mean_rate(), sched.duration_s
+    elif getattr(args, "window", None) is not None:
+        raise ValueError("--window sets the report windows of a --schedule run: pass --schedule")
+    spec = LoadSpec(mode=args.mode, rate=rate, arrivals=args.arrivals,
+                    concurrency=args.concurrency,
+                    duration_s=10.0 if duration is None else duration,
                     warmup_s=args.warmup, max_requests=args.max_requests,
                     timeout_s=args.timeout_ms / 1e3, compression=args.compression,
-                    max_in_flight=args.max_in_flight, seed=args.seed)
+                    max_in_flight=args.max_in_flight, seed=args.seed, rate_schedule=sched,
+                    window_s=getattr(args, "window", None))
     spec.validate()
     return spec
 
@@ -409,14 +488,99 @@ def handle_run(args: argparse.Namespace) -> int:
              " target; `loadtest step` measures capacity within a latency budget)")
     cost = _cost(args, s["throughput_rps"], basis)
     _print_summary(s)
+    sc = s["schedule"]
+    if sc:
+        off = sc["windows_outside_tolerance"]
+        print(f"schedule {sc['description']}: {len(sc['windows']) - len(off)} of"
+              f" {len(sc['windows'])} windows of {sc['window_s']:g} s within tolerance"
+              + (f"; off at {', '.join(f'{t:g}' for t in off[:10])} s" if off else ""))
     return _write(args, "run", [s], cost=cost)
+
+
+def _autoscale_inputs(args: argparse.Namespace) -> Any:
+    """The autoscaling inputs of ``step``, checked before any load is sent."""
+    from rankserve.loadtest.autoscale import Inputs
+
+    if args.kind != "predict":
+        if args.chart_values_out is not None or args.base_rps is not None:
+            raise ValueError("autoscaling values come from a Predict target: the model servers,"
+                             " through Envoy or directly (--kind predict --target ENVOY or a"
+                             " model server); a Rank target measures the ranker, which the"
+                             " chart scales on CPU")
+        return None
+    inputs = Inputs(replicas=args.replicas, headroom=args.headroom, base_rps=args.base_rps,
+                    peak_rps=args.peak_rps, min_replicas_floor=args.min_replicas_floor,
+                    metric=args.autoscale_metric)
+    inputs.validate()
+    if args.chart_values_out is not None and args.peak_rps is None:
+        raise ValueError("--chart-values-out needs --peak-rps RATE: maxReplicas ="
+                         " ceil(peak rate / target per pod)")
+    return inputs
+
+
+def _autoscaling(args: argparse.Namespace, summary: dict[str, Any], inputs: Any
+                 ) -> dict[str, Any]:
+    from rankserve.loadtest import autoscale
+
+    best = summary["max_rate_held_rps"]
+    if not best:
+        return autoscale.unavailable("no rate held the budget, so there is no capacity to"
+                                     " scale on: lower --start-rate", inputs)
+    points = [(s["rate_rps"], s["in_flight_mean"]) for s in summary["steps"]
+              if s["held"] and s["in_flight_mean"] is not None]
+    targets = autoscale.compute(best, points, inputs)
+    if args.price_core_hour is not None:
+        tier = _tiers(args)[0]
+        one = autoscale.hourly_cost(1, tier.cpu, tier.gpu, args.price_core_hour,
+                                    args.price_gpu_hour)
+        cost: dict[str, Any] = {
+            "available": True, "core_hour": args.price_core_hour,
+            "gpu_hour": args.price_gpu_hour, "replica_cpu": tier.cpu, "replica_gpu": tier.gpu,
+            "per_replica_hour": one,
+            "min_replicas_per_hour": autoscale.hourly_cost(
+                targets.min_replicas, tier.cpu, tier.gpu, args.price_core_hour,
+                args.price_gpu_hour),
+            "max_replicas_per_hour": autoscale.hourly_cost(
+                targets.max_replicas, tier.cpu, tier.gpu, args.price_core_hour,
+                args.price_gpu_hour)}
+    else:
+        cost = {"available": False,
+                "reason": "the hourly cost of minReplicas and maxReplicas needs"
+                          " --price-core-hour (and --replica-cpu or --chart-values)"}
+    notes = autoscale.rounding_notes(targets)
+    if args.peak_rps and args.price_core_hour is not None:
+        notes.append("maxReplicas runs each pod at the target (capacity less the headroom);"
+                     " the cost estimate's replicas for the peak run them at capacity")
+    if summary["lowest_rate_broken_rps"] is None:
+        notes.append(f"the budget never broke up to --max-rate {args.max_rate:g}: the capacity"
+                     " is a lower bound, so the targets are conservative")
+    method = ("measured: the time-weighted mean of requests between send and answer over each"
+              " step's measured seconds (stats in_flight.mean), divided by --replicas;"
+              " Little's law (throughput x mean service time) is in each step as a check")
+    return autoscale.section(targets, inputs, in_flight_method=method, cost=cost, notes=notes)
+
+
+def _write_values(args: argparse.Namespace, section: dict[str, Any], target: str) -> None:
+    import datetime
+
+    from rankserve.loadtest.autoscale import header, values_yaml
+
+    created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    text = values_yaml(section["chart_values"], header(
+        section, target=target, budget_p99_ms=args.budget_p99_ms,
+        max_error_rate=args.max_error_rate, created=created))
+    args.chart_values_out.parent.mkdir(parents=True, exist_ok=True)
+    args.chart_values_out.write_text(text)
+    print(f"wrote {args.chart_values_out}")
 
 
 @_guard
 def handle_step(args: argparse.Namespace) -> int:
+    from rankserve.loadtest.autoscale import describe
     from rankserve.loadtest.step import step_search
 
     spec = _spec(args)
+    inputs = _autoscale_inputs(args)
     if args.price_core_hour is not None:
         _tiers(args)
     payloads = _payloads(args)
@@ -433,7 +597,16 @@ def handle_step(args: argparse.Namespace) -> int:
     if summary["max_rate_held_rps"]:
         cost = _cost(args, summary["max_rate_held_rps"],
                      f"highest rate that held p99 <= {args.budget_p99_ms:g} ms")
-    return _write(args, "step", runs, step=summary, cost=cost)
+    auto = _autoscaling(args, summary, inputs) if inputs is not None else None
+    if auto is not None:
+        print("\n".join(describe(auto)))
+    code = _write(args, "step", runs, step=summary, cost=cost, autoscaling=auto)
+    if args.chart_values_out is not None:
+        if not auto or not auto["available"]:
+            return _err(f"{args.chart_values_out} not written: no rate held the budget")
+        model = f", model {args.model}" if args.model else ""
+        _write_values(args, auto, f"{args.target} (Predict{model})")
+    return code
 
 
 @_guard

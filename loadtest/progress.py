@@ -12,6 +12,8 @@ from typing import TextIO
 
 import numpy as np
 
+from rankserve.loadtest.schedule import RateSchedule
+
 WINDOW_S = 2.0
 
 
@@ -22,9 +24,12 @@ class Live:
         self.start = self.measured_from = 0.0
         self.done = self.errors = 0
         self._recent: deque[tuple[float, float, bool]] = deque()
+        self.schedule: RateSchedule | None = None
 
-    def begin(self, start: float, measured_from: float) -> None:
-        self.start, self.measured_from = start, measured_from
+    def begin(self, start: float, measured_from: float,
+              schedule: RateSchedule | None = None) -> None:
+        """``schedule``: the rate schedule from ``start`` (warm-up included), if any."""
+        self.start, self.measured_from, self.schedule = start, measured_from, schedule
 
     def record(self, done: float, latency_s: float, ok: bool, counted: bool) -> None:
         self.done += 1
@@ -44,6 +49,8 @@ class Live:
             "errors": self.errors,
             "done": self.done,
             "warmup": float(now < self.measured_from),
+            "scheduled": (float(self.schedule.rate_at(now - self.start))
+                          if self.schedule is not None else float("nan")),
         }
 
 
@@ -52,8 +59,9 @@ def _line(label: str, s: dict[str, float], total_s: float) -> str:
     width = 20
     bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
     phase = "warm-up " if s["warmup"] else ""
+    sched = "" if s["scheduled"] != s["scheduled"] else f" (scheduled {s['scheduled']:7.1f})"
     return (f"{label} [{bar}] {s['elapsed']:5.1f}/{total_s:.0f}s {phase}"
-            f"{s['rate']:7.1f} req/s  p50 {s['p50_ms']:7.2f} ms  p99 {s['p99_ms']:7.2f} ms"
+            f"{s['rate']:7.1f} req/s{sched}  p50 {s['p50_ms']:7.2f} ms  p99 {s['p99_ms']:7.2f} ms"
             f"  errors {int(s['errors'])}/{int(s['done'])}")
 
 

@@ -18,6 +18,7 @@ from rankserve.loadtest.arrivals import Arrivals, schedule
 from rankserve.loadtest.cpu import pids_cpu_s, self_cpu_s
 from rankserve.loadtest.progress import Live
 from rankserve.loadtest.samples import Samples
+from rankserve.loadtest.schedule import RateSchedule
 from rankserve.loadtest.sources import Payloads
 from rankserve.loadtest.targets import Caller, Target
 
@@ -39,10 +40,21 @@ class LoadSpec:
     compression: Literal["none", "gzip"] = "none"
     max_in_flight: int = 1000  # open loop: beyond this, due requests wait (and it shows)
     seed: int = 0
+    # Open loop: a rate that changes over the measured part (the warm-up runs at its first
+    # rate); replaces ``rate``, and ``duration_s`` is the schedule's length.
+    rate_schedule: RateSchedule | None = None
+    window_s: float | None = None  # report windows of a scheduled run (None: automatic)
 
     def validate(self) -> None:
         if self.mode not in ("open", "closed"):
             raise ValueError(f"mode must be 'open' or 'closed', got {self.mode!r}")
+        if self.rate_schedule is not None:
+            if self.mode != "open":
+                raise ValueError("a rate schedule needs the open loop: drop --mode closed")
+            if abs(self.rate_schedule.duration_s - self.duration_s) > 1e-6:
+                raise ValueError("duration_s must be the rate schedule's length")
+            if self.window_s is not None and self.window_s <= 0:
+                raise ValueError("--window must be > 0 seconds")
         if self.mode == "open" and self.rate <= 0:
             raise ValueError("open loop needs --rate > 0")
         if self.mode == "closed" and self.concurrency < 1:
@@ -81,7 +93,7 @@ async def run(target: Target, payloads: Payloads, spec: LoadSpec, *, live: Live 
         start = loop.time() + 0.02
         samples = Samples()
         measured_from = start + spec.warmup_s
-        live.begin(start, measured_from)
+        live.begin(start, measured_from, _full_schedule(spec))
         if spec.mode == "open":
             await _open_loop(caller, payloads, spec, samples, start, measured_from, live)
         else:
@@ -109,8 +121,12 @@ async def _one(caller: Caller, payloads: Payloads, i: int, due: float, spec: Loa
 async def _open_loop(caller: Caller, payloads: Payloads, spec: LoadSpec, samples: Samples,
                      start: float, measured_from: float, live: Live) -> None:
     loop = asyncio.get_running_loop()
-    offsets = schedule(spec.rate, spec.warmup_s + spec.duration_s, spec.arrivals,
-                       seed=spec.seed, limit=spec.max_requests)
+    full = _full_schedule(spec)
+    if full is not None:
+        offsets = full.arrivals(spec.arrivals, seed=spec.seed, limit=spec.max_requests)
+    else:
+        offsets = schedule(spec.rate, spec.warmup_s + spec.duration_s, spec.arrivals,
+                           seed=spec.seed, limit=spec.max_requests)
     slots = asyncio.Semaphore(spec.max_in_flight)
     pending: set[asyncio.Task[None]] = set()
 
@@ -132,6 +148,13 @@ async def _open_loop(caller: Caller, payloads: Payloads, spec: LoadSpec, samples
         task.add_done_callback(pending.discard)
     if pending:
         await asyncio.gather(*pending)
+
+
+def _full_schedule(spec: LoadSpec) -> RateSchedule | None:
+    """The rate schedule with the warm-up in front (at the schedule's first rate)."""
+    if spec.rate_schedule is None:
+        return None
+    return spec.rate_schedule.with_warmup(spec.warmup_s)
 
 
 async def _closed_loop(caller: Caller, payloads: Payloads, spec: LoadSpec, samples: Samples,

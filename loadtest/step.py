@@ -42,7 +42,9 @@ async def step_search(run_one: RunOne, base: LoadSpec, *, start_rps: float, fact
         runs.append(s)
         steps.append({"rate_rps": rate, "p99_ms": s["latency_ms"]["p99"],
                       "p50_ms": s["latency_ms"]["p50"], "error_rate": s["error_rate"],
-                      "throughput_rps": s["throughput_rps"], "held": ok})
+                      "throughput_rps": s["throughput_rps"],
+                      "in_flight_mean": s["in_flight"]["mean"],
+                      "in_flight_little": s["in_flight"]["little"], "held": ok})
         return ok
 
     rate = start_rps

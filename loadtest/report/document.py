@@ -1,4 +1,5 @@
-"""The report document: every run of a command, plus step, sweep and cost sections."""
+"""The report document: every run of a command, plus step, sweep, cost and autoscaling
+sections."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ SCHEMA = "rankserve.loadtest.report/v1"
 
 def build_document(kind: str, runs: list[dict[str, Any]], *, command: list[str] | None = None,
                    step: dict[str, Any] | None = None, sweep: dict[str, Any] | None = None,
-                   cost: dict[str, Any] | None = None, title: str = "") -> dict[str, Any]:
+                   cost: dict[str, Any] | None = None, autoscaling: dict[str, Any] | None = None,
+                   title: str = "") -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "kind": kind,
@@ -24,4 +26,5 @@ def build_document(kind: str, runs: list[dict[str, Any]], *, command: list[str] 
         "step": step,
         "sweep": sweep,
         "cost": cost,
+        "autoscaling": autoscaling,
     }

@@ -48,6 +48,9 @@ def _run_section(run: dict[str, Any]) -> str:
     t, load = run["target"], run["load"]
     load_text = (f"open loop, {load['rate_rps']:g} req/s {load['arrivals']}"
                  if load["mode"] == "open" else f"closed loop, concurrency {load['concurrency']}")
+    if load.get("schedule"):
+        load_text = (f"open loop following the schedule {load['schedule']} (mean"
+                     f" {load['rate_rps']:g} req/s, {load['arrivals']} arrivals)")
     parts = [f"<h2>{escape(run['name'])}</h2>",
              f"<p>{escape(t['kind'])} calls to <b>{escape(t['address'])}</b>"
              f"{' (' + escape(t['description']) + ')' if t['description'] else ''}; {load_text};"
@@ -93,6 +96,8 @@ def _run_section(run: dict[str, Any]) -> str:
                                     ylabel="requests", colours=[
                                         "#2ca02c" if c == "OK" else "#d62728" for c in codes]))
     parts.append('<div class="charts">' + "".join(charts) + "</div>")
+    if run.get("schedule"):
+        parts.append(_schedule_part(run["schedule"]))
     parts.append("<h3>Status codes</h3>" + table(
         ["status", "requests", "share"],
         [[c, n, f"{n / max(r['counted'], 1):.4%}"] for c, n in codes.items()]))
@@ -124,9 +129,78 @@ def _step_section(step: dict[str, Any]) -> str:
     return ("<h2>Step: highest rate within the budget</h2>"
             f"<p><b>{escape(step['verdict'])}</b> (max error rate {step['max_error_rate']:g}).</p>"
             + f'<div class="charts">{chart}</div>'
-            + table(["rate (req/s)", "p50 (ms)", "p99 (ms)", "error rate", "throughput", "budget"],
+            + table(["rate (req/s)", "p50 (ms)", "p99 (ms)", "error rate", "throughput",
+                     "in flight (measured)", "in flight (Little)", "budget"],
                     [[s["rate_rps"], s["p50_ms"], s["p99_ms"], s["error_rate"],
-                      s["throughput_rps"], mark[s["held"]]] for s in rows]))
+                      s["throughput_rps"], s.get("in_flight_mean"), s.get("in_flight_little"),
+                      mark[s["held"]]] for s in rows]))
+
+
+def _autoscaling_section(a: dict[str, Any]) -> str:
+    head = "<h2>Autoscaling targets of the model servers</h2>"
+    if not a.get("available"):
+        return head + f"<p>{escape(a.get('reason', 'not computed'))}</p>"
+    i, c = a["inputs"], a.get("cost") or {}
+    values = a["chart_values"]["modelServer"]["autoscaling"]
+    rows = [["replicas tested", i["replicas"]],
+            ["capacity held (req/s, all replicas)", a["capacity_rps"]],
+            ["capacity per replica (req/s)", a["capacity_per_replica_rps"]],
+            ["in flight per replica at capacity", a["in_flight_per_replica_at_capacity"]],
+            ["headroom", i["headroom"]],
+            ["target per pod before rounding (req/s)", a["target_rps_per_pod_exact"]],
+            ["in flight per replica at the target", a["in_flight_per_replica_at_target"]],
+            ["base rate (req/s)", i["base_rps"]], ["peak rate (req/s)", i["peak_rps"]],
+            ["floor of minReplicas", i["min_replicas_floor"]]]
+    if c.get("available"):
+        rows += [["cost per replica per hour", c["per_replica_hour"]],
+                 ["cost per hour at minReplicas", c["min_replicas_per_hour"]],
+                 ["cost per hour at maxReplicas", c["max_replicas_per_hour"]]]
+    else:
+        rows.append(["cost", c.get("reason", "not estimated")])
+    return (head + "<h3>modelServer.autoscaling</h3>"
+            + table(["value", ""], [[k, _Raw(f"<b>{_v(v)}</b>")] for k, v in values.items()],
+                    "kv")
+            + table(["input or intermediate", "value"], rows, "kv")
+            + f'<p class="note">Rule: {escape(a["rule"])}.</p>'
+            + f'<p class="note">In flight: {escape(a["in_flight_method"])}.</p>'
+            + "".join(f'<p class="note">{escape(n)}</p>' for n in a["notes"]))
+
+
+def _schedule_part(sc: dict[str, Any]) -> str:
+    w = sc["windows"]
+    xs = [x["t_s"] for x in w]
+    charts = [
+        svg.line_chart("Rate: scheduled against achieved", xs,
+                       {"scheduled": [x["scheduled_rps"] for x in w],
+                        "achieved": [x["achieved_rps"] for x in w],
+                        "due": [x["due_rps"] for x in w]},
+                       ylabel="requests per second", xlabel="seconds after warm-up (window start)"),
+        svg.line_chart("Latency per window", xs,
+                       {"p50": [x["p50_ms"] for x in w], "p99": [x["p99_ms"] for x in w]},
+                       ylabel="ms", xlabel="seconds after warm-up (by due time)"),
+        svg.line_chart("Errors per window", xs, {"errors": [float(x["errors"]) for x in w]},
+                       ylabel="requests", xlabel="seconds after warm-up (by due time)"),
+    ]
+    mark = {True: _Raw('<span class="good">yes</span>'),
+            False: _Raw('<span class="bad">no</span>')}
+    verdict = ("every window followed the schedule" if sc["follows_schedule"] else
+               f"{len(sc['windows_outside_tolerance'])} window(s) off the schedule, starting at"
+               f" {', '.join(f'{t:g}' for t in sc['windows_outside_tolerance'][:10])} s")
+    return ("<h3>Rate schedule</h3>"
+            f"<p>{escape(str(sc['description']))}: {sc['duration_s']:g} s, mean"
+            f" {sc['mean_rps']:g} req/s ({sc['min_rps']:g} to {sc['max_rps']:g}),"
+            f" {sc['points']} points; windows of {sc['window_s']:g} s."
+            f" <b>{escape(verdict)}</b>.</p>"
+            f'<p class="note">Scheduled: the mean of the rate curve over the window; due: the'
+            " requests the fixed schedule put in it (Poisson arrivals scatter around the curve);"
+            f' achieved: the answers in it. Tolerance: {escape(sc["tolerance"])}.</p>'
+            + '<div class="charts">' + "".join(charts) + "</div>"
+            + "<details><summary>Windows</summary>" + table(
+                ["t (s)", "scheduled req/s", "due", "sent", "answered", "achieved req/s",
+                 "ok req/s", "errors", "p50 ms", "p99 ms", "within tolerance"],
+                [[x["t_s"], x["scheduled_rps"], x["due"], x["sent"], x["answered"],
+                  x["achieved_rps"], x["ok_rps"], x["errors"], x["p50_ms"], x["p99_ms"],
+                  mark[x["within_tolerance"]]] for x in w]) + "</details>")
 
 
 def _sweep_section(sweep: dict[str, Any]) -> str:
@@ -172,6 +246,8 @@ def render_html(doc: dict[str, Any]) -> str:
             f" command: <code>{escape(' '.join(doc['command']))}</code></p>"]
     if doc.get("cost"):
         body.append(_cost_section(doc["cost"]))
+    if doc.get("autoscaling"):
+        body.append(_autoscaling_section(doc["autoscaling"]))
     if doc.get("step"):
         body.append(_step_section(doc["step"]))
     if doc.get("sweep"):
