@@ -259,11 +259,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         " fail or be drained). Default: %(default)s.")
     a.add_argument("--autoscale-metric", choices=["inFlight", "predictsPerSecond", "cpu"],
                    default="inFlight",
-                   help="The metric the chart's autoscaler follows: inFlight (requests in"
-                        " flight per pod: rises at once when a pod slows down, so it also"
-                        " covers a slower model), predictsPerSecond (Predict calls per second"
-                        " per pod), or cpu (the chart's CPU utilisation target). Both targets"
-                        " are written whichever is chosen. Default: %(default)s.")
+                   help="The metric the chart's autoscaler follows: inFlight (Predict calls"
+                        " received and not yet answered per pod: rises at once when a pod slows"
+                        " down, so it also covers a slower model; rankserve's model server"
+                        " only), predictsPerSecond (Predict calls per second per pod; the one"
+                        " for TF Serving, which has no in-flight gauge), or cpu (the chart's"
+                        " CPU utilisation target). Both targets are written whichever is"
+                        " chosen. Default: %(default)s.")
     a.add_argument("--chart-values-out", type=Path, default=None, metavar="FILE",
                    help="Write modelServer.autoscaling for the rankserve chart (helm install"
                         " -f FILE) with a comment naming the run. Needs --peak-rps (for"
@@ -605,7 +607,9 @@ def handle_step(args: argparse.Namespace) -> int:
         if not auto or not auto["available"]:
             return _err(f"{args.chart_values_out} not written: no rate held the budget")
         model = f", model {args.model}" if args.model else ""
-        _write_values(args, auto, f"{args.target} (Predict{model})")
+        where = (f"{args.deploy_model} deployed for this run, reached at {args.target}"
+                 if args.deploy_model else args.target)
+        _write_values(args, auto, f"{where} (Predict{model})")
     return code
 
 
