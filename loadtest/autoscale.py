@@ -24,7 +24,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-METRICS = ("inFlight", "predictsPerSecond", "cpu")
+METRICS = ("auto", "inFlight", "predictsPerSecond", "cpu")
 
 RULE = (
     "capacity per replica = highest rate that held / replicas tested;"
@@ -47,7 +47,7 @@ class Inputs:
     base_rps: float | None = None  # lowest traffic of the day (night)
     peak_rps: float | None = None  # highest traffic to serve
     min_replicas_floor: int = 2  # fewest pods whatever the base rate (one can fail)
-    metric: str = "inFlight"
+    metric: str = "auto"
 
     def validate(self) -> None:
         if self.replicas < 1:

@@ -257,9 +257,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     a.add_argument("--min-replicas-floor", type=int, default=2, metavar="N",
                    help="minReplicas is never below this, whatever --base-rps (one pod can"
                         " fail or be drained). Default: %(default)s.")
-    a.add_argument("--autoscale-metric", choices=["inFlight", "predictsPerSecond", "cpu"],
-                   default="inFlight",
-                   help="The metric the chart's autoscaler follows: inFlight (Predict calls"
+    a.add_argument("--autoscale-metric", choices=["auto", "inFlight", "predictsPerSecond", "cpu"],
+                   default="auto",
+                   help="The metric the chart's autoscaler follows: auto (the chart picks by"
+                        " modelServer.runtime: inFlight for rankserve, predictsPerSecond for"
+                        " tfServing), inFlight (Predict calls"
                         " received and not yet answered per pod: rises at once when a pod slows"
                         " down, so it also covers a slower model; rankserve's model server"
                         " only), predictsPerSecond (Predict calls per second per pod; the one"

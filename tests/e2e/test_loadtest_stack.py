@@ -68,3 +68,50 @@ def test_rank_load_then_replay_of_its_capture_through_envoy(capturing_stack, dem
     assert pred["bytes"]["request_per_call"] > 30000  # 25 x 300 float32 and the context
     assert abs(pred["throughput_rps"] - 100) <= 10
     assert pred["send_lag_ms"]["mean"] <= 10
+
+
+def test_step_through_envoy_writes_autoscaling_values_the_chart_renders(
+        capturing_stack, demo_paths, tmp_path, capsys) -> None:
+    """`loadtest step` against the stack's two model servers (through Envoy) prints the
+    autoscaling values, writes them for the chart, and the chart's HPA takes them."""
+    import yaml
+
+    from tests.support.chart import CLAIMS, find, objects, render, validate
+
+    stack, _ = capturing_stack
+    out = tmp_path / "step"
+    values_file = tmp_path / "autoscaling.yaml"
+    code = rankserve_main([
+        "loadtest", "step", "--kind", "predict", "--target", stack.envoy.address,
+        "--catalog-dir", str(demo_paths.catalog_dir), "--model", "ranker",
+        "--budget-p99-ms", "400", "--start-rate", "40", "--factor", "2", "--max-rate", "160",
+        "--refine", "0", "--duration", "2", "--warmup", "0.5", "--no-progress",
+        "--replicas", "2", "--base-rps", "50", "--peak-rps", "2000",
+        "--chart-values-out", str(values_file), "--out", str(out)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "autoscaling of the model servers:" in printed.out
+    report = json.loads((out / "report.json").read_text())
+    auto = report["autoscaling"]
+    held = report["step"]["max_rate_held_rps"]
+    assert held and auto["capacity_per_replica_rps"] == pytest.approx(held / 2, rel=1e-3)
+    # The stated rule, from the measured capacity.
+    target = auto["target_rps_per_pod"]
+    assert target == int(held / 2 * 0.7)
+    assert auto["max_replicas"] == max(-(-2000 // target), auto["min_replicas"])
+    written = yaml.safe_load(values_file.read_text())["modelServer"]["autoscaling"]
+    assert written["targetPredictsPerSecondPerPod"] == target
+    assert written["targetInFlightPerPod"] == auto["target_in_flight_per_pod"] >= 1
+
+    values = yaml.safe_load(values_file.read_text())
+    values["ranker"] = CLAIMS["ranker"]
+    # The stack's model servers are rankserve's: metric auto becomes inFlight.
+    values["modelServer"].update(CLAIMS["modelServer"], runtime="rankserve")
+    objs = objects(render(values))
+    validate(objs)
+    (hpa,) = find(objs, "HorizontalPodAutoscaler", "model-server")
+    assert hpa["spec"]["minReplicas"] == written["minReplicas"]
+    assert hpa["spec"]["maxReplicas"] == written["maxReplicas"]
+    pods = hpa["spec"]["metrics"][0]["pods"]
+    assert pods["metric"]["name"] == "rankserve_model_server_predicts_in_flight"
+    assert float(pods["target"]["averageValue"]) == written["targetInFlightPerPod"]

@@ -69,6 +69,17 @@ def test_model_server_hpa_scales_the_deployment_on_the_chosen_pod_metric(
         "target": {"type": "AverageValue", "averageValue": str(target)}}}]
 
 
+@pytest.mark.parametrize(("runtime", "metric"), [("rankserve", "inFlight"),
+                                               ("tfServing", "predictsPerSecond")])
+def test_default_metric_follows_the_runtime(runtime, metric) -> None:
+    """Autoscaling on with no metric chosen renders for either runtime: the in-flight gauge
+    where the model server exports it, the Predict rate for TF Serving."""
+    rendered = render(merged(CLAIMS, _autoscaled(runtime)))
+    hpa = _hpa(objects(rendered), "model-server")
+    assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == METRIC_NAMES[metric]
+    assert f"(autoscaled on {metric})" in rendered["rankserve/templates/NOTES.txt"]
+
+
 def test_model_server_hpa_on_cpu() -> None:
     objs = _render(_autoscaled("rankserve", metric="cpu", targetCPUUtilizationPercentage=60))
     assert _hpa(objs, "model-server")["spec"]["metrics"] == [{"type": "Resource", "resource": {

@@ -59,7 +59,7 @@ def test_step_writes_autoscaling_values_that_follow_from_the_measured_capacity(
     held = sorted((s["rate_rps"], s["in_flight_mean"]) for s in step["steps"] if s["held"])
     xs, ys = [0.0] + [r for r, _ in held], [0.0] + [f for _, f in held]
     in_flight_at_target = float(np.interp(target, xs, ys))
-    want = {"enabled": True, "metric": "inFlight",
+    want = {"enabled": True, "metric": "auto",
             "minReplicas": max(math.ceil(150 / target), 2),
             "maxReplicas": max(math.ceil(1000 / target), max(math.ceil(150 / target), 2)),
             "targetInFlightPerPod": max(1, math.floor(in_flight_at_target + 1e-9)),

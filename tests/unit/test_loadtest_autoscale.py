@@ -86,7 +86,7 @@ def test_hourly_cost_and_values_file():
     assert text.startswith("# modelServer.autoscaling from `rankserve loadtest step`")
     assert "# rule: capacity per replica" in text
     assert yaml.safe_load(text) == {"modelServer": {"autoscaling": {
-        "enabled": True, "metric": "inFlight", "minReplicas": 2, "maxReplicas": 18,
+        "enabled": True, "metric": "auto", "minReplicas": 2, "maxReplicas": 18,
         "targetInFlightPerPod": 4, "targetPredictsPerSecondPerPod": 280}}}
     body = [line for line in text.splitlines() if not line.startswith("#")]
     assert body[:3] == ["modelServer:", "  autoscaling:", "    enabled: true"]

@@ -6,6 +6,17 @@ behind each modelServer.autoscaling.metric that is not cpu. */}}
 {{- get (dict "inFlight" "rankserve_model_server_predicts_in_flight" "predictsPerSecond" "rankserve_model_server_predicts_per_second") . }}
 {{- end }}
 
+{{/* modelServer.autoscaling.metric with auto resolved by runtime: inFlight for rankserve's
+model server, predictsPerSecond for TF Serving (it exports no in-flight gauge). */}}
+{{- define "rankserve.modelServer.scalingMetric" -}}
+{{- $ms := .Values.modelServer }}
+{{- if eq $ms.autoscaling.metric "auto" }}
+{{- ternary "predictsPerSecond" "inFlight" (eq $ms.runtime "tfServing") }}
+{{- else }}
+{{- $ms.autoscaling.metric }}
+{{- end }}
+{{- end }}
+
 {{/* An HPA's spec.behavior from {scaleUp, scaleDown} values; nothing when both are empty. */}}
 {{- define "rankserve.hpaBehavior" -}}
 {{- $b := pick (default dict .) "scaleUp" "scaleDown" }}
