@@ -296,6 +296,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     cmp_p.add_argument("--fail-on-regression", action="store_true",
                        help="Exit with code 1 when any regression is marked (for CI gates).")
     cmp_p.set_defaults(func=handle_compare)
+    from rankserve.loadtest import serve  # flags and handler; the server loads when it runs
+
+    serve_p = sub.add_parser("serve", help=serve.HELP, description=serve.DESCRIPTION,
+                             epilog=serve.EPILOG, formatter_class=fmt)
+    serve.add_arguments(serve_p)
+    serve_p.set_defaults(func=serve.handle)
     return parser
 
 
