@@ -209,16 +209,13 @@ class Jobs:
             out = self._out_dir(args.name)
             argv = [*argv, f"--out={out}", "--no-progress"]
             out.mkdir(parents=True)
-            log = open(out / LOG_NAME, "wb")  # noqa: SIM115 - the child writes it
-            log.write(f"$ rankserve loadtest {shlex.join(argv)}\n".encode())
-            log.flush()
-            try:
+            with open(out / LOG_NAME, "wb") as log:  # the child keeps its own descriptor
+                log.write(f"$ rankserve loadtest {shlex.join(argv)}\n".encode())
+                log.flush()
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "rankserve.tools.cli", "loadtest", *argv],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-            finally:
-                log.close()
             job = Job(len(self._jobs) + 1, args.title or args.name,
                       ["rankserve", "loadtest", *argv], out, args.name, proc)
             self._jobs.append(job)

@@ -179,7 +179,7 @@ def list_page(root: str, listing: Listing, jobs: list[Job], *, threshold: float,
 
 def job_page(job: Job, log: str, report_html: str | None) -> str:
     running = job.running
-    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.started))
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(job.started))
     body = ['<nav><a href="/">all runs</a></nav>',
             f"<h1>Run #{job.id}: {escape(job.title)}</h1>",
             f'<p>State: <b id="state">{escape(job.state)}</b>; started {started}, '
