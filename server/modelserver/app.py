@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from rankserve.server.common.errors import ErrorMappingInterceptor
 from rankserve.server.common.health import HealthState, serve_health_only
-from rankserve.server.common.readyfile import announce_ready
+from rankserve.server.common.readyfile import announce_ready, write_ready_file
 from rankserve.server.common.shutdown import run_until_signal, warn_if_still_chosen
 from rankserve.server.common.tls import TlsFileError, TlsFiles
 from rankserve.server.telemetry.interceptors import TracingServerInterceptor
@@ -29,12 +29,14 @@ from rankserve.tfserving.v1 import (
     model_service_pb2_grpc,
     prediction_service_pb2,
     prediction_service_pb2_grpc,
+    profiler_service_pb2_grpc,
 )
 
 from . import config
 from .core import ModelServerCore
 from .errors import ConfigError
 from .metrics import ModelServerMetrics, ModelServerMetricsInterceptor
+from .profiler import ProfilerServicer
 from .runtime import Runtime
 from .servicer import ModelServicer, PredictionServicer
 from .settings import ModelServerSettings
@@ -104,6 +106,7 @@ class ModelServerApp:
             on_change=self._on_versions_changed,
         )
         self.metrics.watch_versions(self.manager.version_states)
+        self.metrics.watch_sizes(self.manager.loaded_sizes)
         queue_wait = self.metrics.queue_wait
 
         def observe_queue_wait(model: str, version: int, seconds: float) -> None:
@@ -112,6 +115,8 @@ class ModelServerApp:
         self.core = ModelServerCore(self.manager, tracer_of(self.tracer_provider),
                                     observe_queue_wait)
         self.port: int | None = None
+        self.profiler_port: int | None = None
+        self._profiler_server: grpc.aio.Server | None = None
         self._serving = asyncio.Event()
         self._stopping = False
         self._build_server()
@@ -123,6 +128,13 @@ class ModelServerApp:
     @property
     def metrics_address(self) -> str:
         return self.metrics_server.address
+
+    @property
+    def profiler_address(self) -> str | None:
+        """HOST:PORT of the profiler service, None without --profiler-port."""
+        if self.profiler_port is None:
+            return None
+        return f"{self.settings.host}:{self.profiler_port}"
 
     def _build_server(self) -> None:
         """The gRPC server with both servicers, health and reflection; bound in start()."""
@@ -170,11 +182,32 @@ class ModelServerApp:
         if self.settings.health_port is not None:
             self._health_server, self.health_port = await serve_health_only(
                 self.health, self.settings.host, self.settings.health_port)
+        if self.settings.profiler_port is not None:
+            await self._start_profiler(self.settings.profiler_port)
         security = ("mutual TLS" if self.tls.ca else "TLS") if self._credentials else "plaintext"
         log.info("model server listening on %s (%s; metrics http://%s/metrics)", self.address,
                  security, self.metrics_address)
         await self.manager.start()
         return self.port
+
+    async def _start_profiler(self, port: int) -> None:
+        """TensorFlow's profiler service on its own port of --host (see profiler.py)."""
+        server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
+        profiler_service_pb2_grpc.add_ProfilerServiceServicer_to_server(
+            ProfilerServicer(self.runtime), server)
+        target = f"{self.settings.host}:{port}"
+        try:
+            if self._credentials is not None:
+                bound = server.add_secure_port(target, self._credentials)
+            else:
+                bound = server.add_insecure_port(target)
+        except RuntimeError as exc:
+            raise OSError(f"cannot bind the profiler to {target}: {exc}") from exc
+        if bound == 0:
+            raise OSError(f"cannot bind the profiler to {target}")
+        await server.start()
+        self._profiler_server, self.profiler_port = server, bound
+        log.info("profiler service (tensorflow.ProfilerService) on %s", self.profiler_address)
 
     async def wait_serving(self) -> None:
         """Return once every configured model has a version taking traffic."""
@@ -189,8 +222,12 @@ class ModelServerApp:
             self._serving.set()
             announce_ready(log, "model server", self.address,
                            metrics_address=self.metrics_address,
-                           ready_file=self.settings.ready_file,
                            detail="every configured model has a version available")
+            if self.settings.ready_file:
+                extra = {"metrics_address": self.metrics_address}
+                if self.profiler_address is not None:
+                    extra["profiler_address"] = self.profiler_address
+                write_ready_file(self.settings.ready_file, self.address, **extra)
 
     async def drain(self) -> None:
         """NOT_SERVING, while still serving for ``drain_s``: Envoy's health checks and the
@@ -216,6 +253,8 @@ class ModelServerApp:
             await self._server.stop(self.settings.grace_s)
         if self._health_server is not None:
             await self._health_server.stop(0)
+        if self._profiler_server is not None:
+            await self._profiler_server.stop(0)  # a capture in progress stops, unwritten
         await self.manager.stop()
         self.metrics_server.stop()
         shutdown_provider(self.tracer_provider)

@@ -52,6 +52,10 @@ follows the standard OpenTelemetry variables: OTEL_EXPORTER_OTLP_ENDPOINT (e.g.
 http://127.0.0.1:4317) turns OTLP/gRPC export on; OTEL_SERVICE_NAME (default
 rankserve-model-server), OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG choose what is kept.
 A caller's W3C traceparent (gRPC metadata) is continued.
+
+With --profiler-port, TensorFlow's profiler service answers there: TensorBoard's profile
+plugin ("capture profile", address HOST:PORT) or `rankserve loadtest run --profile HOST:PORT`
+trace the running server, ops included.
 """
 
 
@@ -65,6 +69,7 @@ _METAVARS = {
     "max_message_mb": "MIB", "intra_op_threads": "N", "inter_op_threads": "N",
     "grace_s": "SECONDS", "drain_s": "SECONDS", "ready_file": "PATH",
     "tls_cert": "PATH", "tls_key": "PATH", "tls_client_ca": "PATH", "health_port": "PORT",
+    "profiler_port": "PORT",
 }
 
 

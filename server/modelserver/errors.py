@@ -62,6 +62,12 @@ class Unimplemented(ModelServerError):
     status = "UNIMPLEMENTED"
 
 
+class ProfilerBusy(ModelServerError):
+    """A profile was asked for while another one is being captured (one per process)."""
+
+    status = "ABORTED"
+
+
 class LoadFailed(ModelServerError):
     """A version could not be loaded or warmed up; shown in GetModelStatus, never to Predict."""
 

@@ -41,6 +41,32 @@ class _VersionStates(Collector):
         yield family
 
 
+class _ModelSizes(Collector):
+    """rankserve_modelserver_model_parameters and _model_bytes of the versions taking traffic:
+    what a load test reports beside a model's latency (the size of what it measured)."""
+
+    def __init__(self, sizes: Callable[[], list[tuple[str, int, int | None, int | None]]]
+                 ) -> None:
+        self._sizes = sizes
+
+    def collect(self):
+        params = GaugeMetricFamily(
+            "rankserve_modelserver_model_parameters",
+            "Numbers held by the variables of each version taking traffic (its checkpoint's"
+            " tensors, optimizer slots left out).", labels=["model", "version"])
+        size = GaugeMetricFamily(
+            "rankserve_modelserver_model_bytes",
+            "Bytes of each version's SavedModel directory on disk (graph, variables, assets).",
+            labels=["model", "version"])
+        for name, version, n, b in self._sizes():
+            if n is not None:
+                params.add_metric([name, str(version)], float(n))
+            if b is not None:
+                size.add_metric([name, str(version)], float(b))
+        yield params
+        yield size
+
+
 class ModelServerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -91,6 +117,10 @@ class ModelServerMetrics:
 
     def watch_versions(self, states: Callable[[], list[tuple[str, int, str]]]) -> None:
         self.registry.register(_VersionStates(states))
+
+    def watch_sizes(self, sizes: Callable[[], list[tuple[str, int, int | None, int | None]]]
+                    ) -> None:
+        self.registry.register(_ModelSizes(sizes))
 
     def model_call_observer(self, model: str, version: int) -> Callable[[int, float], None]:
         rows = self.model_call_rows.labels(model, str(version))

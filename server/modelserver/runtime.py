@@ -48,6 +48,10 @@ class LoadedModel:
     #: Serialized ``tensorflow.serving.SignatureDefMap`` that GetModelMetadata returns verbatim.
     signature_def_map: bytes
     handle: Any = field(default=None, repr=False)
+    #: Numbers held by the version's variables (None: the runtime cannot tell).
+    parameters: int | None = None
+    #: Bytes of the version's directory on disk (None: not measured).
+    size_bytes: int | None = None
 
 
 class Runtime(Protocol):

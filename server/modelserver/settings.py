@@ -110,11 +110,17 @@ class ModelServerSettings(BaseSettings):
         None, ge=0, le=65535,
         description="Also serve grpc.health.v1 alone, in plaintext, on this port (on --host),"
         " for probes that cannot speak TLS (the kubelet's); 0 picks a free one. Empty: none.")
+    profiler_port: int | None = Field(
+        None, ge=0, le=65535,
+        description="Serve TensorFlow's profiler service (tensorflow.ProfilerService/Profile,"
+        " what TensorBoard's 'capture profile' and `rankserve loadtest --profile` call) on this"
+        " port on --host, with the gRPC port's TLS; 0 picks a free one, see --ready-file."
+        " Empty: no profiler. A capture traces the whole process while it runs.")
     ready_file: Path | None = Field(
         None,
         description='Once SERVING, write {"address": "HOST:PORT", "pid": PID,'
-        ' "metrics_address": "HOST:PORT"} here (atomically), so a launcher can read the ports'
-        " back.",
+        ' "metrics_address": "HOST:PORT"} here (atomically), plus "profiler_address" with'
+        " --profiler-port, so a launcher can read the ports back.",
     )
 
     @model_validator(mode="after")

@@ -4,10 +4,17 @@ Versions are loaded with ``tf.saved_model.load(path).signatures[name]``, the che
 measured for SavedModels (an eager ``model(x)`` is several times slower). Signature metadata is
 read from ``saved_model.pb`` itself so GetModelMetadata returns exactly the SignatureDefs TF
 Serving would.
+
+It is also where the model server's profiler traces: ``start_profile``/``stop_profile`` wrap
+TensorFlow's own profiler (``tf.profiler.experimental``) and hand back the captured XSpace as
+bytes, so the gRPC profiler service (``profiler.py``) never touches TensorFlow.
 """
 
 from __future__ import annotations
 
+import math
+import shutil
+import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,7 +26,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from . import dtypes
-from .errors import LoadFailed
+from .errors import LoadFailed, ProfilerBusy
 from .runtime import LoadedModel, Signature, TensorSpec
 
 SERVE_TAG = "serve"
@@ -41,6 +48,7 @@ class TensorFlowRuntime:
         self._lock = threading.Lock()
         self.calls = 0
         """Number of ``predict`` calls made (warm-up calls included)."""
+        self._profile_dir: str | None = None
 
     def load(self, path: Path) -> LoadedModel:
         """Read the serving MetaGraph's SignatureDefs, then load the functions."""
@@ -66,6 +74,8 @@ class TensorFlowRuntime:
             signatures=signatures,
             signature_def_map=signature_def_map.SerializeToString(),
             handle={"module": loaded, "functions": functions},
+            parameters=_parameters(path),
+            size_bytes=_directory_bytes(path),
         )
 
     def predict(
@@ -84,6 +94,62 @@ class TensorFlowRuntime:
 
     def ready(self, model: LoadedModel) -> bool:
         return model.handle is not None
+
+    # ---- profiling -------------------------------------------------------------------------
+
+    def start_profile(self, host_tracer_level: int = 2, device_tracer_level: int = 1,
+                      python_tracer_level: int = 0) -> None:
+        """Start TensorFlow's profiler for the whole process (one session at a time)."""
+        with self._lock:
+            if self._profile_dir is not None:
+                raise ProfilerBusy("a profile is already being captured on this server; retry"
+                                   " when it ends")
+            logdir = tempfile.mkdtemp(prefix="rankserve-profile-")
+            options = tf.profiler.experimental.ProfilerOptions(
+                host_tracer_level=host_tracer_level, python_tracer_level=python_tracer_level,
+                device_tracer_level=device_tracer_level)
+            try:
+                tf.profiler.experimental.start(logdir, options=options)
+            except tf.errors.AlreadyExistsError:
+                shutil.rmtree(logdir, ignore_errors=True)
+                raise ProfilerBusy("TensorFlow's profiler is already running in this process;"
+                                   " retry when that capture ends") from None
+            self._profile_dir = logdir
+
+    def stop_profile(self, keep: bool = True) -> bytes:
+        """Stop the profiler; the captured XSpace, serialized (b"" when ``keep`` is False)."""
+        with self._lock:
+            logdir, self._profile_dir = self._profile_dir, None
+        if logdir is None:
+            return b""
+        try:
+            tf.profiler.experimental.stop(save=keep)
+            # TensorFlow writes <logdir>/plugins/profile/<run>/<host>.xplane.pb.
+            files = sorted(Path(logdir).glob("plugins/profile/*/*.xplane.pb"))
+            return files[0].read_bytes() if keep and files else b""
+        finally:
+            shutil.rmtree(logdir, ignore_errors=True)
+
+
+def _parameters(path: Path) -> int | None:
+    """Numbers held by the checkpoint's tensors (the variables), optimizer slots left out."""
+    prefix = path / "variables" / "variables"
+    if not prefix.with_suffix(".index").exists():
+        return 0  # a SavedModel without variables (everything constant)
+    try:
+        entries = tf.train.list_variables(str(prefix))
+    except Exception:  # an unreadable checkpoint already failed the load; size is best effort
+        return None
+    return sum(math.prod(shape) for name, shape in entries
+               if "OPTIMIZER_SLOT" not in name and not name.startswith("optimizer/")
+               and not name.startswith("_CHECKPOINTABLE_OBJECT_GRAPH"))
+
+
+def _directory_bytes(path: Path) -> int | None:
+    try:
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    except OSError:
+        return None
 
 
 def _serving_meta_graph(path: Path):

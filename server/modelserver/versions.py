@@ -343,6 +343,14 @@ class VersionManager:
                 out.append((name, version, status.state))
         return out
 
+    def loaded_sizes(self) -> list[tuple[str, int, int | None, int | None]]:
+        """(model, version, parameters, bytes) of every version taking traffic, for metrics."""
+        out = []
+        for name, model in list(self._models.items()):
+            for version, entry in list(model.available.items()):
+                out.append((name, version, entry.model.parameters, entry.model.size_bytes))
+        return out
+
     def lease(self, name: str, version: int | None = None, label: str | None = None):
         """The version a request names (latest when none), acquired: use in ``with``."""
         return self._resolve(name, version, label).acquire()
