@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rankserve.loadtest.profile_flags import add_flags as add_profile_flags
 from rankserve.server.common.tls import add_caller_flags
 
 DESCRIPTION = """\
@@ -195,6 +196,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                            description="One load: open loop at --rate or closed loop at"
                            " --concurrency, then the report.", epilog=EPILOG, formatter_class=fmt)
     _add_common(run_p)
+    add_profile_flags(run_p)
     sc = run_p.add_argument_group(
         "rate schedule (a simulated day: the open-loop rate changes over the run)")
     sc.add_argument("--schedule", default=None, metavar="FILE.csv|diurnal",
@@ -222,6 +224,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                             " --max-error-rate; bisects between the last rate that held and the"
                             " first that broke.", epilog=EPILOG, formatter_class=fmt)
     _add_common(step_p)
+    add_profile_flags(step_p)
     step_p.add_argument("--budget-p99-ms", type=float, required=True, metavar="MS",
                         help="Latency budget: p99 (from due time) must stay at or below it.")
     step_p.add_argument("--start-rate", type=float, default=20.0, metavar="RPS",
@@ -405,15 +408,39 @@ def _write(args: argparse.Namespace, kind: str, runs: list[dict[str, Any]], **se
     return 0
 
 
-async def _run_once(args: argparse.Namespace, payloads: Any, spec: Any, label: str) -> Any:
+async def _run_once(args: argparse.Namespace, payloads: Any, spec: Any, label: str,
+                    profile: Any = None) -> Any:
+    from rankserve.loadtest.profile_capture import capture_all
     from rankserve.loadtest.progress import Live, show
     from rankserve.loadtest.runner import run
 
     live = Live()
+    beside = None
+    if profile is not None:
+        def beside(measured_from: float) -> Any:
+            return capture_all(profile, measured_from, measured_from)
     async with show(live, label, spec.warmup_s + spec.duration_s,
                     enabled=not args.no_progress):
         return await run(_target(args), payloads, spec, live=live,
-                         connect_timeout_s=args.connect_timeout)
+                         connect_timeout_s=args.connect_timeout, alongside=beside)
+
+
+def _profile_section(args: argparse.Namespace, outcome: Any, payloads: Any) -> dict[str, Any]:
+    from statistics import fmean
+
+    from rankserve.loadtest.profile_capture import section
+
+    rows = fmean(payloads.batch_sizes) if payloads.batch_sizes else None
+    s = section(outcome.alongside, outcome.samples.done, outcome.samples.code, rows, args.out,
+                args.name)
+    if s["available"]:
+        top = s["ops"][0] if s["ops"] else None
+        print(f"profile: {s['op_ms']:.1f} ms in {s['ops_seen']} ops over {s['predicts']}"
+              " Predicts" + (f"; top {top['name']} ({top['type']}) {top['share']:.1%}"
+                             if top else "") + f"; traces in {s['raw_dir']}")
+    else:
+        print(f"profile missing: {s['reason']}", file=sys.stderr)
+    return s
 
 
 def _guard(fn):  # noqa: ANN001, ANN202 - wraps the handlers below
@@ -486,13 +513,19 @@ def _in_cluster(fn, args: argparse.Namespace) -> int:  # noqa: ANN001 - a handle
 
 @_guard
 def handle_run(args: argparse.Namespace) -> int:
+    from rankserve.loadtest.profile_capture import check
+    from rankserve.loadtest.profile_flags import from_args
     from rankserve.loadtest.stats import summarize
 
     spec = _spec(args)
     if args.price_core_hour is not None:
         _tiers(args)  # fail on missing cost inputs before the load, not after
+    profile = from_args(args, spec.duration_s)
+    if profile is not None:
+        asyncio.run(check(profile))
     payloads = _payloads(args)
-    outcome = asyncio.run(_run_once(args, payloads, spec, "run"))
+    outcome = asyncio.run(_run_once(args, payloads, spec, "run", profile))
+    profiled = _profile_section(args, outcome, payloads) if profile is not None else None
     s = summarize(outcome, args.title or "run")
     basis = ("throughput of this run (a lower bound of capacity unless the run saturated the"
              " target; `loadtest step` measures capacity within a latency budget)")
@@ -504,7 +537,7 @@ def handle_run(args: argparse.Namespace) -> int:
         print(f"schedule {sc['description']}: {len(sc['windows']) - len(off)} of"
               f" {len(sc['windows'])} windows of {sc['window_s']:g} s within tolerance"
               + (f"; off at {', '.join(f'{t:g}' for t in off[:10])} s" if off else ""))
-    return _write(args, "run", [s], cost=cost)
+    return _write(args, "run", [s], cost=cost, profile=profiled)
 
 
 def _autoscale_inputs(args: argparse.Namespace) -> Any:
@@ -587,12 +620,17 @@ def _write_values(args: argparse.Namespace, section: dict[str, Any], target: str
 @_guard
 def handle_step(args: argparse.Namespace) -> int:
     from rankserve.loadtest.autoscale import describe
+    from rankserve.loadtest.profile_capture import check
+    from rankserve.loadtest.profile_flags import from_args
     from rankserve.loadtest.step import step_search
 
     spec = _spec(args)
     inputs = _autoscale_inputs(args)
     if args.price_core_hour is not None:
         _tiers(args)
+    profile = from_args(args, spec.duration_s)
+    if profile is not None:
+        asyncio.run(check(profile))
     payloads = _payloads(args)
 
     async def one(step_spec: Any, name: str) -> Any:
@@ -610,7 +648,9 @@ def handle_step(args: argparse.Namespace) -> int:
     auto = _autoscaling(args, summary, inputs) if inputs is not None else None
     if auto is not None:
         print("\n".join(describe(auto)))
-    code = _write(args, "step", runs, step=summary, cost=cost, autoscaling=auto)
+    profiled = _step_profile(args, spec, payloads, profile, summary) if profile else None
+    code = _write(args, "step", runs, step=summary, cost=cost, autoscaling=auto,
+                  profile=profiled)
     if args.chart_values_out is not None:
         if not auto or not auto["available"]:
             return _err(f"{args.chart_values_out} not written: no rate held the budget")
@@ -619,6 +659,24 @@ def handle_step(args: argparse.Namespace) -> int:
                  if args.deploy_model else args.target)
         _write_values(args, auto, f"{where} (Predict{model})")
     return code
+
+
+def _step_profile(args: argparse.Namespace, spec: Any, payloads: Any, profile: Any,
+                  summary: dict[str, Any]) -> dict[str, Any]:
+    """The profile of step: an extra run at the highest rate that held, traced."""
+    import dataclasses
+
+    best = summary["max_rate_held_rps"]
+    if not best:
+        return {"available": False, "reason": "no rate held the budget, so no rate was"
+                " profiled: lower --start-rate", "replicas": []}
+    name = f"profile at {best:g} rps"
+    outcome = asyncio.run(_run_once(args, payloads, dataclasses.replace(
+        spec, mode="open", rate=best), name, profile))
+    s = _profile_section(args, outcome, payloads)
+    s["load"] = {"rate_rps": best, "why": "an extra run at the highest rate that held the"
+                 " budget, after the search: the steps are measured without tracing"}
+    return s
 
 
 @_guard

@@ -1,5 +1,7 @@
 """Two reports side by side (model v1 against v2): every figure, its change, and a mark where
-B is worse than A by more than a threshold."""
+B is worse than A by more than a threshold. When both carry an op profile, its ops are compared
+too: each op's share of op time and its time per row, so an op that grew (or appeared) in B is
+marked like any other regression."""
 
 from __future__ import annotations
 
@@ -25,6 +27,18 @@ DOC_METRICS: list[tuple[str, tuple[str, ...], bool]] = [
     ("step: max rate held (req/s)", ("step", "max_rate_held_rps"), True),
     ("cost per million requests", ("cost", "cost_per_million_requests"), False),
 ]
+
+
+PROFILE_METRICS: list[tuple[str, tuple[str, ...], bool]] = [
+    ("profile: op time per row (us)", ("profile", "op_us_per_row"), False),
+    ("profile: op time per Predict (us)", ("profile", "op_us_per_predict"), False),
+    ("profile: model call mean (ms)", ("profile", "model_call_ms_mean"), False),
+    ("profile: outside the model call per Predict (ms)",
+     ("profile", "time_split", "outside_model_ms_per_predict"), False),
+    ("profile: model parameters", ("profile", "model_size", "parameters"), False),
+    ("profile: SavedModel bytes", ("profile", "model_size", "saved_model_bytes"), False),
+]
+PROFILE_OPS = 10  # ops compared: the largest by share in either report
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -64,6 +78,37 @@ def _row(label: str, a: float | None, b: float | None, higher_better: bool,
     return row
 
 
+def _op_value(profile: dict[str, Any], key: tuple[str, str], field: str,
+              group: str) -> float | None:
+    """An op's (or op type's) figure; 0 when the report lists every op and not this one (it
+    did not run), None when the list was cut short."""
+    for o in profile.get(group, []):
+        if (o.get("name", ""), o["type"]) == key:
+            v = o.get(field)
+            return float(v) if v is not None else None
+    return None if profile.get("ops_truncated") else 0.0
+
+
+def _profile_rows(a: dict[str, Any], b: dict[str, Any], threshold: float
+                  ) -> list[dict[str, Any]]:
+    pa, pb = a.get("profile") or {}, b.get("profile") or {}
+    if not (pa.get("available") and pb.get("available")):
+        return []
+    rows = [_row(label, _get(a, p), _get(b, p), hb, threshold) for label, p, hb in PROFILE_METRICS]
+    rows = [r for r in rows if r["a"] is not None or r["b"] is not None]
+    for group, what in (("ops", "op"), ("op_types", "op type")):
+        share: dict[tuple[str, str], float] = {}
+        for o in (*pa.get(group, []), *pb.get(group, [])):
+            key = (o.get("name", ""), o["type"])
+            share[key] = max(share.get(key, 0.0), o.get("share") or 0.0)
+        for key in sorted(share, key=lambda k: -share[k])[:PROFILE_OPS]:
+            label = f"{key[0]} ({key[1]})" if key[0] else key[1]
+            for field, unit in (("share", "share of op time"), ("us_per_row", "us per row")):
+                rows.append(_row(f"{what} {unit}: {label}", _op_value(pa, key, field, group),
+                                 _op_value(pb, key, field, group), False, threshold))
+    return rows
+
+
 def compare(a: dict[str, Any], b: dict[str, Any], threshold: float = 0.05
             ) -> list[dict[str, Any]]:
     """Rows of (metric, A, B, relative change, mark); runs are paired by name, else by order."""
@@ -77,6 +122,7 @@ def compare(a: dict[str, Any], b: dict[str, Any], threshold: float = 0.05
         prefix = f"[{ra['name']}] " if len(a["runs"]) > 1 else ""
         rows.extend(_row(prefix + label, _get(ra, p), _get(rb, p), hb, threshold)
                     for label, p, hb in RUN_METRICS)
+    rows.extend(_profile_rows(a, b, threshold))
     return rows
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from rankserve.loadtest.arrivals import Arrivals, schedule
 from rankserve.loadtest.cpu import pids_cpu_s, self_cpu_s
@@ -75,11 +76,15 @@ class RunOutcome:
     client_cpu_s: float  # over the whole run, warm-up included
     server_cpu_s: float | None
     requests_sent: int  # warm-up included, for the CPU per request
+    alongside: Any = None  # what the ``alongside`` task returned (e.g. a profile capture)
 
 
 async def run(target: Target, payloads: Payloads, spec: LoadSpec, *, live: Live | None = None,
-              connect_timeout_s: float = 10.0) -> RunOutcome:
-    """One run against ``target``; returns raw samples and CPU figures."""
+              connect_timeout_s: float = 10.0,
+              alongside: Callable[[float], Awaitable[Any]] | None = None) -> RunOutcome:
+    """One run against ``target``; returns raw samples and CPU figures. ``alongside``, given
+    the loop time the measured part starts at, runs as a task beside the load (the run waits
+    for it) and its result comes back in ``RunOutcome.alongside``."""
     spec.validate()
     if not len(payloads):
         raise ValueError("no requests to send")
@@ -94,14 +99,20 @@ async def run(target: Target, payloads: Payloads, spec: LoadSpec, *, live: Live 
         samples = Samples()
         measured_from = start + spec.warmup_s
         live.begin(start, measured_from, _full_schedule(spec))
-        if spec.mode == "open":
-            await _open_loop(caller, payloads, spec, samples, start, measured_from, live)
-        else:
-            await _closed_loop(caller, payloads, spec, samples, start, measured_from, live)
-        cpu1, srv1 = self_cpu_s(), pids_cpu_s(target.server_pids)
+        beside = asyncio.create_task(alongside(measured_from)) if alongside else None
+        try:
+            if spec.mode == "open":
+                await _open_loop(caller, payloads, spec, samples, start, measured_from, live)
+            else:
+                await _closed_loop(caller, payloads, spec, samples, start, measured_from, live)
+            cpu1, srv1 = self_cpu_s(), pids_cpu_s(target.server_pids)
+            extra = await beside if beside is not None else None
+        finally:
+            if beside is not None and not beside.done():
+                beside.cancel()
     server = srv1 - srv0 if srv0 is not None and srv1 is not None else None
     return RunOutcome(spec, target, payloads, samples, measured_from, cpu1 - cpu0, server,
-                      len(samples))
+                      len(samples), extra)
 
 
 async def _one(caller: Caller, payloads: Payloads, i: int, due: float, spec: LoadSpec,

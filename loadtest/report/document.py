@@ -1,5 +1,5 @@
-"""The report document: every run of a command, plus step, sweep, cost and autoscaling
-sections."""
+"""The report document: every run of a command, plus step, sweep, cost, autoscaling and op
+profile sections."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ SCHEMA = "rankserve.loadtest.report/v1"
 def build_document(kind: str, runs: list[dict[str, Any]], *, command: list[str] | None = None,
                    step: dict[str, Any] | None = None, sweep: dict[str, Any] | None = None,
                    cost: dict[str, Any] | None = None, autoscaling: dict[str, Any] | None = None,
-                   title: str = "") -> dict[str, Any]:
+                   profile: dict[str, Any] | None = None, title: str = "") -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "kind": kind,
@@ -27,4 +27,5 @@ def build_document(kind: str, runs: list[dict[str, Any]], *, command: list[str] 
         "sweep": sweep,
         "cost": cost,
         "autoscaling": autoscaling,
+        "profile": profile,
     }

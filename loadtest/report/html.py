@@ -252,6 +252,10 @@ def render_html(doc: dict[str, Any]) -> str:
         body.append(_step_section(doc["step"]))
     if doc.get("sweep"):
         body.append(_sweep_section(doc["sweep"]))
+    if doc.get("profile"):
+        from rankserve.loadtest.report.profile_html import profile_section
+
+        body.append(profile_section(doc["profile"]))
     body.extend(_run_section(r) for r in doc["runs"])
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{escape(doc['title'])}</title><style>{CSS}</style></head><body>"
