@@ -249,6 +249,25 @@ def test_gpu_model_servers_and_cpu_switch() -> None:
     assert "nvidia.com/gpu" not in str(c["resources"]) and "nodeSelector" not in pod
 
 
+def test_profiler_value_gives_rankserve_its_port_and_leaves_tf_serving_alone() -> None:
+    def container(values: dict) -> dict:
+        (dep,) = find(objects(render(merged(CLAIMS, values))), "Deployment", "model-server")
+        (c,) = dep["spec"]["template"]["spec"]["containers"]
+        return c
+
+    on = {"enabled": True, "port": 8504}
+    c = container({"modelServer": {"runtime": "rankserve", "profiler": on}})
+    assert "--profiler-port=8504" in c["args"]
+    assert {"name": "profiler", "containerPort": 8504, "protocol": "TCP"} in c["ports"]
+    off = container({"modelServer": {"runtime": "rankserve"}})
+    assert not [a for a in off["args"] if a.startswith("--profiler-port")]
+    assert "profiler" not in [p["name"] for p in off["ports"]]
+    # TF Serving serves the profiler on its gRPC port already: nothing changes.
+    tfs = container({"modelServer": {"profiler": on}})
+    assert tfs["args"] == container({})["args"]
+    assert "profiler" not in [p["name"] for p in tfs["ports"]]
+
+
 def test_models_from_object_store_copy_in_an_init_container() -> None:
     objs = objects(render(merged(CLAIMS, {"modelServer": {"modelStore": {
         "source": "objectStore", "uri": "gs://bucket/models"}}})))
