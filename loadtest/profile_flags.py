@@ -71,6 +71,7 @@ def from_args(args: Any, duration_s: float) -> ProfileSpec | None:
     seconds = (args.profile_seconds if args.profile_seconds is not None
                else min(5.0, duration_s / 2))
     tls, _ = caller_from_args(args)
-    spec = ProfileSpec(tuple(args.profile), seconds, tuple(args.profile_metrics), tls)
+    spec = ProfileSpec(tuple(args.profile), seconds, tuple(args.profile_metrics), tls,
+                       connect_timeout_s=args.connect_timeout)
     spec.validate(duration_s)
     return spec

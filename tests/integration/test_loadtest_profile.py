@@ -179,6 +179,59 @@ def test_a_server_without_the_profiler_stops_the_command_before_the_load(
     assert not (tmp_path / "report.json").exists()
 
 
+def test_an_unreachable_profiler_stops_the_command_before_the_load(
+        servers, catalog_dir, tmp_path, capsys):
+    code = rankserve_main([
+        "loadtest", "run", "--target", servers["fast"]["address"], "--catalog-dir",
+        str(catalog_dir), "--duration", "2", "--no-progress", "--out", str(tmp_path),
+        "--connect-timeout", "1", "--profile", "127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no profiler answered at 127.0.0.1:1 within 1 s" in err, err
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_a_capture_that_fails_during_the_run_leaves_a_report_that_says_why(
+        servers, catalog_dir, tmp_path, capsys):
+    """Another capture holds the server's profiler: the run completes, its profile section
+    says it is missing and why (ABORTED: one capture at a time)."""
+    s = servers["fast"]
+
+    async def both() -> int:
+        async with grpc.aio.insecure_channel(s["profiler_address"]) as channel:
+            other = asyncio.ensure_future(channel.unary_unary(METHOD)(
+                profiler_pb2.ProfileRequest(duration_ms=4000).SerializeToString(), timeout=30))
+            await asyncio.sleep(0.5)
+            code = await asyncio.to_thread(load, servers, catalog_dir, tmp_path, "fast",
+                                           "--warmup", "0.2")
+            await other
+            return code
+
+    assert asyncio.run(both()) == 0
+    doc = json.loads((tmp_path / "fast.json").read_text())
+    p = doc["profile"]
+    assert not p["available"] and "ABORTED" in p["reason"], p
+    assert "already being captured" in p["reason"]
+    assert doc["runs"][0]["status_codes"] == {"OK": 120}
+    assert "Profile missing" in (tmp_path / "fast.html").read_text()
+    assert "profile missing" in capsys.readouterr().err
+
+
+def test_step_profiles_an_extra_run_at_the_rate_that_held(servers, catalog_dir, tmp_path):
+    s = servers["fast"]
+    code = rankserve_main([
+        "loadtest", "step", "--target", s["address"], "--catalog-dir", str(catalog_dir),
+        "--requests-pool", "2", "--budget-p99-ms", "500", "--start-rate", "20", "--max-rate",
+        "20", "--duration", "2", "--warmup", "0.5", "--no-progress", "--out", str(tmp_path),
+        "--profile", s["profiler_address"], "--profile-seconds", "1"])
+    assert code == 0
+    doc = json.loads((tmp_path / "report.json").read_text())
+    assert doc["step"]["max_rate_held_rps"] == 20 and len(doc["runs"]) == 1
+    p = doc["profile"]
+    assert p["available"] and p["load"]["rate_rps"] == 20, p
+    assert p["ops"] and p["predicts"] > 0
+    assert not p["time_split"]["available"] and "--profile-metrics" in p["time_split"]["reason"]
+
+
 def test_the_service_writes_where_tensorboard_reads_and_answers_bad_requests(servers, tmp_path):
     address = servers["fast"]["profiler_address"]
 
