@@ -76,8 +76,9 @@ def _explain(address: str, exc: grpc.aio.AioRpcError) -> str:
 
 
 async def check(spec: ProfileSpec) -> None:
-    """Every address serves the profiler: a zero-length request (rankserve answers
-    INVALID_ARGUMENT, TensorFlow's own service an empty trace). Raises ProfileError."""
+    """Every address serves the profiler: a zero-length request for the trace in the answer
+    (rankserve answers INVALID_ARGUMENT, TensorFlow's own service an empty trace, writing
+    nothing). Raises ProfileError."""
 
     async def one(address: str) -> None:
         async with _channel(address, spec.tls) as channel:
@@ -89,8 +90,9 @@ async def check(spec: ProfileSpec) -> None:
                                    " the model server runs with --profiler-port") from None
             call = channel.unary_unary(METHOD)
             try:
-                await call(profiler_pb2.ProfileRequest().SerializeToString(),
-                           timeout=spec.connect_timeout_s + 5)
+                await call(profiler_pb2.ProfileRequest(
+                    emit_xspace=True, opts=profiler_pb2.ProfileOptions(version=1)
+                ).SerializeToString(), timeout=spec.connect_timeout_s + 5)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
                     raise ProfileError(_explain(address, exc)) from None

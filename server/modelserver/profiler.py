@@ -6,14 +6,18 @@ TF Serving registers this service on its gRPC port; TensorBoard's "capture profi
 the ready file), because TensorFlow's own ``tf.profiler.experimental.server.start`` binds every
 interface and cannot report the port it got.
 
-A request traces the whole process for its duration (``opts.duration_ms``, else
-``duration_ms``) with TensorFlow's profiler, as TF Serving's implementation does, then:
-  - writes the trace to ``<repository_root>/<session_id>/<host_name>.xplane.pb`` when
-    ``repository_root`` is set (":" in the host name becomes "_"), the layout TensorBoard's
-    profile plugin reads; a client on another machine cannot read that file, so
-  - returns it in ``ProfileResponse.xspace`` when ``emit_xspace`` is set.
-One capture at a time per process: another request meanwhile is answered ABORTED. A client
-that goes away stops the capture and nothing is written.
+A request traces the whole process for its duration (``opts.duration_ms``, what TensorFlow's
+own service reads; else ``duration_ms``) with TensorFlow's profiler, then, as TensorFlow's
+service does:
+  - with ``emit_xspace``, returns the trace in ``ProfileResponse.xspace`` and writes nothing
+    (what a client on another machine needs: ``rankserve loadtest --profile``);
+  - without it, writes the trace to ``<repository_root>/<session_id>/<host>.xplane.pb`` on this
+    machine, host being ``opts.override_hostname``, else ``host_name`` (":" becomes "_"): the
+    layout TensorBoard's profile plugin reads under ``<logdir>/plugins/profile``, which is how
+    TensorBoard's capture asks. An empty repository_root is refused (TensorFlow's service would
+    write into its working directory).
+One capture at a time per process: another request meanwhile is answered ABORTED (TensorFlow's
+service answers INTERNAL). A client that goes away stops the capture and nothing is written.
 """
 
 from __future__ import annotations
@@ -92,6 +96,10 @@ class ProfilerServicer(profiler_service_pb2_grpc.ProfilerServiceServicer):
         if not isinstance(runtime, Profiling):
             raise Unimplemented("this model server's runtime cannot be profiled")
         duration_s = duration_ms_of(request) / 1000.0
+        if not request.emit_xspace and not request.repository_root:
+            raise InvalidInput("say where the trace goes: emit_xspace to get it in the response,"
+                               " or repository_root (a directory on the model server's"
+                               " machine) to have it written there")
         levels = tracer_levels(request.opts)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, runtime.start_profile, *levels)
@@ -103,13 +111,13 @@ class ProfilerServicer(profiler_service_pb2_grpc.ProfilerServiceServicer):
         data = await loop.run_in_executor(None, runtime.stop_profile, True)
         space = xplane_pb2.XSpace.FromString(data)
         response = profiler_pb2.ProfileResponse(empty_trace=is_empty(space))
-        if request.repository_root:
-            path = profile_path(request.repository_root, request.session_id,
-                                request.host_name or self._host_name)
-            await loop.run_in_executor(None, _write, path, data)
-            log.info("profile of %.3g s written to %s", duration_s, path)
         if request.emit_xspace:
             response.xspace.CopyFrom(space)
+            return response
+        host = request.opts.override_hostname or request.host_name or self._host_name
+        path = profile_path(request.repository_root, request.session_id, host)
+        await loop.run_in_executor(None, _write, path, data)
+        log.info("profile of %.3g s written to %s", duration_s, path)
         return response
 
 

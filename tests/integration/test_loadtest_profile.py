@@ -199,7 +199,8 @@ def test_a_capture_that_fails_during_the_run_leaves_a_report_that_says_why(
     async def both() -> int:
         async with grpc.aio.insecure_channel(s["profiler_address"]) as channel:
             other = asyncio.ensure_future(channel.unary_unary(METHOD)(
-                profiler_pb2.ProfileRequest(duration_ms=4000).SerializeToString(), timeout=30))
+                profiler_pb2.ProfileRequest(duration_ms=4000, emit_xspace=True).SerializeToString(),
+                timeout=30))
             await asyncio.sleep(0.5)
             code = await asyncio.to_thread(load, servers, catalog_dir, tmp_path, "fast",
                                            "--warmup", "0.2")
@@ -240,13 +241,17 @@ def test_the_service_writes_where_tensorboard_reads_and_answers_bad_requests(ser
             raw = await channel.unary_unary(METHOD)(request.SerializeToString(), timeout=30)
             return profiler_pb2.ProfileResponse.FromString(raw)
 
+    # What TensorBoard's capture sends: options with the duration, where to write, who it is.
     answer = asyncio.run(call(profiler_pb2.ProfileRequest(
-        duration_ms=200, repository_root=str(tmp_path / "plugins" / "profile"),
-        session_id="2026_01_01_00_00_00", host_name="127.0.0.1:9")))
+        opts=profiler_pb2.ProfileOptions(version=1, host_tracer_level=2, duration_ms=200),
+        repository_root=str(tmp_path / "plugins" / "profile"),
+        session_id="2026_01_01_00_00_00", host_name="127.0.0.1:9", tools=["trace_viewer"])))
     written = tmp_path / "plugins" / "profile" / "2026_01_01_00_00_00" / "127.0.0.1_9.xplane.pb"
     assert written.is_file() and not answer.HasField("xspace")
     assert xplane_pb2.XSpace.FromString(written.read_bytes()).planes
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        asyncio.run(call(profiler_pb2.ProfileRequest()))
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "duration" in err.value.details()
+    for bad, says in ((profiler_pb2.ProfileRequest(emit_xspace=True), "duration"),
+                      (profiler_pb2.ProfileRequest(duration_ms=100), "repository_root")):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            asyncio.run(call(bad))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert says in err.value.details()
