@@ -223,7 +223,9 @@ class LocalStack:
             )
         for i, ms in enumerate(self.model_servers, 1):
             lines.append(f"model-server-{i}  {ms.address:<22} pid {ms.pid:<8}"
-                         f" metrics http://{ms.extra['metrics_address']}/metrics")
+                         f" metrics http://{ms.extra['metrics_address']}/metrics"
+                         + (f" profiler {ms.extra['profiler_address']}"
+                            if ms.extra.get("profiler_address") else ""))
         if self.receiver:
             lines.append(f"trace-receiver  {self.receiver.address:<22} pid {self.receiver.pid:<8}"
                          f" traces http://{self.receiver_http}/traces")
@@ -370,6 +372,7 @@ class LocalStack:
                     "--drain-s", f"{self.settings.drain_s:g}",
                     # With TLS, only a client with a certificate of the stack's CA may call.
                     *self._tls_args("model-server"),
+                    *(["--profiler-port", "0"] if self.settings.profiler else []),
                     *self._extra_ms,
                 ],
                 self.run_dir / f"model-server-{i}.log",
@@ -382,6 +385,8 @@ class LocalStack:
         for child in children:
             info = wait_ready_file(child, child.extra["ready_file"], self.settings.start_timeout_s)
             child.extra["metrics_address"] = info["metrics_address"]
+            if "profiler_address" in info:
+                child.extra["profiler_address"] = info["profiler_address"]
 
     def _start_envoy(self) -> None:
         upstreams = []

@@ -77,6 +77,11 @@ class StackSettings(BaseSettings):
     )
     trace_sample_ratio: float = Field(
         1.0, ge=0, le=1, description="Share of Rank calls traced (parent-based sampling).")
+    profiler: bool = Field(
+        False,
+        description="Start every model server with --profiler-port 0 (TensorFlow's profiler"
+        " service) and list its address, for `rankserve loadtest run --profile` or TensorBoard.",
+    )
     tls: bool = Field(
         False,
         description="Make a throw-away CA and certificates in run_dir and run every gRPC hop"

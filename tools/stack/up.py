@@ -59,6 +59,11 @@ def add_stack_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared by `up` and `demo`; unset ones fall back to RANKSERVE_STACK_* variables."""
     p.add_argument("--replicas", type=int, help="Model-server replicas behind Envoy (default 2).")
     p.add_argument(
+        "--profiler", action="store_true", default=None,
+        help="Serve TensorFlow's profiler on every model server (--profiler-port 0) and print"
+        " its address, for `rankserve loadtest run --profile` or TensorBoard.",
+    )
+    p.add_argument(
         "--compression",
         choices=["none", "gzip"],
         help="gRPC compression of the ranker's Predict calls (default none; gzip halves bytes"
@@ -108,7 +113,7 @@ def stack_settings(args: argparse.Namespace, **overrides: object) -> StackSettin
                 k: getattr(args, k, None)
                 for k in ("ranker_port", "catalog_dir", "model_config_file", "model_base",
                           "model_name", "spec", "item_features", "user_features", "redis",
-                          "tls")
+                          "tls", "profiler")
             },
             **overrides,
         }.items()
