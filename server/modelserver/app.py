@@ -140,8 +140,9 @@ class ModelServerApp:
         """The gRPC server with both servicers, health and reflection; bound in start()."""
         limit = self.settings.max_message_mb * 1024 * 1024
         # Outermost first: tracing, metrics, error mapping (the metrics see mapped statuses).
+        self._measured = ModelServerMetricsInterceptor(self.metrics)
         interceptors: list[grpc.aio.ServerInterceptor] = [
-            ModelServerMetricsInterceptor(self.metrics), ErrorMappingInterceptor()]
+            self._measured, ErrorMappingInterceptor()]
         if self.tracer_provider is not None:
             interceptors.insert(0, TracingServerInterceptor(tracer_of(self.tracer_provider)))
         self._server = grpc.aio.server(
@@ -240,7 +241,7 @@ class ModelServerApp:
             log.info("draining: health NOT_SERVING, serving %d calls in flight and new ones"
                      " for %g s more", self.metrics.in_flight_total(), drain_s)
             await asyncio.sleep(drain_s)
-            warn_if_still_chosen(log, self.metrics.last_arrival, drain_s)
+            warn_if_still_chosen(log, self._measured.last_arrival, drain_s)
 
     async def stop(self) -> None:
         """NOT_SERVING, then stop(grace), then unload every version."""

@@ -70,8 +70,6 @@ class _ModelSizes(Collector):
 class ModelServerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        # time.monotonic() of the last call that arrived: a drain checks that traffic stopped.
-        self.last_arrival = 0.0
         self.requests = Counter(
             "rankserve_modelserver_requests",
             "gRPC calls by method, model, version (the one that answered; the requested one"
@@ -145,6 +143,8 @@ class ModelServerMetricsInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, metrics: ModelServerMetrics) -> None:
         self._metrics = metrics
+        # time.monotonic() of the last call that arrived: a drain checks that traffic stopped.
+        self.last_arrival = 0.0
 
     async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
         handler = await continuation(details)
@@ -158,7 +158,7 @@ class ModelServerMetricsInterceptor(grpc.aio.ServerInterceptor):
 
         async def measured(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
-            metrics.last_arrival = time.monotonic()
+            self.last_arrival = time.monotonic()
             in_flight.inc()
             error: BaseException | None = None
             response = None
