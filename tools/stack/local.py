@@ -192,15 +192,15 @@ class LocalStack:
         child = self.model_servers.pop(index)
         return stop(child, self.settings.grace_s, drain_s=self.settings.drain_s)
 
-    def roll_ranker(self) -> Child:
-        """Replaces the ranker process without closing its port: the new one binds the same
-        port beside the old (gRPC servers set SO_REUSEPORT), and once it is ready the old one
-        drains and exits, its connections' callers moving to the new one on their next call.
+    def roll_ranker(self, port: int = 0) -> Child:
+        """Replaces the ranker process as a rollout does: a new one starts on ``port`` (0: a
+        free one) and, once it is ready, the old one drains (NOT_SERVING while it still serves)
+        and exits. Callers that balance over both addresses with gRPC health checking (what a
+        headless Service gives them) move to the new one before the old one stops listening.
         Returns the new ranker."""
         old = self.ranker
         if old is None:
             raise StartError("no ranker to roll")
-        port = int(old.address.rsplit(":", 1)[1])
         generation = int(old.extra.get("generation", 0)) + 1
         self._start_ranker(port=port, generation=generation)
         code = stop(old, self.settings.grace_s, drain_s=self.settings.drain_s)
