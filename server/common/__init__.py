@@ -9,17 +9,17 @@ from rankserve.server.common.settings_cli import (
     run_with_settings,
     settings_from_args,
 )
-from rankserve.server.common.shutdown import run_until_signal, warn_if_still_chosen
+from rankserve.server.common.shutdown import drain_before_stop, run_until_signal
 
 __all__ = [
     "ErrorMappingInterceptor",
     "HealthState",
     "add_settings_flags",
     "announce_ready",
+    "drain_before_stop",
     "run_until_signal",
     "run_with_settings",
     "settings_from_args",
     "status_code_for",
-    "warn_if_still_chosen",
     "write_ready_file",
 ]

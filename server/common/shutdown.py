@@ -15,6 +15,8 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 
+from rankserve.server.common.health import HealthState
+
 log = logging.getLogger(__name__)
 
 
@@ -56,16 +58,26 @@ async def run_until_signal(
         await stop()
 
 
-def warn_if_still_chosen(logger: logging.Logger, last_arrival: float, drain_s: float) -> None:
-    """At the end of a drain: if calls still arrived in its last quarter, the load balancer had
-    not moved away yet, and the calls that follow would land on a closed port."""
-    quiet_s = time.monotonic() - last_arrival
+async def drain_before_stop(health: HealthState, drain_s: float, *, in_flight: int,
+                last_arrival: Callable[[], float], what: str = "calls") -> None:
+    """NOT_SERVING for good, while the server still serves for ``drain_s``: load balancers
+    (Envoy's health checks, readiness probes, callers' health-checking balancers) stop choosing
+    it before its port closes. Afterwards, if calls still arrived in the drain's last quarter
+    (``last_arrival()``: time.monotonic() of the newest), the balancers had not moved away yet
+    and the calls that follow would land on a closed port: that is logged as a warning."""
+    await health.servicer.enter_graceful_shutdown()
+    if drain_s <= 0:
+        return
+    log.info("draining: health NOT_SERVING, serving %d %s in flight and new ones for %g s more",
+             in_flight, what, drain_s)
+    await asyncio.sleep(drain_s)
+    quiet_s = time.monotonic() - last_arrival()
     if quiet_s < drain_s / 4:
-        logger.warning("calls still arrived %.2f s before the drain ended: load balancers had"
-                       " not stopped choosing this process; raise --drain-s above their"
-                       " detection time", quiet_s)
+        log.warning("calls still arrived %.2f s before the drain ended: load balancers had"
+                    " not stopped choosing this process; raise --drain-s above their"
+                    " detection time", quiet_s)
     else:
-        logger.info("drained: no call arrived in the last %.2f s", min(quiet_s, drain_s))
+        log.info("drained: no call arrived in the last %.2f s", min(quiet_s, drain_s))
 
 
 async def _unless_signalled(work: Awaitable[None], signalled: asyncio.Event) -> None:

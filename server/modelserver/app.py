@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from rankserve.server.common.errors import ErrorMappingInterceptor
 from rankserve.server.common.health import HealthState, serve_health_only
 from rankserve.server.common.readyfile import announce_ready, write_ready_file
-from rankserve.server.common.shutdown import run_until_signal, warn_if_still_chosen
+from rankserve.server.common.shutdown import drain_before_stop, run_until_signal
 from rankserve.server.common.tls import TlsFileError, TlsFiles
 from rankserve.server.telemetry.interceptors import TracingServerInterceptor
 from rankserve.server.telemetry.metrics_http import MetricsServer
@@ -234,14 +234,9 @@ class ModelServerApp:
         """NOT_SERVING, while still serving for ``drain_s``: Envoy's health checks and the
         readiness probe take this replica out of rotation before its port closes, so a
         scale-down or rollout costs no call."""
-        if self.health is not None:
-            await self.health.servicer.enter_graceful_shutdown()
-        drain_s = self.settings.drain_s
-        if drain_s > 0:
-            log.info("draining: health NOT_SERVING, serving %d calls in flight and new ones"
-                     " for %g s more", self.metrics.in_flight_total(), drain_s)
-            await asyncio.sleep(drain_s)
-            warn_if_still_chosen(log, self._measured.last_arrival, drain_s)
+        await drain_before_stop(self.health, self.settings.drain_s,
+                                in_flight=self.metrics.in_flight_total(),
+                                last_arrival=lambda: self._measured.last_arrival)
 
     async def stop(self) -> None:
         """NOT_SERVING, then stop(grace), then unload every version."""

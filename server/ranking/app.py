@@ -44,8 +44,8 @@ from rankserve.server.common import (
     ErrorMappingInterceptor,
     HealthState,
     announce_ready,
+    drain_before_stop,
     run_until_signal,
-    warn_if_still_chosen,
 )
 from rankserve.server.common.admission import Admission, AdmissionInterceptor, auto_limit
 from rankserve.server.common.health import serve_health_only
@@ -285,14 +285,9 @@ class RankingApp:
     async def drain(self) -> None:
         """NOT_SERVING, while still serving Ranks for ``drain_s``: the Service's readiness and
         callers' health-checking balancers move away before the port closes."""
-        await self._health.servicer.enter_graceful_shutdown()
-        drain_s = self.settings.drain_s
-        if drain_s > 0:
-            in_flight = int(self.metrics.in_flight.collect()[0].samples[0].value)
-            log.info("draining: health NOT_SERVING, serving %d Ranks in flight and new ones"
-                     " for %g s more", in_flight, drain_s)
-            await asyncio.sleep(drain_s)
-            warn_if_still_chosen(log, self._measured.last_arrival, drain_s)
+        in_flight = int(self.metrics.in_flight.collect()[0].samples[0].value)
+        await drain_before_stop(self._health, self.settings.drain_s, in_flight=in_flight,
+                                last_arrival=lambda: self._measured.last_arrival, what="Ranks")
 
     async def stop(self, grace_s: float | None = None) -> None:
         """NOT_SERVING first so load balancers drain us, then let in-flight calls finish."""
