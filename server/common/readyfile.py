@@ -22,12 +22,14 @@ def write_ready_file(
 
 def announce_ready(
     log: logging.Logger, name: str, address: str, *, metrics_address: str,
-    ready_file: str | os.PathLike[str] | None = None, detail: str = "",
+    ready_file: str | os.PathLike[str] | None = None, detail: str = "", **extra: str,
 ) -> None:
     """Logs ``NAME serving on ADDRESS (DETAIL; metrics http://.../metrics)``, then writes the
-    ready file if one is asked for: a parent that finds the file also finds the banner."""
+    ready file if one is asked for: a parent that finds the file also finds the banner.
+    ``extra``: further addresses for the ready file, e.g. ``profiler_address``."""
     about = f"{detail}; " if detail else ""
     log.info("%s serving on %s (%smetrics http://%s/metrics)", name, address, about,
              metrics_address)
     if ready_file:
-        write_ready_file(ready_file, address, os.getpid(), metrics_address=metrics_address)
+        write_ready_file(ready_file, address, os.getpid(), metrics_address=metrics_address,
+                         **extra)

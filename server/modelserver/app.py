@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from rankserve.server.common.errors import ErrorMappingInterceptor
 from rankserve.server.common.health import HealthState, serve_health_only
-from rankserve.server.common.readyfile import announce_ready, write_ready_file
+from rankserve.server.common.readyfile import announce_ready
 from rankserve.server.common.shutdown import drain_before_stop, run_until_signal
 from rankserve.server.common.tls import TlsFileError, TlsFiles
 from rankserve.server.telemetry.interceptors import TracingServerInterceptor
@@ -221,14 +221,12 @@ class ModelServerApp:
         await self.health.set(ready)
         if ready and not self._serving.is_set():
             self._serving.set()
+            profiler = self.profiler_address
             announce_ready(log, "model server", self.address,
                            metrics_address=self.metrics_address,
-                           detail="every configured model has a version available")
-            if self.settings.ready_file:
-                extra = {"metrics_address": self.metrics_address}
-                if self.profiler_address is not None:
-                    extra["profiler_address"] = self.profiler_address
-                write_ready_file(self.settings.ready_file, self.address, **extra)
+                           ready_file=self.settings.ready_file,
+                           detail="every configured model has a version available",
+                           **({"profiler_address": profiler} if profiler else {}))
 
     async def drain(self) -> None:
         """NOT_SERVING, while still serving for ``drain_s``: Envoy's health checks and the
