@@ -90,8 +90,9 @@ test-unit: $(STAMP) ## Run the unit tests only (fast, no processes)
 	$(PYTEST) -q tests/unit
 
 .PHONY: bench
-bench: $(STAMP) ## Benchmark Rank through the stack (vs the compute floor, a naive client; tracing off vs on; feature fetch; overload; a slow replica)
+bench: $(STAMP) ## Benchmark Rank through the stack (vs the transport floor, the compute floor, a naive client; model server vs echo; tracing off vs on; feature fetch; overload; a slow replica)
 	$(PY) -m bench.rank_bench
+	$(PY) -m bench.modelserver_bench
 	$(PY) -m bench.tracing_bench
 	$(PY) -m bench.rank_features_bench
 	$(PY) -m bench.features_bench

@@ -3,6 +3,9 @@ naive client.
 
 Rows (all on this machine, in one run, so they compare as ratios):
   stack, gzip off / on  ranker -> Envoy -> 2 model servers, 40 batches of 25 in flight at once
+  transport floor       the same 40 Predict calls (same sizes, all in flight at once) from a bare
+                        grpc.aio client through the same Envoy config to 2 echo servers that
+                        answer 25 scores without a model: what the fan-out itself costs
   compute floor         the same 1000 rows in ONE in-process call of the SavedModel signature
   naive client          the same 40 batches sent one after another with the official
                         tensorflow-serving-api stubs and tf.make_tensor_proto, through Envoy
@@ -35,6 +38,7 @@ from rankserve.demo.queries import SAMPLE_REQUESTS
 from rankserve.loadtest.cpu import self_cpu_s
 from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
 from rankserve.tools.stack.local import LocalStack, StackInputs
+from rankserve.tools.stack.processes import Child, start, wait_ready_file
 from rankserve.tools.stack.settings import StackSettings
 
 RESULTS = Path(__file__).parent / "results"
@@ -133,6 +137,87 @@ def bench_stack(paths: DemoPaths, compression: str, args: argparse.Namespace) ->
                f"{args.concurrency} callers for {args.throughput_s:g} s")
 
 
+class _EchoStack(LocalStack):
+    """The local stack's Envoy in front of echo servers (bench.echo_predict), no ranker."""
+
+    def _start_model_servers(self) -> None:
+        children = []
+        for i in range(1, self.settings.replicas + 1):
+            ready = self.run_dir / f"echo-{i}.ready"
+            child = Child(f"echo-{i}", [*self._py("bench.echo_predict"), "--ready-file",
+                                        str(ready)], self.run_dir / f"echo-{i}.log")
+            children.append(start(child, env=self._env("echo")))
+            wait_ready_file(child, ready, self.settings.start_timeout_s)
+        self.model_servers = children
+
+    def _start_ranker(self, port: int | None = None, generation: int = 0) -> None:
+        return None
+
+
+def _rank_requests(paths: DemoPaths, batch: int = 25) -> list[bytes]:
+    """The Predict requests of one Rank, serialised once: what the ranker sends, built by its
+    own request builder from the demo's context and candidates."""
+    from rankserve.ranker.scoring import build_request
+    from rankserve.ranker.types import ModelRef
+
+    context, cands = _inputs(paths)
+    return [build_request(ModelRef("ranker"), {"context": context,
+                                               "candidates": cands[i:i + batch]}
+                          ).SerializeToString()
+            for i in range(0, cands.shape[0], batch)]
+
+
+async def _floor_rank(predict: grpc.aio.UnaryUnaryMultiCallable, requests: list[bytes]) -> None:
+    await asyncio.gather(*(predict(r, timeout=10) for r in requests))
+
+
+async def _floor_loop(target: str, requests: list[bytes], pids: list[int],
+                      args: argparse.Namespace) -> tuple[list[float], int, float, float]:
+    """(sequential latencies, Ranks in the closed loop, its wall time, the CPU of ``pids`` and
+    this client in the closed loop), measured as ``measure_stack`` measures the stack."""
+    async with grpc.aio.insecure_channel(target) as ch:
+        predict = ch.unary_unary("/tensorflow.serving.PredictionService/Predict")
+        for _ in range(20):
+            await _floor_rank(predict, requests)
+        lat = []
+        for _ in range(args.latency_calls):
+            t = time.perf_counter()
+            await _floor_rank(predict, requests)
+            lat.append(time.perf_counter() - t)
+        done = 0
+        cpu0, t0 = cpu_seconds(pids) + self_cpu_s(), time.perf_counter()
+        stop_at = time.monotonic() + args.throughput_s
+
+        async def caller() -> None:
+            nonlocal done
+            while time.monotonic() < stop_at:
+                await _floor_rank(predict, requests)
+                done += 1
+
+        await asyncio.gather(*(caller() for _ in range(args.concurrency)))
+        return (lat, done, time.perf_counter() - t0,
+                cpu_seconds(pids) + self_cpu_s() - cpu0)
+
+
+def bench_transport_floor(paths: DemoPaths, args: argparse.Namespace) -> Row:
+    requests = _rank_requests(paths)
+    settings = StackSettings(ranker_port=0, traces=False,
+                             run_dir=Path(tempfile.mkdtemp(prefix="bench-floor-")))
+    with _EchoStack(settings, StackInputs(paths.catalog_dir, paths.model_config_file),
+                    out=lambda _l: None) as stack:
+        assert stack.envoy is not None
+        pids = [c.pid for c in stack.children]
+        rx0 = envoy_counter(stack.envoy_admin, ENVOY_RX)
+        lat, done, wall, cpu = asyncio.run(_floor_loop(stack.envoy.address, requests, pids,
+                                                       args))
+        rx = envoy_counter(stack.envoy_admin, ENVOY_RX) - rx0
+    p50, p99 = percentiles(lat)
+    return Row("transport floor: bare client, Envoy, 2 echo servers", p50, p99, done / wall,
+               cpu / done, rx / (20 + args.latency_calls + done),
+               f"the {len(requests)} Predicts of one Rank at once, {args.concurrency} callers"
+               f" for {args.throughput_s:g} s")
+
+
 def _inputs(paths: DemoPaths) -> tuple[np.ndarray, np.ndarray]:
     from rankserve.demo.candidates import CandidateMaker
 
@@ -214,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, fn in (
         ("stack, gzip off", lambda: bench_stack(paths, "none", args)),
         ("stack, gzip on", lambda: bench_stack(paths, "gzip", args)),
+        ("transport floor", lambda: bench_transport_floor(paths, args)),
         ("compute floor", lambda: bench_floor(paths, args)),
         ("naive client", lambda: bench_naive(paths, args)),
     ):
