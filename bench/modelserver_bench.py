@@ -4,7 +4,8 @@ The calls are the 40 Predict requests of one demo Rank (25 candidates x 300 feat
 context each), sent straight to the server (no Envoy) by 40 callers that each keep one call in
 flight for a fixed time. Rows, in one run:
   echo server          parses the request and answers 25 scores, no model: gRPC's own cost
-  model server: ...    rankserve's model server, one TensorFlow thread, per batching setting
+  model server         rankserve's model server, one TensorFlow thread, as the local stack
+                       runs it, with and without the batching wait
 
 CPU: user + system seconds of the server process per answered Predict.
 
@@ -33,12 +34,10 @@ from rankserve.tools.stack.processes import Child, start, stop, wait_ready_file
 RESULTS = Path(__file__).parent / "results"
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 
-# (row name, model-server flags): the fixed 1 ms window every call waits, then the adaptive
-# wait (a batch runs once no call arrived for the gap, or at the window's end).
+# (row name, model-server flags beside the defaults).
 VARIANTS = (
-    ("model server: fixed 1 ms window", ("--batch-max-wait-ms", "1")),
-    ("model server: 0.5 ms gap, 5 ms window", ("--batch-max-wait-ms", "5",
-                                               "--batch-idle-gap-ms", "0.5")),
+    ("model server (defaults: 1 ms batch window)", ()),
+    ("model server, no batching wait", ("--batch-max-wait-ms", "0")),
 )
 
 
