@@ -104,7 +104,8 @@ class PredictScorer:
     for request capture; it must return at once and never raise. ``credentials`` (with
     ``channel_options``, e.g. the server name to check) makes the channel TLS. ``hedge``, when
     given, learns from every answered call of a model how long to wait before Envoy sends a
-    copy of that model's call to another replica.
+    copy of that model's call to another replica. ``extra_metadata``, asked before each
+    call, may add one metadata entry to it (the keep header of slow traces).
     """
 
     def __init__(
@@ -119,6 +120,7 @@ class PredictScorer:
         hedge: HedgeDelays | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         channel_options: tuple[tuple[str, str], ...] = (),
+        extra_metadata: Callable[[], tuple[str, str] | None] | None = None,
     ) -> None:
         if compression not in ("none", "gzip"):
             raise ValueError(f"compression must be 'none' or 'gzip', got {compression!r}")
@@ -128,6 +130,7 @@ class PredictScorer:
         self._on_request = on_request
         self._metrics = metrics
         self._hedge = hedge
+        self._extra_metadata = extra_metadata
         options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -175,6 +178,8 @@ class PredictScorer:
         hedge = delay.metadata(timeout_s) if delay is not None else None
         if hedge is not None:
             metadata.append(hedge)
+        if self._extra_metadata is not None and (extra := self._extra_metadata()) is not None:
+            metadata.append(extra)
         started = time.perf_counter()
         try:
             resp = await self._stub.Predict(req, timeout=timeout_s, compression=compression,

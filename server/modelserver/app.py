@@ -23,7 +23,12 @@ from rankserve.server.common.shutdown import drain_before_stop, run_until_signal
 from rankserve.server.common.tls import TlsFileError, TlsFiles
 from rankserve.server.telemetry.interceptors import TracingServerInterceptor
 from rankserve.server.telemetry.metrics_http import MetricsServer
-from rankserve.server.telemetry.tracing import make_provider, shutdown_provider, tracer_of
+from rankserve.server.telemetry.tracing import (
+    KeepPolicy,
+    make_provider,
+    shutdown_provider,
+    tracer_of,
+)
 from rankserve.tfserving.v1 import (
     model_service_pb2,
     model_service_pb2_grpc,
@@ -93,7 +98,9 @@ class ModelServerApp:
         self.runtime = runtime if runtime is not None else _default_runtime(settings)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = ModelServerMetrics(self.registry)
-        self.tracer_provider = make_provider(TRACE_SERVICE_NAME, span_exporter)
+        # Unsampled calls are held so a slow Rank's trace can be kept whole (trace_hold_s).
+        self._keep = KeepPolicy(hold_s=settings.trace_hold_s) if settings.trace_hold_s else None
+        self.tracer_provider = make_provider(TRACE_SERVICE_NAME, span_exporter, self._keep)
         self.metrics_server = MetricsServer(self.registry, settings.host, settings.metrics_port)
         self.manager = VersionManager(
             self.runtime,
@@ -144,7 +151,8 @@ class ModelServerApp:
         interceptors: list[grpc.aio.ServerInterceptor] = [
             self._measured, ErrorMappingInterceptor()]
         if self.tracer_provider is not None:
-            interceptors.insert(0, TracingServerInterceptor(tracer_of(self.tracer_provider)))
+            interceptors.insert(0, TracingServerInterceptor(
+                tracer_of(self.tracer_provider), self._keep.held if self._keep else None))
         self._server = grpc.aio.server(
             interceptors=interceptors,
             options=[

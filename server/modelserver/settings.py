@@ -52,6 +52,13 @@ class ModelServerSettings(BaseSettings):
         2.0, gt=0,
         description="Seconds between scans for new/removed versions and re-reads of the config.",
     )
+    trace_hold_s: float = Field(
+        0.0, ge=0,
+        description="With tracing on: record the spans of calls whose trace was not"
+        " head-sampled and hold them this many seconds, exporting a trace's when a later call"
+        " names it in its x-rankserve-keep-traces header (the ranker does, for a slow or"
+        " failed Rank, with --trace-keep-slower-than-ms). 0: unsampled calls are not"
+        " recorded.")
     batch_max_rows: int = Field(
         1000, ge=1, description="Most rows one merged model call may hold."
     )

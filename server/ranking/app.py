@@ -56,8 +56,14 @@ from rankserve.server.ranking.metrics import RankMetricsInterceptor
 from rankserve.server.ranking.servicer import RankingServicer
 from rankserve.server.ranking.settings import RankerSettings
 from rankserve.server.telemetry.interceptors import TracingServerInterceptor
+from rankserve.server.telemetry.keep import KeepSignal
 from rankserve.server.telemetry.metrics_http import MetricsServer
-from rankserve.server.telemetry.tracing import make_provider, shutdown_provider, tracer_of
+from rankserve.server.telemetry.tracing import (
+    KeepPolicy,
+    make_provider,
+    shutdown_provider,
+    tracer_of,
+)
 
 log = logging.getLogger("rankserve.ranker")
 
@@ -133,7 +139,13 @@ class RankingApp:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = RankerMetrics(self.registry)
         self.version_metrics = VersionMetrics(self.registry)
-        self.tracer_provider = make_provider(TRACE_SERVICE_NAME, span_exporter)
+        # A slow or failed Rank keeps its trace: its spans here, and the model servers' part
+        # through the keep header of the next Predict calls.
+        self._keep_signal = KeepSignal() if s.trace_keep_slower_than_ms > 0 else None
+        self._keep = (KeepPolicy(slower_than_s=s.trace_keep_slower_than_ms / 1e3,
+                                 signal=self._keep_signal)
+                      if self._keep_signal is not None else None)
+        self.tracer_provider = make_provider(TRACE_SERVICE_NAME, span_exporter, self._keep)
         self.metrics_server = MetricsServer(self.registry, s.host, s.metrics_port)
         max_bytes = s.max_message_mb * 1024 * 1024
         self.capture: RequestCapture | None = None
@@ -147,7 +159,8 @@ class RankingApp:
             s.model_target, compression=s.compression, gzip_min_bytes=s.gzip_min_bytes,
             max_message_bytes=max_bytes, metrics=self.metrics,
             on_request=self.capture.predict if self.capture else None, hedge=hedge,
-            credentials=model_credentials, channel_options=self._model_channel[1])
+            credentials=model_credentials, channel_options=self._model_channel[1],
+            extra_metadata=self._keep_signal.header if self._keep_signal else None)
         tracer = tracer_of(self.tracer_provider)
         self.ranker: Ranker | None = self._build_ranker(catalog, tracer)
         server, self._health = self._build_server(tracer, max_bytes)
@@ -204,7 +217,8 @@ class RankingApp:
                 on_shed=lambda reason: shed.labels(reason).inc())
             interceptors.insert(1, AdmissionInterceptor(admission, [RANK_METHOD]))
         if self.tracer_provider is not None:
-            interceptors.insert(0, TracingServerInterceptor(tracer))
+            interceptors.insert(0, TracingServerInterceptor(
+                tracer, self._keep.held if self._keep else None))
         if self.auth.enabled:
             # Outermost of all: a refused call is never parsed, traced, measured or queued.
             interceptors.insert(0, AuthInterceptor(self.auth, self.registry))

@@ -85,6 +85,13 @@ class RankerSettings(BaseSettings):
         description="Longest a Rank may wait for a slot (a call that waited this long in vain"
         " is refused then); it bounds what queueing adds to an admitted call's latency: 50 ms is"
         " under half the local stack's p99 at capacity (106-129 ms).")
+    trace_keep_slower_than_ms: float = Field(
+        0.0, ge=0,
+        description="With tracing on: keep the whole trace of every Rank that took at least"
+        " this long or failed, whatever head sampling (OTEL_TRACES_SAMPLER_ARG) decided; the"
+        " spans of other unsampled Ranks are recorded, held in memory for a few seconds and"
+        " dropped. The model servers need --trace-hold-s to keep their part. 0: head sampling"
+        " alone decides.")
     hedge_quantile: float = Field(
         0.0, ge=0, lt=1,
         description="Envoy sends a copy of a Predict call that is still unanswered after"

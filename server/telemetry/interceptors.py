@@ -16,6 +16,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from rankserve.server.telemetry import propagation
+from rankserve.server.telemetry.keep import HeldSpans, keep_ids
 
 UNTRACED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
@@ -57,10 +58,14 @@ def call_status(exc: BaseException | None, context: grpc.aio.ServicerContext) ->
 
 
 class TracingServerInterceptor(grpc.aio.ServerInterceptor):
-    """Outermost interceptor of a server: one SERVER span per unary call."""
+    """Outermost interceptor of a server: one SERVER span per unary call.
 
-    def __init__(self, tracer: trace.Tracer) -> None:
+    With ``held``, the traces a call's keep header names are exported from what is held.
+    """
+
+    def __init__(self, tracer: trace.Tracer, held: HeldSpans | None = None) -> None:
         self._tracer = tracer
+        self._held = held
 
     async def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Any],
@@ -74,9 +79,13 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):
         tracer = self._tracer
         attributes = _rpc_attributes(method)
         name = method.lstrip("/")
+        held = self._held
 
         async def traced(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            parent = propagation.extract(context.invocation_metadata())
+            metadata = context.invocation_metadata()
+            if held is not None and (ids := keep_ids(metadata)):
+                held.keep_hex(ids)
+            parent = propagation.extract(metadata)
             with tracer.start_as_current_span(
                 name, context=parent, kind=SpanKind.SERVER, attributes=attributes,
                 record_exception=False, set_status_on_exception=False,

@@ -256,6 +256,10 @@ class LocalStack:
 
     # -- processes ---------------------------------------------------------------------------
 
+    @property
+    def _keeps_slow_traces(self) -> bool:
+        return bool(self.otlp_endpoint) and self.settings.trace_keep_slower_than_ms > 0
+
     def _py(self, module: str) -> list[str]:
         return [sys.executable, "-m", module]
 
@@ -373,6 +377,7 @@ class LocalStack:
                     # With TLS, only a client with a certificate of the stack's CA may call.
                     *self._tls_args("model-server"),
                     *(["--profiler-port", "0"] if self.settings.profiler else []),
+                    *(["--trace-hold-s", "10"] if self._keeps_slow_traces else []),
                     *self._extra_ms,
                 ],
                 self.run_dir / f"model-server-{i}.log",
@@ -395,8 +400,8 @@ class LocalStack:
             upstreams.append(envoy_config.Upstream(host, int(port)))
         tracing = None
         if self.otlp_endpoint:
-            tracing = envoy_config.Tracing.from_endpoint(
-                self.otlp_endpoint, 100 * self.settings.trace_sample_ratio)
+            # 100: Envoy follows the ranker's sampling decision (envoy_config.Tracing).
+            tracing = envoy_config.Tracing.from_endpoint(self.otlp_endpoint, 100.0)
         opts = envoy_config.EnvoyOptions(
             upstreams=tuple(upstreams), listen_port=self.settings.envoy_port, tracing=tracing,
             # The ranker calls from loopback: its hedge delay header is honoured.
@@ -503,6 +508,8 @@ class LocalStack:
                 "--metrics-port", "0",
                 "--ready-file", str(ready),
                 "--drain-s", f"{s.drain_s:g}",
+                *(["--trace-keep-slower-than-ms", f"{s.trace_keep_slower_than_ms:g}"]
+                  if self._keeps_slow_traces else []),
                 *self._ranker_tls_args(),
                 *self._extra_ranker,
             ],

@@ -77,6 +77,11 @@ class StackSettings(BaseSettings):
     )
     trace_sample_ratio: float = Field(
         1.0, ge=0, le=1, description="Share of Rank calls traced (parent-based sampling).")
+    trace_keep_slower_than_ms: float = Field(
+        0.0, ge=0,
+        description="Also keep the whole trace of every Rank at least this slow, or failed,"
+        " whatever the sample ratio decided (the ranker's --trace-keep-slower-than-ms; the"
+        " model servers hold unsampled spans for it). 0: the ratio alone decides.")
     profiler: bool = Field(
         False,
         description="Start every model server with --profiler-port 0 (TensorFlow's profiler"
