@@ -112,12 +112,13 @@ def test_envoy_config_is_render_of_the_chart_values() -> None:
     ("https://otel.example", "otel.example", 4317, "STRICT_DNS"),
 ])
 def test_envoy_traces_to_the_chart_collector(tmp_path, endpoint, host, port, discovery) -> None:
-    """tracing.enabled turns Envoy's tracer on with the ranker's collector and ratio: the same
-    config render() gives for that endpoint, and the real Envoy accepts it."""
+    """tracing.enabled turns Envoy's tracer on with the ranker's collector, following the
+    ranker's sampling decision (100%, whatever samplerArg): the same config render() gives for
+    that endpoint, and the real Envoy accepts it."""
     values = merged(CLAIMS, {"tracing": {"enabled": True, "otlpEndpoint": endpoint,
                                          "samplerArg": 0.25}})
     got = _envoy_yaml(values)
-    tracing = envoy_config.Tracing.from_endpoint(endpoint, 25.0)
+    tracing = envoy_config.Tracing.from_endpoint(endpoint, 100.0)
     assert (tracing.collector_host, tracing.collector_port, tracing.discovery) == (
         host, port, discovery)
     base = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -282,8 +283,10 @@ def test_models_from_object_store_copy_in_an_init_container() -> None:
 
 def test_tracing_env_of_the_ranker() -> None:
     objs = objects(render(merged(CLAIMS, {"tracing": {
-        "enabled": True, "otlpEndpoint": "http://otel:4317", "samplerArg": 0.25}})))
+        "enabled": True, "otlpEndpoint": "http://otel:4317", "samplerArg": 0.25,
+        "keepSlowerThanMs": 250}})))
     (cm,) = find(objs, "ConfigMap", "ranker")
+    assert cm["data"]["RANKSERVE_RANKER_TRACE_KEEP_SLOWER_THAN_MS"] == "250"
     assert cm["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel:4317"
     assert cm["data"]["OTEL_SERVICE_NAME"] == "ranker"
     assert cm["data"]["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"

@@ -212,7 +212,7 @@ same collector as the ranker. Envoy samples new traces at the ranker's ratio.
 {{- $port = regexFind "[0-9]+$" $hostPort | int }}
 {{- end }}
 {{- $discovery := ternary "STATIC" "STRICT_DNS" (regexMatch "^[0-9.]+$" $host) }}
-{{- $_ := set $cfg "tracing" (dict "collectorHost" $host "collectorPort" $port "serviceName" "rankserve-envoy" "samplingPercent" (mulf .Values.tracing.samplerArg 100) "discovery" $discovery) }}
+{{- $_ := set $cfg "tracing" (dict "collectorHost" $host "collectorPort" $port "serviceName" "rankserve-envoy" "samplingPercent" 100.0 "discovery" $discovery) }}
 {{- end }}
 {{- end }}
 
