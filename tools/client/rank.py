@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 import uuid
 from collections.abc import Callable
@@ -35,9 +36,10 @@ A TLS ranker: --tls-ca FILE verifies its certificate (--tls alone: the system's 
 RANKSERVE_TOKEN in the environment) sends `authorization: Bearer TOKEN`. `rankserve up --tls`
 prints a ready command line.
 
-The trace id of the call is printed beside the request id when the ranker traces. With
-OTEL_EXPORTER_OTLP_ENDPOINT set, this command exports its own client span too, as the root of
-the trace (`rankserve trace ID` then shows it).
+The trace id of the call is printed beside the request id when the ranker traces. A ranker
+that samples a share of its calls traces this one for sure with --trace (a sampled W3C
+traceparent goes with the call). With OTEL_EXPORTER_OTLP_ENDPOINT set, this command exports its
+own client span too, as the root of the trace (`rankserve trace ID` then shows it).
 """
 
 
@@ -218,6 +220,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--request-id", help="Request id to send (default: a random one).")
     p.add_argument("--debug", action="store_true", help="Ask for retrieval scores and ranks.")
     p.add_argument("--json", action="store_true", help="Print the response as JSON.")
+    p.add_argument("--trace", action="store_true",
+                   help="Ask for this call to be traced, whatever share of calls the ranker"
+                   " samples: it carries a sampled traceparent.")
     add_caller_flags(p)
     p.set_defaults(func=run)
     return p
@@ -234,8 +239,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    # With OTEL_EXPORTER_OTLP_ENDPOINT set, the call is the root span of its trace.
+    # With OTEL_EXPORTER_OTLP_ENDPOINT set, the call is the root span of its trace; without,
+    # --trace still names a sampled parent so that the ranker traces the call.
     provider = make_provider("rankserve-client")
+    if args.trace and provider is None:
+        metadata = (*metadata, ("traceparent", f"00-{secrets.token_hex(16)}-"
+                                               f"{secrets.token_hex(8)}-01"))
     try:
         with secure_or_insecure_channel(args.target, tls) as channel:
             if provider is not None:

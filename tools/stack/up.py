@@ -23,7 +23,10 @@ stack is ready. Ctrl-C or SIGTERM stops everything it started.
 
 Tracing: a local OTLP trace receiver runs beside the stack and every process exports its spans
 to it (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME and the sampler are set for each child,
-Envoy's OpenTelemetry tracer included). `rankserve rank` prints the trace id of its call;
+Envoy's OpenTelemetry tracer included). A random 5% of Ranks are traced (--trace-sample-ratio);
+--trace-keep-slower-than-ms MS also keeps the whole trace of every Rank that slow or failed,
+after the fact. `rankserve rank --trace` asks for its own call to be traced and prints the
+trace id;
 `rankserve trace TRACE_ID --receiver ADDR` (the address is printed at start) shows the
 waterfall. With --no-traces the children inherit your own OTEL_* settings instead.
 
@@ -88,8 +91,19 @@ def add_stack_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--trace-sample-ratio",
         type=float,
-        help="Share of Rank calls traced, 0..1 (default 1: every call); a caller's sampled"
-        " traceparent is always continued.",
+        default=UP_SAMPLE_RATIO,
+        help="Share of Rank calls traced at random, 0..1 (default %(default)g); a caller's"
+        " sampled traceparent is always continued. 1 traces every call, at about 40%% of the"
+        " throughput (bench/results/tracing_bench.md).",
+    )
+    p.add_argument(
+        "--trace-keep-slower-than-ms",
+        type=float,
+        default=UP_KEEP_SLOWER_THAN_MS,
+        metavar="MS",
+        help="Keep the whole trace of every Rank that took at least this long or failed, on top"
+        " of the sampled share (default %(default)g: the ratio alone decides). Every span is then"
+        " recorded, which costs about as much as tracing every call.",
     )
     p.add_argument(
         "--home",
@@ -97,6 +111,14 @@ def add_stack_arguments(p: argparse.ArgumentParser) -> None:
         help="Cache directory of the demo artifacts (default: $RANKSERVE_HOME or"
         " ~/.cache/rankserve).",
     )
+
+
+# What `up` and `demo` trace: a random 5% of Ranks, so the latencies they print are near the
+# product's (tracing every call costs about 40% of the throughput; bench/results/
+# tracing_bench.md). Keeping every slow Rank on top is opt-in: recording every span costs about
+# as much as exporting them all, for now.
+UP_SAMPLE_RATIO = 0.05
+UP_KEEP_SLOWER_THAN_MS = 0.0
 
 
 def stack_settings(args: argparse.Namespace, **overrides: object) -> StackSettings:
@@ -109,6 +131,7 @@ def stack_settings(args: argparse.Namespace, **overrides: object) -> StackSettin
             "run_dir": args.run_dir,
             "traces": args.traces,
             "trace_sample_ratio": args.trace_sample_ratio,
+            "trace_keep_slower_than_ms": getattr(args, "trace_keep_slower_than_ms", None),
             **{
                 k: getattr(args, k, None)
                 for k in ("ranker_port", "catalog_dir", "model_config_file", "model_base",
@@ -265,8 +288,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"stack ready: rank with `rankserve rank \"red leather bag\" --target "
                   f"{target}`; Ctrl-C stops it", flush=True)
         if stack.receiver_http:
-            print(f"see a call's trace with `rankserve trace TRACE_ID --receiver "
-                  f"{stack.receiver_http}`", flush=True)
+            print(f"trace a call with `rankserve rank ... --trace`, then see it with `rankserve"
+                  f" trace TRACE_ID --receiver {stack.receiver_http}`", flush=True)
         reported: set[str] = set()
         while not stop.wait(0.5):
             for child in stack.exited():
