@@ -212,7 +212,7 @@ def bench_transport_floor(paths: DemoPaths, args: argparse.Namespace) -> Row:
                                                        args))
         rx = envoy_counter(stack.envoy_admin, ENVOY_RX) - rx0
     p50, p99 = percentiles(lat)
-    return Row("transport floor: bare client, Envoy, 2 echo servers", p50, p99, done / wall,
+    return Row("transport floor: bare client, Envoy, 2 echo", p50, p99, done / wall,
                cpu / done, rx / (20 + args.latency_calls + done),
                f"the {len(requests)} Predicts of one Rank at once, {args.concurrency} callers"
                f" for {args.throughput_s:g} s")
@@ -287,6 +287,15 @@ def bench_naive(paths: DemoPaths, args: argparse.Namespace) -> Row:
                1 / float(np.mean(lat)), cpu / n, rx / n, "one caller, sequential")
 
 
+def ratios(rows: list[Row]) -> str:
+    """The stack against the transport floor and the naive client, as ratios (this run's)."""
+    stack, _, floor, _, naive = rows
+    return (f"stack (gzip off) against the transport floor: p50 x{stack.p50_ms / floor.p50_ms:.2f},"
+            f" CPU per Rank x{stack.cpu_s_per_rank / floor.cpu_s_per_rank:.2f}, throughput"
+            f" x{stack.ranks_per_s / floor.ranks_per_s:.2f}; against the naive client: p50"
+            f" {naive.p50_ms / stack.p50_ms:.1f}x faster")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -305,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         print(f"measuring {name} ...", file=sys.stderr, flush=True)
         rows.append(fn())
-    text = table(rows)
+    text = table(rows) + "\n\n" + ratios(rows)
     print(text)
     RESULTS.mkdir(exist_ok=True)
     meta = {

@@ -1,7 +1,8 @@
-"""What tracing costs: Rank through the stack with tracing off and at 100% sampling, side by
-side in one run.
+"""What tracing costs: Rank through the stack with tracing off, at 100% sampling, under the keep
+policy (every Rank of 100 ms or more, or failed, plus 5% at random) and at 5% head sampling
+alone, side by side in one run.
 
-Both rows run the same stack (ranker -> Envoy -> 2 model servers, 1000 candidates in 40
+Every row runs the same stack (ranker -> Envoy -> 2 model servers, 1000 candidates in 40
 batches). "on" runs the local trace receiver and every process, Envoy included, exports every
 span over OTLP/gRPC (about 250 spans per Rank). Latency: sequential calls (p50, p99).
 Throughput: a closed loop at a fixed concurrency for a fixed time. CPU: user + system seconds
@@ -39,9 +40,21 @@ def spans_received(stack: LocalStack) -> int:
         return int(json.loads(r.read())["spans_received"])
 
 
-def bench(paths: DemoPaths, traced: bool, args: argparse.Namespace) -> tuple[Row, int]:
+# (row label, traces on, sample ratio, keep Ranks slower than ms (0: no keep policy))
+POLICIES = (
+    ("tracing off", False, 1.0, 0.0),
+    ("tracing on, 100% sampled", True, 1.0, 0.0),
+    ("keep slow (>= 100 ms) or failed + 5% sampled", True, 0.05, 100.0),
+    ("tracing on, 5% sampled (head only)", True, 0.05, 0.0),
+)
+
+
+def bench(paths: DemoPaths, policy: tuple[str, bool, float, float], args: argparse.Namespace
+          ) -> tuple[Row, int]:
     """One row; its ``bytes_per_rank`` field carries the receiver's CPU s per Rank instead."""
-    settings = StackSettings(ranker_port=0, traces=traced, trace_sample_ratio=1.0,
+    label, traced, ratio, keep_ms = policy
+    settings = StackSettings(ranker_port=0, traces=traced, trace_sample_ratio=ratio,
+                             trace_keep_slower_than_ms=keep_ms,
                              run_dir=Path(tempfile.mkdtemp(prefix="bench-tracing-")))
     with LocalStack(settings, StackInputs(paths.catalog_dir, paths.model_config_file),
                     out=lambda _l: None) as stack:
@@ -53,7 +66,6 @@ def bench(paths: DemoPaths, traced: bool, args: argparse.Namespace) -> tuple[Row
         time.sleep(1.0)  # the last batch of spans reaches the receiver
         spans = spans_received(stack)
     p50, p99 = percentiles(run.latencies_s)
-    label = "tracing on, 100% sampled" if traced else "tracing off"
     return Row(f"stack, {label}", p50, p99, run.ranks / run.wall_s, run.cpu_s / run.ranks,
                run.aside_cpu_s / run.ranks,
                f"{args.concurrency} callers for {args.throughput_s:g} s"), spans
@@ -78,12 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     paths = ensure_demo()
     rows: list[Row] = []
     spans: dict[str, int] = {}
-    for traced in (False, True):
-        print(f"measuring tracing {'on' if traced else 'off'} ...", file=sys.stderr, flush=True)
-        row, n = bench(paths, traced, args)
+    for policy in POLICIES:
+        print(f"measuring {policy[0]} ...", file=sys.stderr, flush=True)
+        row, n = bench(paths, policy, args)
         rows.append(row)
         spans[row.path] = n
-    off, on = rows
+    off, on, keep = rows[:3]
     lines = [
         "| tracing | p50 ms | p99 ms | Ranks/s | CPU s/Rank | receiver CPU s/Rank"
         " | spans exported |",
@@ -95,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     overhead = (f"overhead at 100% sampling: p50 {on.p50_ms - off.p50_ms:+.2f} ms"
                 f" ({100 * (on.p50_ms / off.p50_ms - 1):+.1f}%), throughput"
                 f" {100 * (on.ranks_per_s / off.ranks_per_s - 1):+.1f}%, CPU per Rank"
-                f" {100 * (on.cpu_s_per_rank / off.cpu_s_per_rank - 1):+.1f}%")
+                f" {100 * (on.cpu_s_per_rank / off.cpu_s_per_rank - 1):+.1f}%\n\n"
+                f"keep policy against tracing off: p50 x{keep.p50_ms / off.p50_ms:.2f},"
+                f" throughput x{keep.ranks_per_s / off.ranks_per_s:.2f}, CPU per Rank"
+                f" x{keep.cpu_s_per_rank / off.cpu_s_per_rank:.2f}")
     text = "\n".join(lines)
     print(text)
     print(overhead)
@@ -113,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         f"# Tracing overhead ({meta['date']}, {meta['machine']})\n\n"
         "`make bench` (python -m bench.tracing_bench). Rank = 1000 candidates x 300 features,"
         " batch 25, ranker + Envoy + 2 model servers; 'on' exports every span of every"
-        " process (Envoy included) to the local OTLP receiver.\n\n" + text + "\n\n" + overhead
+        " process (Envoy included) to the local OTLP receiver; 'keep slow' records every span,"
+        " exports 5% of Ranks at random and every Rank of at least 100 ms whole (ranker"
+        " --trace-keep-slower-than-ms, model servers --trace-hold-s).\n\n" + text + "\n\n"
+        + overhead
         + f"\n\nLatency: {args.latency_calls} sequential calls; throughput: {rows[0].note}.\n")
     print(f"wrote {RESULTS / 'tracing_bench.json'} and {RESULTS / 'tracing_bench.md'}")
     return 0
