@@ -59,7 +59,7 @@ def test_envoy_tls_is_render_of_the_mounted_secret_paths() -> None:
     pair = {"cert": f"{DIR}/tls.crt", "key": f"{DIR}/tls.key"}
     want = envoy_config.render(envoy_config.EnvoyOptions(
         upstreams=(envoy_config.Upstream(HEADLESS, 8500),), discovery="STRICT_DNS",
-        tracing=envoy_config.Tracing.from_endpoint(TLS["tracing"]["otlpEndpoint"], 10.0),
+        tracing=envoy_config.Tracing.from_endpoint(TLS["tracing"]["otlpEndpoint"], 100.0),
         downstream_tls=envoy_config.DownstreamTls(client_ca=f"{DIR}/ca.crt", **pair),
         upstream_tls=envoy_config.UpstreamTls(f"{DIR}/ca.crt", HEADLESS, **pair),
         tracing_tls=envoy_config.UpstreamTls(f"{DIR}/ca.crt", "otel-collector.observability",
