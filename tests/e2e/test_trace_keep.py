@@ -81,7 +81,8 @@ def test_a_slow_rank_is_traced_in_full_and_most_fast_ones_are_not(keeping_stack)
     assert len(ranker_batches) == 40, kinds
     # ... and every Predict as both model servers served it, with queue wait and inference.
     assert len(served) == 40, kinds
-    assert kinds[("rankserve-model-server", "inference")] == 40, kinds
+    assert all({"queued", "model call finished"} <= {e["name"] for e in s["events"]}
+               for s in served)
     assert {s["trace_id"] for s in spans} == {slow_id}
     # Where the time went shows: a batch call waited about the stall, while the stalled
     # replica, paused with the call unread, served it in its usual time once resumed.

@@ -48,6 +48,20 @@ def test_waterfall_indents_children_and_gives_offsets_and_shares():
     assert orphans(spans) == []
 
 
+def test_waterfall_draws_queue_wait_and_inference_from_a_predict_span_events():
+    predict = span("03", "01", "Predict", 20, 50, "model-server")
+    ms = 1_000_000
+    predict["events"] = [{"name": "queued", "time_ns": 22 * ms, "attributes": {}},
+                         {"name": "model call started", "time_ns": 30 * ms, "attributes": {}},
+                         {"name": "model call finished", "time_ns": 60 * ms, "attributes": {}}]
+    lines = format_waterfall([span("01", "", "Rank", 0, 100), predict]).splitlines()
+    assert lines[0] == f"trace {T}: 2 spans, 100.00 ms"
+    wait, infer = lines[4], lines[5]
+    assert wait.startswith("    queue wait") and "model-server" in wait
+    assert " 22.00 " in wait and " 8.00 " in wait
+    assert infer.startswith("    inference") and " 30.00    30.00 " in infer
+
+
 def test_waterfall_flags_a_span_whose_parent_is_missing():
     spans = [span("01", "", "Rank", 0, 10), span("09", "77", "lost", 2, 1)]
     assert [s["name"] for s in orphans(spans)] == ["lost"]

@@ -56,6 +56,9 @@ def span_dict(span: trace_pb2.Span, service: str) -> dict[str, Any]:
         "status": trace_pb2.Status.StatusCode.Name(span.status.code).removeprefix(
             "STATUS_CODE_"),
         "attributes": {kv.key: _value(kv.value) for kv in span.attributes},
+        "events": [{"name": e.name, "time_ns": e.time_unix_nano,
+                    "attributes": {kv.key: _value(kv.value) for kv in e.attributes}}
+                   for e in span.events],
     }
 
 

@@ -1,5 +1,7 @@
 """A trace as a waterfall: each span indented under its parent, with its start offset,
-duration and share of the whole trace."""
+duration and share of the whole trace. Phases a span marks with timed events (a Predict's queue
+wait and inference, which the model server records as events, not spans) are drawn as rows
+under it."""
 
 from __future__ import annotations
 
@@ -7,6 +9,19 @@ from collections import defaultdict
 from typing import Any
 
 BAR_WIDTH = 24
+# (row, event it starts at, event it ends at): the model server's Predict events
+# (rankserve.server.modelserver.core.EVENT_*).
+PHASES = (("queue wait", "queued", "model call started"),
+          ("inference", "model call started", "model call finished"))
+
+
+def phases(span: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows drawn from a span's phase events, shaped as spans (children of ``span``)."""
+    at = {e["name"]: e["time_ns"] for e in span.get("events", ())}
+    return [{**span, "span_id": f"{span['span_id']}:{row}", "parent_span_id": span["span_id"],
+             "name": row, "start_ns": at[begin], "end_ns": at[end], "events": [],
+             "status": "UNSET"}
+            for row, begin, end in PHASES if begin in at and end in at]
 
 
 def span_tree(spans: list[dict[str, Any]]) -> tuple[list[dict], dict[str, list[dict]]]:
@@ -82,7 +97,7 @@ def format_waterfall(spans: list[dict[str, Any]], max_siblings: int | None = Non
         lines.append(
             f"{name:<{width}}  {span.get('service', ''):<24} {start / 1e6:9.2f}"
             f" {dur / 1e6:8.2f} {100 * dur / whole:5.1f}%  |{bar:<{BAR_WIDTH}}|{flag}")
-        kids = children.get(span["span_id"], [])
+        kids = phases(span) + children.get(span["span_id"], [])
         notes: list[str] = []
         if max_siblings is not None:
             kids, notes = _fold(kids, max_siblings)
