@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from rankserve.server.telemetry.exemplars import exemplar
 from rankserve.server.telemetry.interceptors import call_status, observed, with_unary
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04,
@@ -179,7 +180,8 @@ class ModelServerMetricsInterceptor(grpc.aio.ServerInterceptor):
                     version = _requested_version(spec) if spec is not None else ""
                 status = call_status(error, context)
                 metrics.requests.labels(method, model, version, status).inc()
+                # The call's trace id when its trace is sampled (the span is current here).
                 metrics.request_duration.labels(method, model, version, status).observe(
-                    time.perf_counter() - started)
+                    time.perf_counter() - started, exemplar())
 
         return with_unary(handler, measured)

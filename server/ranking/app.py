@@ -202,7 +202,8 @@ class RankingApp:
         """The gRPC server with the servicer, health and reflection; bound in start()."""
         # Outermost first: tracing, metrics, admission, error mapping (the metrics see mapped
         # statuses and refusals).
-        self._measured = RankMetricsInterceptor(self.metrics)
+        self._measured = RankMetricsInterceptor(self.metrics,
+                                                self._keep.held if self._keep else None)
         interceptors: list[grpc.aio.ServerInterceptor] = [
             self._measured, ErrorMappingInterceptor()]
         s = self.settings

@@ -149,6 +149,11 @@ class HeldSpans(SpanProcessor):
             if self._on_keep is not None:
                 self._on_keep(trace_id)
 
+    def would_keep(self, seconds: float, failed: bool) -> bool:
+        """Whether a call of this process that took ``seconds`` (and failed or not) keeps its
+        trace here: what an exemplar may point to."""
+        return self._slower_ns is not None and (failed or seconds * 1e9 >= self._slower_ns)
+
     def _is_slow_root(self, span: ReadableSpan) -> bool:
         if self._slower_ns is None or (span.parent is not None and not span.parent.is_remote):
             return False

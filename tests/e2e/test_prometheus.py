@@ -25,6 +25,7 @@ from rankserve.demo.ids import user_id
 from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
 from rankserve.tools.stack.local import LocalStack, StackInputs
 from rankserve.tools.stack.settings import StackSettings
+from rankserve.tools.traces.trace_cmd import fetch_trace
 from tests.e2e.test_stack import rank_request
 from tests.support.tools import require_program
 
@@ -85,6 +86,13 @@ def panel_queries() -> list[tuple[str, str]]:
     return out
 
 
+def exemplar_queries() -> list[tuple[str, str]]:
+    """Targets of panels that show exemplars (points that open a trace)."""
+    return [(f"{d['uid']} / {panel['title']} / {target['refId']}", target["expr"])
+            for d in (json.loads(path.read_text()) for path in DASHBOARDS)
+            for panel in d["panels"] for target in panel["targets"] if target.get("exemplar")]
+
+
 def metric_names(expr: str) -> set[str]:
     """Metric names a PromQL expression selects: label matchers and by/without clauses (which
     name labels, not metrics) removed first."""
@@ -110,7 +118,7 @@ class Prometheus:
         # Port 0: Prometheus logs the port it bound ("Listening on"); read it back from the log.
         self.proc = subprocess.Popen(
             [binary, f"--config.file={config}", f"--storage.tsdb.path={run_dir / 'data'}",
-             "--web.listen-address=127.0.0.1:0"],
+             "--web.listen-address=127.0.0.1:0", "--enable-feature=exemplar-storage"],
             stdout=self._log, stderr=subprocess.STDOUT)
         self.address = ""
 
@@ -138,6 +146,16 @@ class Prometheus:
             body = json.loads(r.read())
         assert body["status"] == "success", body
         return body["data"]["result"]
+
+    def exemplars(self, expr: str, since_s: float = 120.0) -> list[dict]:
+        """Exemplars the series ``expr`` selects carried in the last ``since_s`` seconds."""
+        now = time.time()
+        url = f"http://{self.address}/api/v1/query_exemplars?" + urllib.parse.urlencode(
+            {"query": expr, "start": f"{now - since_s:.3f}", "end": f"{now:.3f}"})
+        with urllib.request.urlopen(url, timeout=10) as r:
+            body = json.loads(r.read())
+        assert body["status"] == "success", body
+        return [e for series in body["data"] for e in series["exemplars"]]
 
     def names(self) -> set[str]:
         with urllib.request.urlopen(f"http://{self.address}/api/v1/label/__name__/values",
@@ -272,3 +290,35 @@ def test_metric_names_follow_prometheus_conventions(stack, prometheus) -> None:
         for label, value in s["metric"].items():
             assert "request_id" not in label and "user" not in label, s["metric"]
             assert not re.fullmatch(r"[0-9a-f]{16,}", value), s["metric"]
+
+
+def test_latency_panels_show_exemplars_that_open_a_trace(stack, prometheus) -> None:
+    """The points of the Rank and Predict latency panels carry trace ids (OpenMetrics
+    exemplars, stored by Prometheus), and each names a trace the receiver holds."""
+    queries = exemplar_queries()
+    assert {where.split(" / ")[0] for where, _ in queries} >= {"rankserve-overview",
+                                                                "rankserve-model-servers"}
+    found: dict[str, list[dict]] = {}
+    with Load(stack.ranker.address) as load:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            found = {where: prometheus.exemplars(
+                         metric_selector(expr).replace("$__rate_interval", RATE_INTERVAL))
+                     for where, expr in queries}
+            if all(found.values()):
+                break
+            time.sleep(1.0)
+    assert not load.errors, load.errors[:3]
+    assert all(found.values()), {w: len(e) for w, e in found.items()}
+    for where, exemplars in found.items():
+        trace_id = exemplars[-1]["labels"]["trace_id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", trace_id), (where, exemplars[-1])
+        spans = fetch_trace(stack.receiver_http, trace_id, wait_s=20)
+        assert spans and {s["trace_id"] for s in spans} == {trace_id}, where
+
+
+def metric_selector(expr: str) -> str:
+    """The bucket series a histogram_quantile panel reads (query_exemplars wants a selector)."""
+    m = re.search(r"([a-z_]+_bucket(?:\{[^}]*\})?)", expr)
+    assert m, expr
+    return m.group(1)
