@@ -19,9 +19,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
-from rankserve.demo.trainset import TrainingLists
+# TensorFlow's start-up lines (CUDA probing on a machine without a GPU, oneDNN notices, absl
+# warnings at export) say nothing about the demo; RANKSERVE_TF_LOGS=1 (`rankserve demo
+# --tf-logs`) shows them. A level the caller set is kept.
+_QUIET = os.environ.get("RANKSERVE_TF_LOGS", "") != "1"
+if _QUIET:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import tensorflow as tf  # noqa: E402 - after the log level, which TensorFlow reads at import
+
+from rankserve.demo.trainset import TrainingLists  # noqa: E402
+
+if _QUIET:
+    tf.get_logger().setLevel("ERROR")
 
 SIGNATURE = "serving_default"
 INPUT_CONTEXT = "context"

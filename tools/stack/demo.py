@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -41,6 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="Random requests to measure NDCG@10 over (default %(default)s; 0 skips it).",
     )
     p.add_argument("--top", type=int, default=5, help="Items printed per sample page (default 5).")
+    p.add_argument("--tf-logs", action="store_true",
+                   help="Show TensorFlow's own start-up logs while the demo model is built (CUDA"
+                   " probing, oneDNN and absl notices); hidden by default.")
     p.set_defaults(func=run)
     return p
 
@@ -118,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
     from rankserve.demo.queries import SAMPLE_REQUESTS
 
     t0 = time.monotonic()
+    if getattr(args, "tf_logs", False):
+        os.environ["RANKSERVE_TF_LOGS"] = "1"  # read where the demo model imports TensorFlow
     paths = ensure_demo(args.home)
     settings = stack_settings(args, ranker_port=0)
     inputs = StackInputs(paths.catalog_dir, paths.model_config_file)
