@@ -13,25 +13,48 @@ candidate's share at its gain 2^rel - 1, which is what NDCG rewards.
 
 from __future__ import annotations
 
+import importlib
+import logging
 import os
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-# TensorFlow's start-up lines (CUDA probing on a machine without a GPU, oneDNN notices, absl
-# warnings at export) say nothing about the demo; RANKSERVE_TF_LOGS=1 (`rankserve demo
-# --tf-logs`) shows them. A level the caller set is kept.
+# TensorFlow's start-up lines (CUDA probing on a machine without a GPU, oneDNN notices) go to
+# the process's stderr from C++ before its log level applies, and absl logs notices at export;
+# none says anything about the demo. RANKSERVE_TF_LOGS=1 (`rankserve demo --tf-logs`) shows
+# them; a failed import shows what it printed.
 _QUIET = os.environ.get("RANKSERVE_TF_LOGS", "") != "1"
+
+
+def _import_tensorflow_quietly() -> None:
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            # Device discovery too: on a machine without a GPU it logs a CUDA error.
+            importlib.import_module("tensorflow").config.list_physical_devices("GPU")
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 if _QUIET:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-import tensorflow as tf  # noqa: E402 - after the log level, which TensorFlow reads at import
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _import_tensorflow_quietly()
+    logging.getLogger("absl").setLevel(logging.WARNING)
+import tensorflow as tf  # noqa: E402 - imported above, quietly unless asked
 
 from rankserve.demo.trainset import TrainingLists  # noqa: E402
-
-if _QUIET:
-    tf.get_logger().setLevel("ERROR")
 
 SIGNATURE = "serving_default"
 INPUT_CONTEXT = "context"
