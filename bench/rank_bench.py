@@ -3,6 +3,8 @@ naive client.
 
 Rows (all on this machine, in one run, so they compare as ratios):
   stack, gzip off / on  ranker -> Envoy -> 2 model servers, 40 batches of 25 in flight at once
+  stack, float16        the same, the demo model re-exported to take float16 inputs (cast to
+                        float32 inside) and the spec saying so: half the bytes, no codec
   transport floor       the same 40 Predict calls (same sizes, all in flight at once) from a bare
                         grpc.aio client through the same Envoy config to 2 echo servers that
                         answer 25 scores without a model: what the fan-out itself costs
@@ -218,6 +220,35 @@ def bench_transport_floor(paths: DemoPaths, args: argparse.Namespace) -> Row:
                f" for {args.throughput_s:g} s")
 
 
+def bench_stack_half(paths: DemoPaths, args: argparse.Namespace) -> Row:
+    """The stack with the demo model re-exported to take float16 inputs and the spec saying
+    so: the ranker sends the same features at half the bytes, with no codec."""
+    import yaml
+
+    from rankserve.demo.model import export_half_inputs
+    from rankserve.tools.stack.local import model_config_text
+
+    work = Path(tempfile.mkdtemp(prefix="bench-half-"))
+    version = max((p for p in paths.model_base_path.iterdir() if p.name.isdigit()),
+                  key=lambda p: int(p.name))
+    export_half_inputs(version, work / "ranker" / "1")
+    config = work / "models.config"
+    config.write_text(model_config_text("ranker", work / "ranker"))
+    spec = yaml.safe_load((paths.catalog_dir / "spec.yaml").read_text())
+    for entry in spec["inputs"]:
+        entry["dtype"] = "float16"
+    (work / "spec.yaml").write_text(yaml.safe_dump(spec))
+    settings = StackSettings(ranker_port=0, traces=False, spec=work / "spec.yaml",
+                             run_dir=work / "run")
+    with LocalStack(settings, StackInputs(paths.catalog_dir, config),
+                    out=lambda _l: None) as stack:
+        run = measure_stack(stack, args)
+    p50, p99 = percentiles(run.latencies_s)
+    return Row("stack: float16 inputs (model declares them)", p50, p99, run.ranks / run.wall_s,
+               run.cpu_s / run.ranks, run.envoy_rx_bytes / run.ranks,
+               f"{args.concurrency} callers for {args.throughput_s:g} s")
+
+
 def _inputs(paths: DemoPaths) -> tuple[np.ndarray, np.ndarray]:
     from rankserve.demo.candidates import CandidateMaker
 
@@ -288,12 +319,27 @@ def bench_naive(paths: DemoPaths, args: argparse.Namespace) -> Row:
 
 
 def ratios(rows: list[Row]) -> str:
-    """The stack against the transport floor and the naive client, as ratios (this run's)."""
-    stack, _, floor, _, naive = rows
-    return (f"stack (gzip off) against the transport floor: p50 x{stack.p50_ms / floor.p50_ms:.2f},"
-            f" CPU per Rank x{stack.cpu_s_per_rank / floor.cpu_s_per_rank:.2f}, throughput"
-            f" x{stack.ranks_per_s / floor.ranks_per_s:.2f}; against the naive client: p50"
-            f" {naive.p50_ms / stack.p50_ms:.1f}x faster")
+    """The stack against the transport floor and the naive client, and each way of cutting
+    bytes against none, as ratios (this run's)."""
+    def row(prefix: str) -> Row:
+        return next(r for r in rows if r.path.startswith(prefix))
+
+    stack = row("stack: ranker+Envoy+2 servers, gzip off")
+    floor, naive = row("transport"), row("naive")
+    lines = [f"stack (gzip off) against the transport floor: p50"
+             f" x{stack.p50_ms / floor.p50_ms:.2f}, CPU per Rank"
+             f" x{stack.cpu_s_per_rank / floor.cpu_s_per_rank:.2f}, throughput"
+             f" x{stack.ranks_per_s / floor.ranks_per_s:.2f}; against the naive client: p50"
+             f" {naive.p50_ms / stack.p50_ms:.1f}x faster"]
+    for prefix, what in (("stack: ranker+Envoy+2 servers, gzip on", "gzip"),
+                         ("stack: float16", "float16 inputs")):
+        other = row(prefix)
+        lines.append(f"{what} against none: bytes"
+                     f" x{other.bytes_per_rank / stack.bytes_per_rank:.2f},"
+                     f" CPU per Rank x{other.cpu_s_per_rank / stack.cpu_s_per_rank:.2f}, p50"
+                     f" x{other.p50_ms / stack.p50_ms:.2f}, throughput"
+                     f" x{other.ranks_per_s / stack.ranks_per_s:.2f}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -308,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, fn in (
         ("stack, gzip off", lambda: bench_stack(paths, "none", args)),
         ("stack, gzip on", lambda: bench_stack(paths, "gzip", args)),
+        ("stack, float16 inputs", lambda: bench_stack_half(paths, args)),
         ("transport floor", lambda: bench_transport_floor(paths, args)),
         ("compute floor", lambda: bench_floor(paths, args)),
         ("naive client", lambda: bench_naive(paths, args)),

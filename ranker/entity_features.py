@@ -27,6 +27,11 @@ DTYPES: dict[str, np.dtype] = {
     "string": np.dtype(object),  # arrays of bytes objects, as TF's DT_STRING
 }
 
+#: Dtypes a model input may have: the features' own, and float16, a narrower wire type for
+#: float features where the model declares one (half the bytes of float32, no codec; about 3
+#: significant digits, at most 65504: a value beyond becomes non-finite, counted and zeroed).
+INPUT_DTYPES: dict[str, np.dtype] = {**DTYPES, "float16": np.dtype(np.float16)}
+
 Scalar = float | int | bool | str | bytes
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rankserve.ranker.entity_features import (
-    DTYPES,
+    INPUT_DTYPES,
     EntityFeatures,
     FeatureInfo,
     FeatureSourceUnavailable,
@@ -153,7 +153,7 @@ class InputAssembler:
             raise SpecError(f"{where}: shape {list(spec_in.shape)} holds {spec_in.width} values"
                             f" per row, its features give {width}: {listed}")
         wants_text = spec_in.dtype == "string"
-        target = DTYPES[spec_in.dtype]
+        target = INPUT_DTYPES[spec_in.dtype]
         for ref, info in zip(spec_in.features, infos, strict=True):
             if (info.dtype == "string") != wants_text:
                 raise SpecError(f"{where}: feature {ref} is {info.dtype} and cannot fill a"
@@ -282,7 +282,7 @@ class InputAssembler:
 
     def _fill(self, spec_in: InputSpec, sources: Mapping[str, Fetched | Mapping[str, np.ndarray]],
               rows: int, report: FeatureReport) -> np.ndarray:
-        dtype = DTYPES[spec_in.dtype]
+        dtype = INPUT_DTYPES[spec_in.dtype]
         parts = []
         for ref in spec_in.features:
             got = sources[ref.source]
@@ -301,11 +301,13 @@ class InputAssembler:
         else:
             out = np.empty((rows, spec_in.width), dtype=dtype)
             at = 0
-            for part in parts:
-                width = part.shape[1]
-                # A per-request input reads per-request sources only; shapes agree by check.
-                out[:, at:at + width] = part if part.shape[0] == rows else part[:1]
-                at += width
+            # A float16 input: a value past its range becomes inf, counted and zeroed below.
+            with np.errstate(over="ignore"):
+                for part in parts:
+                    width = part.shape[1]
+                    # A per-request input reads per-request sources only; shapes agree by check.
+                    out[:, at:at + width] = part if part.shape[0] == rows else part[:1]
+                    at += width
         if dtype.kind == "f":
             bad = ~np.isfinite(out)
             if bad.any():

@@ -51,6 +51,7 @@ _INIT_OP = "__saved_model_init_op"
 SPEC_DTYPES: dict[int, str] = {
     tensor_pb2.DT_FLOAT: "float32",
     tensor_pb2.DT_DOUBLE: "float64",
+    tensor_pb2.DT_HALF: "float16",
     tensor_pb2.DT_INT32: "int32",
     tensor_pb2.DT_INT64: "int64",
     tensor_pb2.DT_BOOL: "bool",

@@ -44,7 +44,7 @@ from typing import Any
 
 import yaml
 
-from rankserve.ranker.entity_features import DTYPES, FeatureInfo, Scalar
+from rankserve.ranker.entity_features import DTYPES, INPUT_DTYPES, FeatureInfo, Scalar
 
 SOURCES = ("item", "user", "request")
 PER = ("candidate", "request")
@@ -269,7 +269,7 @@ def _inputs(raw: Any, declared: Mapping[str, FeatureInfo], origin: str
         broadcast = _choice(body, "broadcast", BROADCAST, "model", where)
         if per == "candidate" and "broadcast" in body:
             raise SpecError(f"{where}: broadcast applies to per: request inputs only")
-        dtype = _choice(body, "dtype", tuple(DTYPES), "float32", where)
+        dtype = _choice(body, "dtype", tuple(INPUT_DTYPES), "float32", where)
         refs = body.get("features")
         if not isinstance(refs, list) or not refs:
             raise SpecError(f"{where}: features is a non-empty list of SOURCE.NAME")

@@ -84,7 +84,7 @@ def _check_input(inp: InputSpec, model: TensorSig, unsupported: str | None) -> l
     return problems
 
 
-_SPEC_DTYPES = "float32, float64, int32, int64, bool, string"
+_SPEC_DTYPES = "float16, float32, float64, int32, int64, bool, string"
 
 
 def _check_shape(inp: InputSpec, shape: Shape) -> str:

@@ -407,3 +407,17 @@ async def test_dropped_candidates_count_as_retrieved_not_as_defaulted_values() -
     assert res.candidates_retrieved == 3 and res.candidates_scored == 2
     assert res.degradation.dropped_candidates == 1
     assert res.degradation.missing_feature_values == 1  # the segment the call did not send
+
+
+async def test_a_float16_input_carries_float_features_at_half_the_bytes() -> None:
+    """A model that declares a float16 input gets its float32 features cast; a value past
+    float16's range becomes non-finite, is counted and zeroed, as any non-finite value."""
+    spec = dict(SPEC, inputs=[dict(SPEC["inputs"][0], dtype="float16")])
+    store = MemoryStore("item", {"a": (1.5, 3, b"x", [0.1, 0.2]), "b": (1e6, 7, b"y", [0.3, 0.4])},
+                        items()._schema.values())
+    inputs, report = await InputAssembler(parse_spec(spec), items=store, users=users()).assemble(
+        RankQuery("r", query="x"), ["a", "b"])
+    dense = inputs.per_candidate["dense"]
+    assert dense.dtype == np.float16 and dense.nbytes == 2 * 4 * 2
+    np.testing.assert_allclose(dense, [[1.5, 3, 0.1, 0.2], [0, 7, 0.3, 0.4]], rtol=1e-3)
+    assert report.nonfinite == 1 and report.nonfinite_rows == 1

@@ -61,7 +61,7 @@ EXPECTED = ModelSignature(
     name="serving_default",
     inputs={"anything": TensorSig("float64", None), "bf16": TensorSig("DT_BFLOAT16", (2,)),
             "dense": TensorSig("float32", (None, 3)), "flag": TensorSig("bool", (None,)),
-            "half": TensorSig("DT_HALF", ()), "ids": TensorSig("int64", (None,)),
+            "half": TensorSig("float16", ()), "ids": TensorSig("int64", (None,)),
             "query": TensorSig("string", (None,)), "sparse": TensorSig("float32", ())},
     outputs={"ragged": TensorSig("DT_INVALID", ()), "scores": TensorSig("float32", (None,))},
     unsupported={"sparse": "sparse", "ragged": "composite (RaggedTensorSpec)"},
@@ -154,7 +154,7 @@ def test_metadata_without_a_signature_map() -> None:
 
 def test_dtype_names() -> None:
     assert [dtype_name(c) for c in (1, 2, 3, 9, 10, 7, 19, 21, 99)] == [
-        "float32", "float64", "int32", "int64", "bool", "string", "DT_HALF", "DT_VARIANT",
+        "float32", "float64", "int32", "int64", "bool", "string", "float16", "DT_VARIANT",
         "DT_<99>"]
 
 

@@ -93,10 +93,17 @@ def test_dtype_mismatch_says_which_dtype_to_set() -> None:
 
 
 def test_a_dtype_no_spec_can_send() -> None:
-    sig = signature({"candidates": TensorSig("DT_HALF", (None, 3)),
+    sig = signature({"candidates": TensorSig("DT_BFLOAT16", (None, 3)),
                      "context": TensorSig("float32", (1, 2))})
     problem = one(check_spec(spec(CANDIDATES, CONTEXT), sig))
-    assert "the model takes DT_HALF" in problem and "export the model with one of" in problem
+    assert "the model takes DT_BFLOAT16" in problem and "export the model with one of" in problem
+
+
+def test_a_float16_model_input_takes_a_float16_spec_input() -> None:
+    sig = signature({"candidates": TensorSig("float16", (None, 3)),
+                     "context": TensorSig("float32", (1, 2))})
+    assert check_spec(spec(with_(CANDIDATES, dtype="float16"), CONTEXT), sig) == []
+    assert one(check_spec(spec(CANDIDATES, CONTEXT), sig)).endswith("set dtype: float16")
 
 
 def test_row_shape_mismatch_says_which_shape_to_set() -> None:
