@@ -106,6 +106,8 @@ class ModelServerApp:
             self.runtime,
             _config_reader(settings),
             BatchOptions(settings.batch_max_rows, settings.batch_max_wait_ms / 1000.0,
+                         idle_gap_s=(None if settings.batch_idle_gap_ms is None
+                                     else settings.batch_idle_gap_ms / 1000.0),
                          on_model_call=self.metrics.model_call_observer,
                          max_queued_rows=settings.max_queued_rows,
                          on_shed=self.metrics.shed_observer),

@@ -2,11 +2,13 @@
 
 The ranker sends one Rank's candidates as many small Predict calls that share their context. A
 model call has a fixed cost well above the per-row cost, so calls for the same (model, version,
-signature) that arrive within ``max_wait`` are stacked along the leading dim of their batched
-inputs (signature dim unknown) and run once; outputs are split back by row counts. Inputs with a
-fixed leading dim (the ``[1, C]`` context) cannot be stacked, so only calls whose fixed inputs
-are byte-identical merge. Model calls run on the version's executor, never on the event loop,
-and while one runs the next batch gathers.
+signature) are stacked along the leading dim of their batched inputs (signature dim unknown) and
+run once; outputs are split back by row counts. A batch runs ``max_wait`` after its first call,
+or once ``idle_gap`` passed with no call arriving, whichever is first: a Rank's calls come in a
+burst that a window of a few ms merges whole, and a lone call need not wait the window out.
+Inputs with a fixed leading dim (the ``[1, C]`` context) cannot be stacked, so only calls
+whose fixed inputs are byte-identical merge. Model calls run on the version's executor, never
+on the event loop, and while one runs the next batch gathers.
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ class Batcher:
         executor: Executor,
         max_rows: int = 1000,
         max_wait_s: float = 0.001,
+        idle_gap_s: float | None = None,
         on_model_call: Callable[[int, float], None] | None = None,
         max_queued_rows: int = 0,
         on_shed: Callable[[], None] | None = None,
@@ -136,6 +139,9 @@ class Batcher:
         self._executor = executor
         self._max_rows = max(1, max_rows)
         self._max_wait = max(0.0, max_wait_s)
+        # None: no gap; every batch waits max_wait from its first call.
+        self._idle_gap = self._max_wait if idle_gap_s is None else max(0.0, idle_gap_s)
+        self._last_arrival = 0.0
         self._max_queued = max(0, max_queued_rows)
         self._on_shed = on_shed
         self._call_s = 0.0  # moving mean of one model call's duration
@@ -175,6 +181,7 @@ class Batcher:
         if timing is not None:
             timing.enqueued_ns = time.time_ns()
         call = _Call(inputs, key, rows, loop.create_future(), loop.time(), timing)
+        self._last_arrival = call.enqueued
         self._pending.append(call)
         self._pending_rows += rows
         self.calls += 1
@@ -201,13 +208,7 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            wait = self._pending[0].enqueued + self._max_wait - loop.time()
-            if wait > 0 and self._pending_rows < self._max_rows and not self._closed:
-                self._full.clear()
-                try:
-                    await asyncio.wait_for(self._full.wait(), wait)
-                except TimeoutError:
-                    pass
+            await self._gather(loop)
             chunks = self._take()
             self._taken_rows = sum(c.rows for chunk in chunks for c in chunk)
             for chunk in chunks:
@@ -218,6 +219,22 @@ class Batcher:
                     for call in chunk:
                         if not call.future.done():
                             call.future.set_exception(exc)
+
+    async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Waits for calls to merge with the first queued one: until max_rows are queued,
+        max_wait has passed since it arrived, or idle_gap since the last call did. An arrival
+        does not wake this wait (a wake-up per call would cost more than it saves): it sleeps
+        to the gap's end and looks again."""
+        deadline = self._pending[0].enqueued + self._max_wait
+        while self._pending_rows < self._max_rows and not self._closed:
+            wait = min(deadline, self._last_arrival + self._idle_gap) - loop.time()
+            if wait <= 0:
+                return
+            self._full.clear()
+            try:
+                await asyncio.wait_for(self._full.wait(), wait)
+            except TimeoutError:
+                pass
 
     def _take(self) -> list[list[_Call]]:
         """Everything queued, grouped by key, cut into chunks of at most max_rows rows."""

@@ -45,6 +45,8 @@ class VersionStatus:
 class BatchOptions:
     max_rows: int = 1000
     max_wait_s: float = 0.001
+    # A batch runs once no call arrived for this long (None: it always waits max_wait_s).
+    idle_gap_s: float | None = None
     # Hears of every model call: (model name, version) -> (rows, seconds). Metrics use it.
     on_model_call: Callable[[str, int], Callable[[int, float], None]] | None = None
     # Rows that may wait for a model call per (version, signature); more is refused at once.
@@ -290,6 +292,7 @@ class VersionManager:
                 model.executor,
                 max_rows=self._batch.max_rows,
                 max_wait_s=self._batch.max_wait_s,
+                idle_gap_s=self._batch.idle_gap_s,
                 on_model_call=(self._batch.on_model_call(version.name, version.version)
                                if self._batch.on_model_call else None),
                 max_queued_rows=self._batch.max_queued_rows,

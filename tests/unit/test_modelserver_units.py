@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import subprocess
 import sys
 import threading
@@ -252,6 +253,27 @@ async def test_batcher_merges_splits_and_respects_max_rows() -> None:
         await batcher.close()
 
 
+async def test_a_lone_call_waits_the_gap_and_a_steady_burst_merges_past_it() -> None:
+    """With a 0.4 s window and a 0.1 s gap: a call alone runs after about the gap; calls that
+    keep arriving every 0.03 s merge into one model call until the window is up."""
+    model = FakeModel()
+    with ThreadPoolExecutor(1) as executor:
+        batcher = Batcher(SIG, model, executor, max_rows=1000, max_wait_s=0.4, idle_gap_s=0.1)
+        started = time.monotonic()
+        await batcher.submit(_inputs())
+        alone = time.monotonic() - started
+        assert 0.09 <= alone < 0.3, alone
+
+        async def spaced(i: int):
+            await asyncio.sleep(0.03 * i)
+            return await batcher.submit(_inputs())
+
+        before = batcher.model_calls
+        await asyncio.gather(*(spaced(i) for i in range(6)))  # 0.15 s of arrivals, 0.03 apart
+        assert batcher.model_calls - before == 1
+        await batcher.close()
+
+
 async def test_a_failing_call_does_not_fail_the_calls_merged_with_it() -> None:
     model = FakeModel()
     with ThreadPoolExecutor(1) as executor:
@@ -418,7 +440,8 @@ def test_flags_override_environment(monkeypatch) -> None:
         _args("--model-name", "m", "--model-base-path", "/models/m", "--port", "0")
     )
     assert settings.port == 0 and settings.grace_s == 2.5
-    assert settings.version_policy == "latest:1" and settings.batch_max_wait_ms == 1.0
+    assert settings.version_policy == "latest:1" and settings.batch_max_wait_ms == 5.0
+    assert settings.batch_idle_gap_ms == 1.0
 
 
 def test_settings_need_exactly_one_model_source(capsys) -> None:
