@@ -1,5 +1,5 @@
 """What tracing costs: Rank through the stack with tracing off, at 100% sampling, under the keep
-policy (every Rank of 100 ms or more, or failed, plus 5% at random) and at 5% head sampling
+policy (every Rank of 250 ms or more, or failed, plus 5% at random) and at 5% head sampling
 alone, side by side in one run.
 
 Every row runs the same stack (ranker -> Envoy -> 2 model servers, 1000 candidates in 40
@@ -44,7 +44,7 @@ def spans_received(stack: LocalStack) -> int:
 POLICIES = (
     ("tracing off", False, 1.0, 0.0),
     ("tracing on, 100% sampled", True, 1.0, 0.0),
-    ("keep slow (>= 100 ms) or failed + 5% sampled", True, 0.05, 100.0),
+    ("keep slow (>= 250 ms) or failed + 5% sampled", True, 0.05, 250.0),
     ("tracing on, 5% sampled (head only)", True, 0.05, 0.0),
 )
 
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         "`make bench` (python -m bench.tracing_bench). Rank = 1000 candidates x 300 features,"
         " batch 25, ranker + Envoy + 2 model servers; 'on' exports every span of every"
         " process (Envoy included) to the local OTLP receiver; 'keep slow' records every span,"
-        " exports 5% of Ranks at random and every Rank of at least 100 ms whole (ranker"
+        " exports 5% of Ranks at random and every Rank of at least 250 ms whole (ranker"
         " --trace-keep-slower-than-ms, model servers --trace-hold-s).\n\n" + text + "\n\n"
         + overhead
         + f"\n\nLatency: {args.latency_calls} sequential calls; throughput: {rows[0].note}.\n")
