@@ -123,3 +123,29 @@ def test_the_signal_names_recent_traces_newest_last_and_forgets_old_ones() -> No
     assert keep_ids([(key, value.encode()), ("other", "x")]) == ids
     time.sleep(0.25)
     assert signal.header() is None
+
+
+def test_head_ratio_reads_the_standard_sampler_variables() -> None:
+    from rankserve.server.telemetry.tracing import head_ratio
+
+    assert head_ratio({}) == 1.0
+    assert head_ratio({"OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                       "OTEL_TRACES_SAMPLER_ARG": "0.05"}) == 0.05
+    assert head_ratio({"OTEL_TRACES_SAMPLER": "traceidratio",
+                       "OTEL_TRACES_SAMPLER_ARG": "7"}) == 1.0
+    assert head_ratio({"OTEL_TRACES_SAMPLER": "parentbased_always_off"}) == 0.0
+
+
+def test_an_exemplar_names_only_a_trace_that_is_exported() -> None:
+    from rankserve.server.telemetry.exemplars import exemplar
+
+    tracer, held, _ = _provider(0.0, slower_than_s=0.05)
+    with tracer.start_as_current_span("Rank") as span:
+        trace_id = format(span.get_span_context().trace_id, "032x")
+        assert exemplar() is None  # recorded, not sampled
+        assert exemplar(kept=held.would_keep(0.06, failed=False)) == {"trace_id": trace_id}
+        assert not held.would_keep(0.01, failed=False) and held.would_keep(0.01, failed=True)
+    sampled, _, _ = _provider(1.0)
+    with sampled.start_as_current_span("Rank") as span:
+        assert exemplar() == {"trace_id": format(span.get_span_context().trace_id, "032x")}
+    assert exemplar(span=trace.INVALID_SPAN) is None
