@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
