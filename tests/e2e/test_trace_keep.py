@@ -98,3 +98,22 @@ def test_a_slow_rank_is_traced_in_full_and_most_fast_ones_are_not(keeping_stack)
     kept = [tid for tid in fast_ids if fetch_trace(stack.receiver_http, tid, wait_s=0,
                                                    settle_s=0)]
     assert len(kept) <= max(4, len(fast_ids) // 4), (len(kept), len(fast_ids))
+
+
+def test_rankserve_rank_with_trace_is_traced_whatever_the_ratio(keeping_stack) -> None:
+    """At a 5% ratio, `rankserve rank --trace` still gets its whole trace, Envoy included (its
+    sampled traceparent is followed by every hop)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    out = subprocess.run(
+        [sys.executable, "-m", "rankserve.tools", "rank", "red leather bag", "--target",
+         keeping_stack.ranker.address, "--trace"], capture_output=True, text=True, timeout=60,
+        env=env)
+    assert out.returncode == 0, out.stderr
+    trace_id = out.stdout.split("  trace ", 1)[1].split()[0]
+    spans = fetch_trace(keeping_stack.receiver_http, trace_id, wait_s=20)
+    kinds = Counter(s["service"] for s in spans)
+    assert kinds == {"rankserve-ranker": 47, "rankserve-envoy": 80,
+                     "rankserve-model-server": 40}, kinds
