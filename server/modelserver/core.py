@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 from opentelemetry import trace
 
+from . import span_events
 from .batching import CallTiming
 from .errors import InvalidInput, SignatureNotFound
 from .runtime import DEFAULT_SIGNATURE
@@ -20,11 +21,6 @@ from .validation import check_declared, check_output_filter, check_values
 from .versions import VersionManager, VersionStatus
 
 SIGNATURE_DEF_FIELD = "signature_def"
-# Events on a Predict's span: queued for the model, the model call (maybe merged) started and
-# finished. `rankserve trace` draws queue wait and inference from them.
-EVENT_QUEUED = "queued"
-EVENT_STARTED = "model call started"
-EVENT_FINISHED = "model call finished"
 
 
 @dataclass(frozen=True)
@@ -108,7 +104,7 @@ class ModelServerCore:
 
     def _observe(self, model: str, version: int, timing: CallTiming) -> None:
         """Queue wait and inference on the current call's span: attributes and three timed
-        events (``EVENT_QUEUED``, ``EVENT_STARTED``, ``EVENT_FINISHED``), not child spans.
+        events (``span_events``), not child spans.
 
         Measured: two child spans per call doubled what tracing a Predict cost (235 against
         110 us with OTLP encoding). The model call may have served several requests (merged);
@@ -126,9 +122,9 @@ class ModelServerCore:
             "rankserve.merged_rows": timing.merged_rows,
             "rankserve.merged_calls": timing.merged_calls,
         })
-        current.add_event(EVENT_QUEUED, timestamp=timing.enqueued_ns)
-        current.add_event(EVENT_STARTED, timestamp=timing.started_ns)
-        current.add_event(EVENT_FINISHED, timestamp=timing.finished_ns)
+        current.add_event(span_events.QUEUED, timestamp=timing.enqueued_ns)
+        current.add_event(span_events.MODEL_CALL_STARTED, timestamp=timing.started_ns)
+        current.add_event(span_events.MODEL_CALL_FINISHED, timestamp=timing.finished_ns)
 
     def metadata(self, ref: ModelRef, fields: Sequence[str]) -> MetadataResult:
         _check_name(ref)

@@ -8,11 +8,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from rankserve.server.modelserver.span_events import PHASES
+
 BAR_WIDTH = 24
-# (row, event it starts at, event it ends at): the model server's Predict events
-# (rankserve.server.modelserver.core.EVENT_*).
-PHASES = (("queue wait", "queued", "model call started"),
-          ("inference", "model call started", "model call finished"))
 
 
 def phases(span: dict[str, Any]) -> list[dict[str, Any]]:
