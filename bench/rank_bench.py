@@ -38,6 +38,7 @@ from bench.measure import Row, cpu_seconds, envoy_counter, percentiles, table
 from rankserve.demo.build import DemoPaths, ensure_demo
 from rankserve.demo.queries import SAMPLE_REQUESTS
 from rankserve.loadtest.cpu import self_cpu_s
+from rankserve.ranker.model_signature import saved_model_file
 from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
 from rankserve.tools.stack.local import LocalStack, StackInputs
 from rankserve.tools.stack.processes import Child, start, wait_ready_file
@@ -223,24 +224,13 @@ def bench_transport_floor(paths: DemoPaths, args: argparse.Namespace) -> Row:
 def bench_stack_half(paths: DemoPaths, args: argparse.Namespace) -> Row:
     """The stack with the demo model re-exported to take float16 inputs and the spec saying
     so: the ranker sends the same features at half the bytes, with no codec."""
-    import yaml
-
-    from rankserve.demo.model import export_half_inputs
-    from rankserve.tools.stack.local import model_config_text
+    from rankserve.demo.half_inputs import write_half_input_variant
 
     work = Path(tempfile.mkdtemp(prefix="bench-half-"))
-    version = max((p for p in paths.model_base_path.iterdir() if p.name.isdigit()),
-                  key=lambda p: int(p.name))
-    export_half_inputs(version, work / "ranker" / "1")
-    config = work / "models.config"
-    config.write_text(model_config_text("ranker", work / "ranker"))
-    spec = yaml.safe_load((paths.catalog_dir / "spec.yaml").read_text())
-    for entry in spec["inputs"]:
-        entry["dtype"] = "float16"
-    (work / "spec.yaml").write_text(yaml.safe_dump(spec))
-    settings = StackSettings(ranker_port=0, traces=False, spec=work / "spec.yaml",
+    half = write_half_input_variant(paths, work)
+    settings = StackSettings(ranker_port=0, traces=False, spec=half.spec_file,
                              run_dir=work / "run")
-    with LocalStack(settings, StackInputs(paths.catalog_dir, config),
+    with LocalStack(settings, StackInputs(paths.catalog_dir, half.model_config_file),
                     out=lambda _l: None) as stack:
         run = measure_stack(stack, args)
     p50, p99 = percentiles(run.latencies_s)
@@ -261,8 +251,7 @@ def bench_floor(paths: DemoPaths, args: argparse.Namespace) -> Row:
     import tensorflow as tf  # the benchmark process may load TensorFlow; the ranker never does
 
     context, cands = _inputs(paths)
-    version_dir = max((p for p in (paths.model_base_path).iterdir() if p.name.isdigit()),
-                      key=lambda p: int(p.name))
+    version_dir = saved_model_file(paths.model_base_path).parent
     fn = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
     ctx_t, cand_t = tf.constant(context), tf.constant(cands)
     for _ in range(20):

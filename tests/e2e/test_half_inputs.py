@@ -11,11 +11,12 @@ import urllib.request
 
 import grpc
 import numpy as np
-import yaml
 
-from rankserve.demo.model import export_half_inputs, load_scorer
+from rankserve.demo.half_inputs import write_half_input_variant
+from rankserve.demo.model import load_scorer
+from rankserve.ranker.model_signature import saved_model_file
 from rankserve.ranking.v1 import ranking_pb2_grpc
-from rankserve.tools.stack.local import LocalStack, StackInputs, model_config_text
+from rankserve.tools.stack.local import LocalStack, StackInputs
 from rankserve.tools.stack.settings import StackSettings
 from tests.e2e.test_stack import rank_request
 
@@ -29,19 +30,10 @@ def _metric(address: str, name: str) -> float:
 
 
 def test_float16_inputs_halve_the_bytes_and_keep_the_page(demo_paths, tmp_path) -> None:
-    version = max((p for p in demo_paths.model_base_path.iterdir() if p.name.isdigit()),
-                  key=lambda p: int(p.name))
-    export_half_inputs(version, tmp_path / "ranker" / "1")
-    config = tmp_path / "models.config"
-    config.write_text(model_config_text("ranker", tmp_path / "ranker"))
-    spec = yaml.safe_load((demo_paths.catalog_dir / "spec.yaml").read_text())
-    for entry in spec["inputs"]:
-        entry["dtype"] = "float16"
-    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
-
+    half = write_half_input_variant(demo_paths, tmp_path)
     settings = StackSettings(ranker_port=0, run_dir=tmp_path / "run", grace_s=5, traces=False,
-                             spec=tmp_path / "spec.yaml")
-    with LocalStack(settings, StackInputs(demo_paths.catalog_dir, config),
+                             spec=half.spec_file)
+    with LocalStack(settings, StackInputs(demo_paths.catalog_dir, half.model_config_file),
                     out=lambda _line: None) as stack:
         with grpc.insecure_channel(stack.ranker.address) as ch:
             resp = ranking_pb2_grpc.RankingServiceStub(ch).Rank(
@@ -56,12 +48,12 @@ def test_float16_inputs_halve_the_bytes_and_keep_the_page(demo_paths, tmp_path) 
     assert 25 * 300 * 2 < per_call < 25 * 300 * 3, per_call
 
     # The page is the float32 model's, up to float16 rounding of the features.
-    full = load_scorer(version)
-    half = load_scorer(tmp_path / "ranker" / "1")
+    full = load_scorer(saved_model_file(demo_paths.model_base_path).parent)
+    half16 = load_scorer(half.model_base_path / "1")
     rng = np.random.default_rng(0)
     context = rng.normal(size=(1, 115)).astype(np.float32)
     cands = rng.normal(size=(25, 300)).astype(np.float32)
-    got = half(context, cands)
+    got = half16(context, cands)
     want = full(context, cands)
     assert np.corrcoef(got, want)[0, 1] > 0.999
     assert len(resp.items) == rank_request(0).page_size
