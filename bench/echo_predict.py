@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from rankserve.server.common.readyfile import write_ready_file
+from rankserve.server.common.shutdown import run_until_signal
 from rankserve.tfserving.v1 import predict_pb2, prediction_service_pb2_grpc, tensor_pb2
 
 
@@ -47,14 +47,13 @@ async def serve(ready_file: str) -> None:
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    write_ready_file(ready_file, f"127.0.0.1:{port}", metrics_address="")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.stop(0.5)
+
+    async def start() -> None:
+        await server.start()
+        write_ready_file(ready_file, f"127.0.0.1:{port}", metrics_address="")
+
+    # SIGTERM or SIGINT stops it at once (no drain: the local stack stops it with SIGINT).
+    await run_until_signal(start, lambda: server.stop(0.5), drain_on=())
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ import grpc
 from bench.measure import cpu_seconds
 from bench.rank_bench import _rank_requests
 from rankserve.demo.build import DemoPaths, ensure_demo
+from rankserve.loadtest.profile_capture import scrape
 from rankserve.tools.stack.processes import Child, start, stop, wait_ready_file
 
 RESULTS = Path(__file__).parent / "results"
@@ -77,13 +78,11 @@ async def _drive(target: str, requests: list[bytes], in_flight: int, seconds: fl
 
 
 def _model_calls(metrics_address: str) -> int:
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=2) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith("rankserve_modelserver_model_call_rows_count"):
-                return int(float(line.rsplit(" ", 1)[1]))
-    return 0
+    """Model calls the server has made so far (its own histogram of rows per call)."""
+    got = scrape(metrics_address)
+    if got is None:
+        raise RuntimeError(f"no model-server metrics at http://{metrics_address}/metrics")
+    return int(got.get("model_call_rows_count", 0))
 
 
 def measure(name: str, argv: list[str], run_dir: Path, requests: list[bytes],

@@ -131,7 +131,7 @@ def stack_settings(args: argparse.Namespace, **overrides: object) -> StackSettin
             "run_dir": args.run_dir,
             "traces": args.traces,
             "trace_sample_ratio": args.trace_sample_ratio,
-            "trace_keep_slower_than_ms": getattr(args, "trace_keep_slower_than_ms", None),
+            "trace_keep_slower_than_ms": args.trace_keep_slower_than_ms,
             **{
                 k: getattr(args, k, None)
                 for k in ("ranker_port", "catalog_dir", "model_config_file", "model_base",
