@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from rankserve.server.common.errors import ErrorMappingInterceptor
 from rankserve.server.common.health import HealthState, serve_health_only
+from rankserve.server.common.method_chain import PerMethodChain
 from rankserve.server.common.readyfile import announce_ready
 from rankserve.server.common.shutdown import drain_before_stop, run_until_signal
 from rankserve.server.common.tls import TlsFileError, TlsFiles
@@ -156,7 +157,7 @@ class ModelServerApp:
             interceptors.insert(0, TracingServerInterceptor(
                 tracer_of(self.tracer_provider), self._keep.held if self._keep else None))
         self._server = grpc.aio.server(
-            interceptors=interceptors,
+            interceptors=[PerMethodChain(interceptors)],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
