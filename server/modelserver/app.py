@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from rankserve.server.common.errors import ErrorMappingInterceptor
+from rankserve.server.common.gc_freeze import refreeze
 from rankserve.server.common.health import HealthState, serve_health_only
 from rankserve.server.common.method_chain import PerMethodChain
 from rankserve.server.common.readyfile import announce_ready
@@ -51,6 +52,7 @@ from .versions import BatchOptions, VersionManager
 log = logging.getLogger(__name__)
 
 TRACE_SERVICE_NAME = "rankserve-model-server"
+REFREEZE_AFTER_S = 1.0
 
 PREDICTION_SERVICE = prediction_service_pb2.DESCRIPTOR.services_by_name[
     "PredictionService"
@@ -87,8 +89,14 @@ class ModelServerApp:
     def __init__(
         self, settings: ModelServerSettings, runtime: Runtime | None = None, *,
         registry: CollectorRegistry | None = None, span_exporter=None,
+        freeze_gc: bool = False,
     ) -> None:
         self.settings = settings
+        # The process's own server freezes what it loaded (gc_freeze); one built in a larger
+        # process (a test) leaves that process's collector alone.
+        self._freeze_gc = freeze_gc
+        self._frozen_states: tuple[tuple[str, int, str], ...] | None = None
+        self._refreeze: asyncio.TimerHandle | None = None
         # TLS files first: a missing one stops the start, naming its flag, before TensorFlow
         # loads. With a client CA, every client (Envoy) must present a certificate of it.
         self.tls = TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca,
@@ -230,6 +238,8 @@ class ModelServerApp:
             return
         ready = self.manager.all_available()
         await self.health.set(ready)
+        if ready and self._freeze_gc:
+            self._schedule_refreeze()
         if ready and not self._serving.is_set():
             self._serving.set()
             profiler = self.profiler_address
@@ -238,6 +248,17 @@ class ModelServerApp:
                            ready_file=self.settings.ready_file,
                            detail="every configured model has a version available",
                            **({"profiler_address": profiler} if profiler else {}))
+
+    def _schedule_refreeze(self) -> None:
+        """Freeze the long-lived objects once the versions settle: a second after the last
+        change of any version's state (an unloaded version's objects are collected first)."""
+        states = tuple(self.manager.version_states())
+        if states == self._frozen_states:
+            return
+        self._frozen_states = states
+        if self._refreeze is not None:
+            self._refreeze.cancel()
+        self._refreeze = asyncio.get_running_loop().call_later(REFREEZE_AFTER_S, refreeze)
 
     async def drain(self) -> None:
         """NOT_SERVING, while still serving for ``drain_s``: Envoy's health checks and the
@@ -252,6 +273,8 @@ class ModelServerApp:
         if self._stopping:
             return
         self._stopping = True
+        if self._refreeze is not None:
+            self._refreeze.cancel()
         if self.health is not None:
             await self.health.servicer.enter_graceful_shutdown()
         if self._server is not None:
@@ -286,5 +309,5 @@ def run(settings: ModelServerSettings) -> int:
 
 
 async def _serve(settings: ModelServerSettings) -> None:
-    app = ModelServerApp(settings)
+    app = ModelServerApp(settings, freeze_gc=True)
     await run_until_signal(app.start, app.stop, drain=app.drain)

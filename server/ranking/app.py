@@ -48,6 +48,7 @@ from rankserve.server.common import (
     run_until_signal,
 )
 from rankserve.server.common.admission import Admission, AdmissionInterceptor, auto_limit
+from rankserve.server.common.gc_freeze import refreeze
 from rankserve.server.common.health import serve_health_only
 from rankserve.server.common.tls import TlsFileError, TlsFiles
 from rankserve.server.ranking.auth import AuthInterceptor, CallerAuth, TokenFile, TokenFileError
@@ -394,4 +395,10 @@ def run(settings: RankerSettings) -> int:
 
 async def _serve(settings: RankerSettings) -> None:
     app = RankingApp(settings)
-    await run_until_signal(app.start, app.stop, drain=app.drain)
+
+    async def start() -> None:
+        await app.start()
+        # What the ranker loaded (catalog, spec, OpenTelemetry) lives as long as the process.
+        refreeze()
+
+    await run_until_signal(start, app.stop, drain=app.drain)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from pathlib import Path
 
 import grpc
@@ -319,3 +320,31 @@ async def test_unexpected_errors_are_internal_without_detail(base: Path, caplog)
             assert (await stub.Predict(support.predict_request("m", CTX, CANDS))).outputs
     finally:
         await app.stop()
+
+
+async def test_its_own_process_freezes_what_it_loaded_and_again_after_a_version_change(
+        base: Path, library: Path):
+    # As `python -m rankserve.server.modelserver` builds it (freeze_gc): once the versions
+    # settle, the long-lived objects leave the collector's sight (server/common/gc_freeze.py).
+    gc.unfreeze()
+    app = ModelServerApp(ModelServerSettings(host="127.0.0.1", port=0, metrics_port=0,
+                                             model_name="m", model_base_path=str(base),
+                                             poll_interval_s=0.1), freeze_gc=True)
+    await app.start()
+    try:
+        await asyncio.wait_for(app.wait_serving(), 60)
+        await wait_for(lambda: gc.get_freeze_count() > 0)
+        gc.unfreeze()
+        support.install(library, base, 2)  # version 2 loads, version 1 unloads: a new freeze
+        await wait_for(lambda: gc.get_freeze_count() > 0)
+        assert [v for _, v, s in app.manager.version_states() if s == "AVAILABLE"] == [2]
+    finally:
+        await app.stop()
+        gc.unfreeze()
+
+
+async def wait_for(condition, timeout_s: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
