@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -57,6 +58,24 @@ def call_status(exc: BaseException | None, context: grpc.aio.ServicerContext) ->
     return _code_of(exc, context).name
 
 
+def _unsampled(parent: otel_context.Context) -> bool:
+    ctx = trace.get_current_span(parent).get_span_context()
+    return ctx.is_valid and ctx.is_remote and not ctx.trace_flags.sampled
+
+
+def drops_unsampled_remote_parent(tracer: trace.Tracer) -> bool:
+    """Whether ``tracer``'s sampler drops every span whose remote parent was not sampled (the
+    parent-based samplers do; ``always_on`` does not), asked of the sampler itself."""
+    sampler = getattr(tracer, "sampler", None)
+    if sampler is None:
+        return False
+    parent = trace.NonRecordingSpan(trace.SpanContext(
+        trace_id=1, span_id=1, is_remote=True, trace_flags=trace.TraceFlags(0)))
+    decision = sampler.should_sample(trace.set_span_in_context(parent), 1, "probe",
+                                     SpanKind.SERVER).decision
+    return not decision.is_recording()
+
+
 class TracingServerInterceptor(grpc.aio.ServerInterceptor):
     """Outermost interceptor of a server: one SERVER span per unary call.
 
@@ -66,6 +85,11 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, tracer: trace.Tracer, held: HeldSpans | None = None) -> None:
         self._tracer = tracer
         self._held = held
+        # Without a keep policy, a call whose caller did not sample its trace gets no span of
+        # its own when the sampler would drop it anyway: it runs in the caller's context (its
+        # trace id still reaches the trailers and logs). Measured on a model server at 5%
+        # head sampling: the dropped span cost 0.03-0.08 ms of a 0.6 ms Predict.
+        self._skip_unsampled = held is None and drops_unsampled_remote_parent(tracer)
 
     async def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Any],
@@ -80,12 +104,20 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):
         attributes = _rpc_attributes(method)
         name = method.lstrip("/")
         held = self._held
+        skip_unsampled = self._skip_unsampled
 
         async def traced(request: Any, context: grpc.aio.ServicerContext) -> Any:
             metadata = context.invocation_metadata()
             if held is not None and (ids := keep_ids(metadata)):
                 held.keep_hex(ids)
             parent = propagation.extract(metadata)
+            if skip_unsampled and _unsampled(parent):
+                token = otel_context.attach(parent)
+                try:
+                    context.set_trailing_metadata(tuple(propagation.inject()))
+                    return await inner(request, context)
+                finally:
+                    otel_context.detach(token)
             with tracer.start_as_current_span(
                 name, context=parent, kind=SpanKind.SERVER, attributes=attributes,
                 record_exception=False, set_status_on_exception=False,

@@ -83,6 +83,26 @@ async def test_spans_continue_the_callers_trace_and_answer_with_its_id(catalog_d
     assert all(b.attributes["rankserve.request.bytes"] > 25 * 300 * 4 for b in batches)
 
 
+async def test_a_caller_that_did_not_sample_gets_no_span_but_learns_its_trace_id(catalog_dir):
+    # The sampler follows the caller: no span of the Rank is recorded (the server skips its own
+    # span instead of recording a dropped one), yet the answer names the caller's trace.
+    exporter = InMemorySpanExporter()
+    async with serving(catalog_dir, exporter=exporter) as (stub, model, app):
+        call = stub.Rank(request(), timeout=10,
+                         metadata=(("traceparent", f"00-{CALLER_TRACE}-{CALLER_SPAN}-00"),))
+        resp = await call
+        answered = dict(await call.trailing_metadata())
+        app.tracer_provider.force_flush()
+    assert resp.degradation.total_batches == 40 and not resp.degradation.degraded
+    assert resp.trace_id == CALLER_TRACE
+    assert answered["traceparent"] == f"00-{CALLER_TRACE}-{CALLER_SPAN}-00"
+    assert exporter.get_finished_spans() == ()
+    # The model calls carried the caller's decision on: not sampled, same trace.
+    sent = model.traceparents
+    assert len(sent) == 40
+    assert all(t.startswith(f"00-{CALLER_TRACE}-") and t.endswith("-00") for t in sent)
+
+
 async def test_failed_batches_are_error_spans_and_counted(catalog_dir):
     exporter = InMemorySpanExporter()
     model = NumpyModel(weights=weights(),

@@ -36,6 +36,8 @@ class NumpyModel:
     # Version answering a "latest" request; defaults to the highest.
     version_for: Callable[[np.ndarray], int] | None = None
     requests: int = 0
+    # The traceparent each Predict arrived with ("" without one).
+    traceparents: list[str] = field(default_factory=list)
 
 
 class NumpyPredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -46,6 +48,7 @@ class NumpyPredictionService(prediction_service_pb2_grpc.PredictionServiceServic
                       ) -> predict_pb2.PredictResponse:
         m = self.model
         m.requests += 1
+        m.traceparents.append(dict(context.invocation_metadata() or ()).get("traceparent", ""))
         spec = request.model_spec
         if spec.name != m.name:
             await context.abort(grpc.StatusCode.NOT_FOUND,
