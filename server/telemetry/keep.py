@@ -21,9 +21,12 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
+from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_ON,
     Decision,
@@ -35,6 +38,8 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
+
+from rankserve.server.telemetry.held_span import HeldSpan, HoldingTracer
 
 #: Metadata key naming traces to keep: comma-separated 32-hex-digit trace ids.
 KEEP_HEADER = "x-rankserve-keep-traces"
@@ -83,7 +88,9 @@ def keeping_sampler(ratio: float) -> Sampler:
                        local_parent_not_sampled=record)
 
 
-def _as_sampled(span: ReadableSpan) -> ReadableSpan:
+def _as_sampled(span: ReadableSpan | HeldSpan) -> ReadableSpan:
+    if isinstance(span, HeldSpan):
+        return span.as_readable()
     ctx = span.context
     assert ctx is not None
     return ReadableSpan(
@@ -116,7 +123,7 @@ class HeldSpans(SpanProcessor):
         self._on_keep = on_keep
         self._lock = threading.Lock()
         # trace id -> (first arrival ns, spans), oldest first
-        self._held: OrderedDict[int, tuple[int, list[ReadableSpan]]] = OrderedDict()
+        self._held: OrderedDict[int, tuple[int, list[ReadableSpan | HeldSpan]]] = OrderedDict()
         self._count = 0
         # Traces kept recently: their spans that end later are exported at once.
         self._kept: OrderedDict[int, int] = OrderedDict()
@@ -133,8 +140,14 @@ class HeldSpans(SpanProcessor):
         if ctx.trace_flags.sampled:
             self._export.on_end(span)
             return
+        self.hold(span)
+
+    def hold(self, span: ReadableSpan | HeldSpan) -> None:
+        """An ended span of a trace that was not head-sampled: exported at once if its trace
+        was kept, else held."""
+        assert span.context is not None
         now = time.time_ns()
-        trace_id = ctx.trace_id
+        trace_id = span.context.trace_id
         with self._lock:
             if trace_id in self._kept:
                 self._export.on_end(_as_sampled(span))
@@ -155,7 +168,7 @@ class HeldSpans(SpanProcessor):
         trace here: what an exemplar may point to."""
         return self._slower_ns is not None and (failed or seconds * 1e9 >= self._slower_ns)
 
-    def _is_slow_root(self, span: ReadableSpan) -> bool:
+    def _is_slow_root(self, span: ReadableSpan | HeldSpan) -> bool:
         if self._slower_ns is None or (span.parent is not None and not span.parent.is_remote):
             return False
         if span.status.status_code == StatusCode.ERROR:
@@ -203,6 +216,20 @@ class HeldSpans(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._export.force_flush(timeout_millis)
+
+
+class KeepingTracerProvider(TracerProvider):
+    """A provider whose tracers record the spans of unsampled traces as ``HeldSpan``s into
+    ``held`` (set once it exists); a root span stays the SDK's (its sampler draws the head
+    share)."""
+
+    held: HeldSpans | None = None
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+        tracer = super().get_tracer(*args, **kwargs)
+        if self.held is None or not isinstance(tracer, SdkTracer):
+            return tracer
+        return HoldingTracer(tracer, self.held.hold)
 
 
 class KeepSignal:

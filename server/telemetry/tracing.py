@@ -31,7 +31,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from rankserve.server.common.tls import TlsFiles, read_pem
-from rankserve.server.telemetry.keep import HeldSpans, KeepSignal, keeping_sampler
+from rankserve.server.telemetry.keep import (
+    HeldSpans,
+    KeepingTracerProvider,
+    KeepSignal,
+    keeping_sampler,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +112,9 @@ def make_provider(
     # Shut down explicitly (bounded) by the process, never by an atexit hook that could wait
     # for a dead collector.
     sampler = keeping_sampler(head_ratio()) if keep is not None else None
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}),
-                              shutdown_on_exit=False, sampler=sampler)
+    provider = (KeepingTracerProvider if keep is not None else TracerProvider)(
+        resource=Resource.create({SERVICE_NAME: service}), shutdown_on_exit=False,
+        sampler=sampler)
     if exporter is None:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
@@ -124,6 +130,8 @@ def make_provider(
                           slower_than_s=keep.slower_than_s,
                           on_keep=keep.signal.add if keep.signal is not None else None)
     provider.add_span_processor(keep.held)
+    assert isinstance(provider, KeepingTracerProvider)
+    provider.held = keep.held
     if keep.slower_than_s is not None:
         log.info("tracing keeps every call slower than %g ms or failed, plus %g%% of the rest",
                  keep.slower_than_s * 1e3, 100 * head_ratio())

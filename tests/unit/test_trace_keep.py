@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
@@ -14,6 +13,7 @@ from rankserve.server.telemetry.keep import (
     KEEP_HEADER,
     MAX_IDS_PER_CALL,
     HeldSpans,
+    KeepingTracerProvider,
     KeepSignal,
     keep_ids,
     keeping_sampler,
@@ -23,8 +23,9 @@ from rankserve.server.telemetry.keep import (
 def _provider(ratio: float, **held_args) -> tuple[trace.Tracer, HeldSpans, InMemorySpanExporter]:
     exported = InMemorySpanExporter()
     held = HeldSpans(SimpleSpanProcessor(exported), **held_args)
-    provider = TracerProvider(sampler=keeping_sampler(ratio))
+    provider = KeepingTracerProvider(sampler=keeping_sampler(ratio))
     provider.add_span_processor(held)
+    provider.held = held
     return provider.get_tracer("test"), held, exported
 
 
@@ -99,6 +100,42 @@ def test_a_downstream_process_keeps_what_the_header_names_and_later_spans_of_it(
     _rank(tracer, parent=remote)  # more of the kept trace: exported at once
     assert len(exported.get_finished_spans()) == 8
     assert other not in {s.context.trace_id for s in exported.get_finished_spans()}
+
+
+def test_a_kept_trace_carries_what_was_recorded_on_its_held_spans() -> None:
+    # The Rank (a root: the SDK's span) and its children (held in plain fields until kept)
+    # are exported alike: parent, kind, attributes, timed events, status, exceptions.
+    tracer, _, exported = _provider(0.0, slower_than_s=0.05)
+    with tracer.start_as_current_span("Rank", kind=trace.SpanKind.SERVER):
+        with tracer.start_as_current_span("Predict", kind=trace.SpanKind.CLIENT,
+                                          attributes={"batch": 3}) as call:
+            assert call.is_recording() and not call.get_span_context().trace_flags.sampled
+            call.set_attributes({"model": "ranker", "rows": 25})
+            call.add_event("queued", {"calls": 2}, timestamp=1_000)
+            call.set_status(Status(StatusCode.ERROR, "UNAVAILABLE"))
+        try:
+            with tracer.start_as_current_span("merge"):
+                raise ValueError("no scores")
+        except ValueError:
+            pass
+        time.sleep(0.06)
+    spans = {s.name: s for s in exported.get_finished_spans()}
+    assert set(spans) == {"Rank", "Predict", "merge"}
+    rank, predict, merge = spans["Rank"], spans["Predict"], spans["merge"]
+    assert predict.parent.span_id == merge.parent.span_id == rank.context.span_id
+    assert predict.context.trace_id == rank.context.trace_id
+    assert predict.context.trace_flags.sampled and predict.kind == trace.SpanKind.CLIENT
+    assert dict(predict.attributes) == {"batch": 3, "model": "ranker", "rows": 25}
+    assert [(e.name, dict(e.attributes), e.timestamp) for e in predict.events] == [
+        ("queued", {"calls": 2}, 1_000)]
+    assert (predict.status.status_code, predict.status.description) == (
+        StatusCode.ERROR, "UNAVAILABLE")
+    assert predict.resource == rank.resource
+    assert predict.instrumentation_scope.name == "test"
+    assert rank.start_time < predict.start_time <= predict.end_time < rank.end_time
+    [error] = merge.events
+    assert error.name == "exception" and error.attributes["exception.type"] == "ValueError"
+    assert merge.status.status_code == StatusCode.ERROR
 
 
 def test_held_spans_are_bounded_oldest_trace_first() -> None:
