@@ -293,6 +293,26 @@ def test_tracing_env_of_the_ranker() -> None:
     assert cm["data"]["OTEL_TRACES_SAMPLER_ARG"] == "0.25"
 
 
+def test_rankserve_model_servers_trace_with_the_ranker_and_hold_for_the_keep_policy() -> None:
+    def env(tracing: dict, runtime: str = "rankserve") -> dict[str, str]:
+        objs = objects(render(merged(CLAIMS, {"modelServer": {"runtime": runtime},
+                                              "tracing": tracing})))
+        (deployment,) = find(objs, "Deployment", "model-server")
+        (c,) = deployment["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e["value"] for e in c.get("env", [])}
+
+    on = {"enabled": True, "otlpEndpoint": "http://otel:4317", "samplerArg": 0.05}
+    traced = env(on)
+    assert traced["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel:4317"
+    assert traced["OTEL_SERVICE_NAME"] == "model-server"
+    assert traced["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    assert traced["OTEL_TRACES_SAMPLER_ARG"] == "0.05"
+    assert "RANKSERVE_MODELSERVER_TRACE_HOLD_S" not in traced
+    assert env({**on, "keepSlowerThanMs": 250})["RANKSERVE_MODELSERVER_TRACE_HOLD_S"] == "10"
+    assert not any(k.startswith("OTEL_") for k in env({"enabled": False}))
+    assert not any(k.startswith("OTEL_") for k in env(on, runtime="tfServing"))
+
+
 def test_one_dashboard_configmap_per_file() -> None:
     objs = objects(render(merged(CLAIMS, {"dashboards": {
         "enabled": True, "label": "grafana_dashboard", "labelValue": "yes"}})))
