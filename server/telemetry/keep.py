@@ -10,9 +10,10 @@ has every ranker span and every model-server span, exported after the fact; Envo
 the head decision only (Envoy cannot hold them), so its hop shows as the gap between the
 ranker's client span and the model server's span.
 
-The head ratio keeps a random share of the rest in full, Envoy included. Recording every span
-costs about as much as exporting it (bench/results/tracing_bench.md: a microbenchmark gives
-30 us per held span, the stack shows several times that), so the policy is opt-in.
+The head ratio keeps a random share of the rest in full, Envoy included. A span of an
+unsampled trace is recorded as a ``HeldSpan`` (plain fields), not an SDK span, and becomes one
+only if its trace is kept: with that, the policy costs a little more than head sampling alone
+(bench/results/tracing_bench.md). It stays opt-in.
 """
 
 from __future__ import annotations
