@@ -5,7 +5,8 @@ context each), sent straight to the server (no Envoy) by 40 callers that each ke
 flight for a fixed time. Rows, in one run:
   echo server          parses the request and answers 25 scores, no model: gRPC's own cost
   model server         rankserve's model server, one TensorFlow thread, as the local stack
-                       runs it, with this release's batching wait and the one before
+                       runs it, with this release's batching wait and the one before, and
+                       with the model on ONNX Runtime (--onnx-models)
 
 CPU: user + system seconds of the server process per answered Predict.
 
@@ -41,6 +42,7 @@ VARIANTS = (
     ("model server: 5 ms window, 1 ms gap (default)", ()),
     ("model server: fixed 1 ms window (before)", ("--batch-max-wait-ms", "1",
                                                   "--batch-idle-gap-ms", "")),
+    ("model server: ONNX Runtime (--onnx-models ranker)", ("--onnx-models", "ranker")),
 )
 
 

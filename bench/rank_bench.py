@@ -126,16 +126,19 @@ def measure_stack(stack: LocalStack, args: argparse.Namespace, aside: tuple[int,
     )
 
 
-def bench_stack(paths: DemoPaths, compression: str, args: argparse.Namespace) -> Row:
+def bench_stack(paths: DemoPaths, compression: str, args: argparse.Namespace,
+                onnx: bool = False) -> Row:
     # Tracing off: its cost is measured on its own by bench.tracing_bench.
     settings = StackSettings(ranker_port=0, compression=compression, traces=False,
+                             onnx_models="*" if onnx else "",
                              run_dir=Path(tempfile.mkdtemp(prefix=f"bench-{compression}-")))
     with LocalStack(settings, StackInputs(paths.catalog_dir, paths.model_config_file),
                     out=lambda _l: None) as stack:
         run = measure_stack(stack, args)
     p50, p99 = percentiles(run.latencies_s)
-    return Row(f"stack: ranker+Envoy+2 servers, gzip {'on' if compression == 'gzip' else 'off'}",
-               p50, p99, run.ranks / run.wall_s, run.cpu_s / run.ranks,
+    label = ("stack: model on ONNX Runtime (--onnx-models)" if onnx else
+             f"stack: ranker+Envoy+2 servers, gzip {'on' if compression == 'gzip' else 'off'}")
+    return Row(label, p50, p99, run.ranks / run.wall_s, run.cpu_s / run.ranks,
                run.envoy_rx_bytes / run.ranks,
                f"{args.concurrency} callers for {args.throughput_s:g} s")
 
@@ -328,6 +331,16 @@ def ratios(rows: list[Row]) -> str:
                      f" CPU per Rank x{other.cpu_s_per_rank / stack.cpu_s_per_rank:.2f}, p50"
                      f" x{other.p50_ms / stack.p50_ms:.2f}, throughput"
                      f" x{other.ranks_per_s / stack.ranks_per_s:.2f}")
+    onnx = row("stack: model on ONNX Runtime")
+    floor_ratios = (f"p50 x{onnx.p50_ms / floor.p50_ms:.2f}, CPU per Rank"
+                    f" x{onnx.cpu_s_per_rank / floor.cpu_s_per_rank:.2f}, throughput"
+                    f" x{onnx.ranks_per_s / floor.ranks_per_s:.2f}")
+    lines.append(f"ONNX Runtime against TensorFlow: CPU per Rank"
+                 f" x{onnx.cpu_s_per_rank / stack.cpu_s_per_rank:.2f}, p50"
+                 f" x{onnx.p50_ms / stack.p50_ms:.2f}, throughput"
+                 f" x{onnx.ranks_per_s / stack.ranks_per_s:.2f}; against the transport floor:"
+                 f" {floor_ratios}; against the naive client: p50"
+                 f" {naive.p50_ms / onnx.p50_ms:.1f}x faster")
     return "\n".join(lines)
 
 
@@ -344,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         ("stack, gzip off", lambda: bench_stack(paths, "none", args)),
         ("stack, gzip on", lambda: bench_stack(paths, "gzip", args)),
         ("stack, float16 inputs", lambda: bench_stack_half(paths, args)),
+        ("stack, ONNX Runtime", lambda: bench_stack(paths, "none", args, onnx=True)),
         ("transport floor", lambda: bench_transport_floor(paths, args)),
         ("compute floor", lambda: bench_floor(paths, args)),
         ("naive client", lambda: bench_naive(paths, args)),

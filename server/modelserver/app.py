@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health
@@ -76,6 +77,19 @@ def _default_runtime(settings: ModelServerSettings) -> Runtime:
     return TensorFlowRuntime(settings.intra_op_threads, settings.inter_op_threads)
 
 
+def _runtime_for(settings: ModelServerSettings, reference: Runtime
+                 ) -> Callable[[str], Runtime] | None:
+    """The runtime of each model: ONNX Runtime (checked against ``reference``) for the models
+    --onnx-models names, ``reference`` for the others."""
+    names = {n.strip() for n in settings.onnx_models.split(",") if n.strip()}
+    if not names:
+        return None
+    from .onnx_runtime import OnnxRuntime
+
+    onnx = OnnxRuntime(reference, threads=settings.intra_op_threads or 1)
+    return lambda name: onnx if "*" in names or name in names else reference
+
+
 class ModelServerApp:
     """The model server: ``app = ModelServerApp(settings)`` builds every component (runtime,
     version manager, gRPC server, health, reflection), ``port = await app.start()`` binds and
@@ -122,6 +136,7 @@ class ModelServerApp:
                          on_shed=self.metrics.shed_observer),
             poll_interval_s=settings.poll_interval_s,
             on_change=self._on_versions_changed,
+            runtime_for=_runtime_for(settings, self.runtime),
         )
         self.metrics.watch_versions(self.manager.version_states)
         self.metrics.watch_sizes(self.manager.loaded_sizes)

@@ -101,6 +101,7 @@ class LoadedVersion:
 class _Model:
     config: ModelConfig
     executor: ThreadPoolExecutor
+    runtime: Runtime
     available: dict[int, LoadedVersion] = field(default_factory=dict)
     status: dict[int, VersionStatus] = field(default_factory=dict)
     failed: dict[int, tuple] = field(default_factory=dict)  # version -> stamp that failed
@@ -138,8 +139,11 @@ class VersionManager:
         batch: BatchOptions | None = None,
         poll_interval_s: float = 2.0,
         on_change: Callable[[], Awaitable[None]] | None = None,
+        runtime_for: Callable[[str], Runtime] | None = None,
     ) -> None:
-        self._runtime = runtime
+        # runtime_for(model name) picks a model's runtime (ONNX Runtime for the models named
+        # for it); every other model runs on ``runtime``.
+        self._runtime_for = runtime_for or (lambda _name: runtime)
         self._read_config = read_config
         self._batch = batch or BatchOptions()
         self._poll_interval = poll_interval_s
@@ -196,7 +200,8 @@ class VersionManager:
             model = self._models.get(config.name)
             if model is None:
                 executor = ThreadPoolExecutor(1, thread_name_prefix=f"rankserve-{config.name}")
-                model = self._models[config.name] = _Model(config, executor)
+                model = self._models[config.name] = _Model(
+                    config, executor, self._runtime_for(config.name))
             model.config = config
             await self._sync(model)
         if self._on_change is not None:
@@ -227,7 +232,8 @@ class VersionManager:
         log.info("loading %s version %d from %s", name, version, path)
         loop = asyncio.get_running_loop()
         try:
-            loaded = await loop.run_in_executor(self._loader, self._load_and_warm, path)
+            loaded = await loop.run_in_executor(self._loader, self._load_and_warm,
+                                                model.runtime, path)
         except Exception as exc:
             status = exc.status if isinstance(exc, LoadFailed) else "UNKNOWN"
             message = exc.message if isinstance(exc, LoadFailed) else f"{type(exc).__name__}: {exc}"
@@ -240,11 +246,11 @@ class VersionManager:
         model.status[version] = VersionStatus(version, AVAILABLE)
         log.info("%s version %d is available", name, version)
 
-    def _load_and_warm(self, path: Path) -> LoadedModel:
-        loaded = self._runtime.load(path)
+    def _load_and_warm(self, runtime: Runtime, path: Path) -> LoadedModel:
+        loaded = runtime.load(path)
         for signature in loaded.signatures.values():
             try:
-                self._runtime.predict(loaded, signature.name, warm_up_inputs(signature))
+                runtime.predict(loaded, signature.name, warm_up_inputs(signature))
             except Exception as exc:
                 # Serialized tf.Examples cannot be made up: an empty one fails a model whose
                 # features have no defaults, which TF Serving (no made-up warm-up) would load.
@@ -252,19 +258,19 @@ class VersionManager:
                 text_only = all(spec.dtype.kind == "O" for spec in signature.inputs.values())
                 if not text_only and (signature.name == DEFAULT_SIGNATURE
                                       or len(loaded.signatures) == 1):
-                    self._runtime.unload(loaded)
+                    runtime.unload(loaded)
                     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
                     raise LoadFailed(
                         f"warm-up call of signature '{signature.name}' failed: {first}",
                         "FAILED_PRECONDITION",
                     ) from exc
                 log.warning("warm-up of signature '%s' failed: %s", signature.name, exc)
-        self._replay_warmup(loaded, path)
-        if not self._runtime.ready(loaded):
+        self._replay_warmup(runtime, loaded, path)
+        if not runtime.ready(loaded):
             raise LoadFailed(f"{path} loaded but the runtime does not report it ready")
         return loaded
 
-    def _replay_warmup(self, loaded: LoadedModel, path: Path) -> None:
+    def _replay_warmup(self, runtime: Runtime, loaded: LoadedModel, path: Path) -> None:
         """Replays the version's warm-up file (TF Serving's assets.extra mechanism)."""
         try:
             calls = read_warmup(path)
@@ -273,13 +279,13 @@ class VersionManager:
                     raise LoadFailed(f"warm-up record {i} names signature '{call.signature}',"
                                      f" which the model lacks", "INVALID_ARGUMENT")
                 try:
-                    self._runtime.predict(loaded, call.signature, call.inputs)
+                    runtime.predict(loaded, call.signature, call.inputs)
                 except Exception as exc:
                     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
                     raise LoadFailed(f"warm-up record {i} failed: {first}",
                                      "FAILED_PRECONDITION") from exc
         except LoadFailed:
-            self._runtime.unload(loaded)
+            runtime.unload(loaded)
             raise
         if calls:
             log.info("replayed %d warm-up requests from %s", len(calls), path / WARMUP_PATH)
@@ -288,7 +294,7 @@ class VersionManager:
         def make(version: LoadedVersion, signature: str) -> Batcher:
             return Batcher(
                 version.model.signatures[signature],
-                partial(self._runtime.predict, version.model, signature),
+                partial(model.runtime.predict, version.model, signature),
                 model.executor,
                 max_rows=self._batch.max_rows,
                 max_wait_s=self._batch.max_wait_s,
@@ -325,7 +331,7 @@ class VersionManager:
     async def _unload(self, model: _Model, entry: LoadedVersion) -> None:
         await entry.drain()
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._loader, self._runtime.unload, entry.model)
+        await loop.run_in_executor(self._loader, model.runtime.unload, entry.model)
         model.status[entry.version] = VersionStatus(entry.version, END)
         log.info("%s version %d unloaded", entry.name, entry.version)
 

@@ -313,6 +313,18 @@ def test_rankserve_model_servers_trace_with_the_ranker_and_hold_for_the_keep_pol
     assert not any(k.startswith("OTEL_") for k in env(on, runtime="tfServing"))
 
 
+def test_rankserve_model_servers_run_the_named_models_on_onnx_runtime() -> None:
+    def args(rankserve: dict) -> list[str]:
+        objs = objects(render(merged(CLAIMS, {"modelServer": {"runtime": "rankserve",
+                                                              "rankserve": rankserve}})))
+        (deployment,) = find(objs, "Deployment", "model-server")
+        (c,) = deployment["spec"]["template"]["spec"]["containers"]
+        return c["args"]
+
+    assert "--onnx-models=ranker,tower" in args({"onnxModels": ["ranker", "tower"]})
+    assert not any(a.startswith("--onnx-models") for a in args({}))
+
+
 def test_one_dashboard_configmap_per_file() -> None:
     objs = objects(render(merged(CLAIMS, {"dashboards": {
         "enabled": True, "label": "grafana_dashboard", "labelValue": "yes"}})))

@@ -378,6 +378,8 @@ class LocalStack:
                     *self._tls_args("model-server"),
                     *(["--profiler-port", "0"] if self.settings.profiler else []),
                     *(["--trace-hold-s", "10"] if self._keeps_slow_traces else []),
+                    *(["--onnx-models", self.settings.onnx_models]
+                      if self.settings.onnx_models else []),
                     *self._extra_ms,
                 ],
                 self.run_dir / f"model-server-{i}.log",

@@ -82,6 +82,10 @@ class StackSettings(BaseSettings):
         description="Also keep the whole trace of every Rank at least this slow, or failed,"
         " whatever the sample ratio decided (the ranker's --trace-keep-slower-than-ms; the"
         " model servers hold unsampled spans for it). 0: the ratio alone decides.")
+    onnx_models: str = Field(
+        "",
+        description="Models the model servers run on ONNX Runtime where it agrees with"
+        " TensorFlow (their --onnx-models: comma-separated names, or '*').")
     profiler: bool = Field(
         False,
         description="Start every model server with --profiler-port 0 (TensorFlow's profiler"

@@ -103,7 +103,16 @@ def add_stack_arguments(p: argparse.ArgumentParser) -> None:
         metavar="MS",
         help="Keep the whole trace of every Rank that took at least this long or failed, on top"
         " of the sampled share (default %(default)g: the ratio alone decides). Every span is then"
-        " recorded, which costs about as much as tracing every call.",
+        " recorded and held a few seconds, which costs a little more than the sampled share"
+        " alone (bench/results/tracing_bench.md).",
+    )
+    p.add_argument(
+        "--onnx-models",
+        default="",
+        metavar="NAMES",
+        help="Run these models (comma-separated, or '*') on ONNX Runtime in the model servers:"
+        " each version is converted from its SavedModel and checked against TensorFlow's"
+        " scores at load, and stays on TensorFlow if it does not agree.",
     )
     p.add_argument(
         "--home",
@@ -136,7 +145,7 @@ def stack_settings(args: argparse.Namespace, **overrides: object) -> StackSettin
                 k: getattr(args, k, None)
                 for k in ("ranker_port", "catalog_dir", "model_config_file", "model_base",
                           "model_name", "spec", "item_features", "user_features", "redis",
-                          "tls", "profiler")
+                          "tls", "profiler", "onnx_models")
             },
             **overrides,
         }.items()

@@ -1,0 +1,111 @@
+"""--onnx-models: a named model's signatures run on ONNX Runtime once converted and checked
+against TensorFlow at load; a conversion that fails or disagrees leaves them on TensorFlow.
+Real SavedModels, the real tf2onnx converter, Predict over gRPC on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from rankserve.server.modelserver import ModelServerApp, ModelServerSettings
+from rankserve.server.modelserver.errors import LoadFailed
+from rankserve.server.modelserver.onnx_runtime import OnnxRuntime, convert_signature
+from tests.integration import modelserver_support as support
+
+pytestmark = pytest.mark.timeout(180)
+CTX = np.arange(support.C, dtype=np.float32).reshape(1, support.C) / 10
+CANDS = np.random.default_rng(3).standard_normal((7, support.F)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def library(tmp_path_factory) -> Path:
+    return support.model_library(tmp_path_factory)
+
+
+@pytest.fixture
+def base(tmp_path: Path, library: Path) -> Path:
+    support.install(library, tmp_path / "m", 1)
+    return tmp_path / "m"
+
+
+@contextlib.asynccontextmanager
+async def serving(base: Path, convert=None, **settings):
+    app = ModelServerApp(ModelServerSettings(host="127.0.0.1", port=0, metrics_port=0,
+                                             model_name="m", model_base_path=str(base),
+                                             poll_interval_s=0.1, **settings))
+    if convert is not None:  # the same runtime, with its converter replaced
+        onnx = OnnxRuntime(app.runtime, convert=convert)
+        app.manager._runtime_for = lambda _name: onnx
+    port = await app.start()
+    try:
+        await asyncio.wait_for(app.wait_serving(), 120)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield app, prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    finally:
+        await app.stop()
+
+
+def runs_on(app: ModelServerApp) -> str:
+    with app.manager.lease("m") as version:
+        runtime = app.manager._model("m").runtime
+        return runtime.runtime_of(version.model, "serving_default")
+
+
+async def scores(stub) -> np.ndarray:
+    response = await stub.Predict(support.predict_request("m", CTX, CANDS), timeout=10)
+    return support.scores_of(response)
+
+
+async def test_a_named_model_runs_on_onnx_runtime_with_tensorflows_scores(base, caplog):
+    caplog.set_level(logging.INFO, "rankserve.server.modelserver.onnx_runtime")
+    async with serving(base, onnx_models="m") as (app, stub):
+        assert runs_on(app) == "onnxruntime"
+        np.testing.assert_allclose(await scores(stub), support.expected_scores(CTX, CANDS, 1),
+                                   rtol=1e-5, atol=1e-6)
+    assert "signature 'serving_default' runs on ONNX Runtime" in caplog.text
+
+
+async def test_other_models_stay_on_tensorflow(base):
+    async with serving(base, onnx_models="other") as (app, stub):
+        assert not hasattr(app.manager._model("m").runtime, "runtime_of")
+        np.testing.assert_allclose(await scores(stub), support.expected_scores(CTX, CANDS, 1),
+                                   rtol=1e-5)
+
+
+async def test_a_converted_model_that_disagrees_stays_on_tensorflow(base, library, caplog):
+    # The "conversion" is of version 2, whose scores differ: the parity check must catch it.
+    def wrong_version(saved_model: Path, signature: str, out: Path) -> None:
+        convert_signature(library / "2", signature, out)
+
+    async with serving(base, convert=wrong_version) as (app, stub):
+        assert runs_on(app) == "tensorflow"
+        np.testing.assert_allclose(await scores(stub), support.expected_scores(CTX, CANDS, 1),
+                                   rtol=1e-5)
+    assert "runs on TensorFlow: output 'scores' differs from TensorFlow's by up to" in caplog.text
+
+
+async def test_a_model_that_does_not_convert_stays_on_tensorflow(base, tmp_path, caplog):
+    def broken(saved_model: Path, signature: str, out: Path) -> None:
+        damaged = tmp_path / "damaged"
+        shutil.copytree(saved_model, damaged)
+        (damaged / "saved_model.pb").write_bytes(b"not a SavedModel")
+        convert_signature(damaged, signature, out)
+
+    async with serving(base, convert=broken) as (app, stub):
+        assert runs_on(app) == "tensorflow"
+        np.testing.assert_allclose(await scores(stub), support.expected_scores(CTX, CANDS, 1),
+                                   rtol=1e-5)
+    assert "runs on TensorFlow: tf2onnx could not convert it" in caplog.text
+
+
+def test_the_converter_names_what_failed(tmp_path):
+    with pytest.raises(LoadFailed, match="tf2onnx could not convert it"):
+        convert_signature(tmp_path / "missing", "serving_default", tmp_path / "out.onnx")
