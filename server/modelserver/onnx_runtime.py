@@ -73,6 +73,9 @@ class OnnxRuntime:
                     continue
                 except _Rejected as exc:
                     reason = str(exc)
+                except Exception as exc:  # the check itself failed (say, TF on random inputs)
+                    first = (str(exc).strip().splitlines() or [""])[0][:300]
+                    reason = f"the parity check failed: {type(exc).__name__}: {first}"
             log.warning("%s: signature '%s' runs on TensorFlow: %s", path, name, reason)
         return LoadedModel(path=loaded.path, signatures=loaded.signatures,
                            signature_def_map=loaded.signature_def_map,
