@@ -137,7 +137,8 @@ def bench_stack(paths: DemoPaths, compression: str, args: argparse.Namespace,
         run = measure_stack(stack, args)
     p50, p99 = percentiles(run.latencies_s)
     label = ("stack: model on ONNX Runtime (--onnx-models)" if onnx else
-             f"stack: ranker+Envoy+2 servers, gzip {'on' if compression == 'gzip' else 'off'}")
+             "stack: ranker+Envoy+2 servers, " + (f"{compression} on" if compression != "none"
+                                                  else "gzip off"))
     return Row(label, p50, p99, run.ranks / run.wall_s, run.cpu_s / run.ranks,
                run.envoy_rx_bytes / run.ranks,
                f"{args.concurrency} callers for {args.throughput_s:g} s")
@@ -324,6 +325,7 @@ def ratios(rows: list[Row]) -> str:
              f" x{stack.ranks_per_s / floor.ranks_per_s:.2f}; against the naive client: p50"
              f" {naive.p50_ms / stack.p50_ms:.1f}x faster"]
     for prefix, what in (("stack: ranker+Envoy+2 servers, gzip on", "gzip"),
+                         ("stack: ranker+Envoy+2 servers, deflate on", "deflate"),
                          ("stack: float16", "float16 inputs")):
         other = row(prefix)
         lines.append(f"{what} against none: bytes"
@@ -356,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, fn in (
         ("stack, gzip off", lambda: bench_stack(paths, "none", args)),
         ("stack, gzip on", lambda: bench_stack(paths, "gzip", args)),
+        ("stack, deflate on", lambda: bench_stack(paths, "deflate", args)),
         ("stack, float16 inputs", lambda: bench_stack_half(paths, args)),
         ("stack, ONNX Runtime", lambda: bench_stack(paths, "none", args, onnx=True)),
         ("transport floor", lambda: bench_transport_floor(paths, args)),

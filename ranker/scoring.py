@@ -33,6 +33,10 @@ SCORES_OUTPUT = "scores"
 # transient one: the pipeline fails the request instead of hiding it behind fallback scores.
 SIGNATURE_MISMATCH = "FAILED_PRECONDITION"
 _PROPAGATOR = TraceContextTextMapPropagator()
+#: The codecs gRPC offers per call. Its compression "levels" only pick among these, and zlib's
+#: own level is fixed in gRPC core; bench/results/rank_bench.md has each one's cost.
+CODECS: dict[str, grpc.Compression | None] = {
+    "none": None, "gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}
 
 
 @dataclass(frozen=True)
@@ -98,8 +102,8 @@ def parse_response(
 class PredictScorer:
     """A ``Scorer`` that sends one Predict call per batch to ``target`` (Envoy or a server).
 
-    ``gzip_min_bytes``: requests at least this large are sent gzip-compressed when
-    ``compression`` is "gzip"; smaller ones are not worth the CPU. ``on_request`` sees every
+    ``gzip_min_bytes``: requests at least this large are sent compressed when ``compression``
+    is "gzip" or "deflate"; smaller ones are not worth the CPU. ``on_request`` sees every
     request before it is sent, with the index of its batch within the Rank (-1 outside one),
     for request capture; it must return at once and never raise. ``credentials`` (with
     ``channel_options``, e.g. the server name to check) makes the channel TLS. ``hedge``, when
@@ -122,10 +126,12 @@ class PredictScorer:
         channel_options: tuple[tuple[str, str], ...] = (),
         extra_metadata: Callable[[], tuple[str, str] | None] | None = None,
     ) -> None:
-        if compression not in ("none", "gzip"):
-            raise ValueError(f"compression must be 'none' or 'gzip', got {compression!r}")
+        if compression not in CODECS:
+            raise ValueError(f"compression must be one of {', '.join(CODECS)}, got"
+                             f" {compression!r}")
         self.target = target
-        self._gzip = compression == "gzip"
+        self._codec = CODECS[compression]
+        self._codec_name = compression
         self._gzip_min = gzip_min_bytes
         self._on_request = on_request
         self._metrics = metrics
@@ -166,9 +172,9 @@ class PredictScorer:
         # The encoded size without encoding (about 1.5 us): the gzip threshold, the span and the
         # metric all read this one number.
         request_bytes = req.ByteSize()
-        compression = (grpc.Compression.Gzip if self._gzip and request_bytes >= self._gzip_min
+        compression = (self._codec if self._codec is not None and request_bytes >= self._gzip_min
                        else None)
-        request_sent(request_bytes, "gzip" if compression is not None else "none",
+        request_sent(request_bytes, self._codec_name if compression is not None else "none",
                      self._metrics)
         # The caller's batch span (if any) is current: it becomes the model server's parent.
         carrier: dict[str, str] = {}

@@ -52,7 +52,7 @@ class StackSettings(BaseSettings):
         " user feature store of the ranker.",
     )
     batch_size: int = Field(25, ge=5, le=25, description="Candidates per Predict call.")
-    compression: Literal["none", "gzip"] = Field(
+    compression: Literal["none", "gzip", "deflate"] = Field(
         "none", description="gRPC compression of Predict calls from the ranker."
     )
     envoy_concurrency: int = Field(1, ge=1, description="Envoy worker threads.")
