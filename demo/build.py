@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from google.protobuf import text_format
+
+from rankserve.tfserving.v1 import model_server_config_pb2
 
 # Bump when the generator, relevance or model changes what a build produces.
 BUILD_VERSION = 2
@@ -112,24 +115,14 @@ def _key(spec: dict[str, int | str]) -> str:
 
 
 def model_config_text(base_path: Path, name: str = MODEL_NAME) -> str:
-    return (
-        "model_config_list {\n"
-        "  config {\n"
-        f'    name: "{name}"\n'
-        f'    base_path: "{base_path.resolve()}"\n'
-        '    model_platform: "tensorflow"\n'
-        "    model_version_policy {\n"
-        "      latest {\n"
-        "        num_versions: 2\n"
-        "      }\n"
-        "    }\n"
-        "    version_labels {\n"
-        '      key: "stable"\n'
-        "      value: 1\n"
-        "    }\n"
-        "  }\n"
-        "}\n"
-    )
+    """TF Serving's model config of the demo model: its two newest versions served, version 1
+    labelled "stable" (the rollout walkthrough moves the label)."""
+    config = model_server_config_pb2.ModelServerConfig()
+    model = config.model_config_list.config.add(
+        name=name, base_path=str(base_path.resolve()), model_platform="tensorflow")
+    model.model_version_policy.latest.num_versions = 2
+    model.version_labels["stable"] = 1
+    return text_format.MessageToString(config)
 
 
 @contextmanager

@@ -33,14 +33,15 @@ def test_paths_follow_the_tf_serving_layout(tmp_path):
     assert p.catalog_dir != p.truth_dir and p.truth_dir.parent == tmp_path
 
 
-def test_model_config_text(tmp_path):
-    text = model_config_text(tmp_path / "models" / "ranker")
-    assert text.startswith("model_config_list {")
-    assert f'base_path: "{tmp_path / "models" / "ranker"}"' in text
-    for part in ('name: "ranker"', 'model_platform: "tensorflow"', "num_versions: 2",
-                 'key: "stable"', "value: 1"):  # fmt: skip
-        assert part in text
-    assert text.count("{") == text.count("}")
+def test_model_config_text_is_what_the_model_server_reads(tmp_path):
+    from rankserve.server.modelserver.config import read_config_file
+
+    path = tmp_path / "models.config"
+    path.write_text(model_config_text(tmp_path / "models" / "ranker"))
+    [model] = read_config_file(path)
+    assert (model.name, model.base_path) == ("ranker", (tmp_path / "models" / "ranker").resolve())
+    assert model.policy.select([1, 2, 3]) == {2, 3}
+    assert model.labels == {"stable": 1}
 
 
 def test_training_lists_come_from_retrieval(tmp_path):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from rankserve.server.modelserver.config import read_config_file
 from rankserve.tools.cli import build_parser
 from rankserve.tools.stack.local import (
     LocalStack,
@@ -45,8 +46,11 @@ def test_own_model_needs_no_demo_and_no_catalog(tmp_path: Path) -> None:
 
 def test_model_config_and_base_checks(tmp_path: Path) -> None:
     base = _base(tmp_path)
-    text = model_config_text("marketplace", base)
-    assert 'name: "marketplace"' in text and f'base_path: "{base.resolve()}"' in text
+    path = tmp_path / "models.config"
+    path.write_text(model_config_text("marketplace", base))
+    [model] = read_config_file(path)
+    assert (model.name, model.base_path, model.labels) == ("marketplace", base.resolve(), {})
+    assert model.policy.select([1, 3]) == {3}
     check_model_base(base)
     with pytest.raises(StartError, match="version directory; give the directory above it"):
         check_model_base(base / "3")

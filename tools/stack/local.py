@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from google.protobuf import text_format
+
+from rankserve.tfserving.v1 import model_server_config_pb2
 from rankserve.tools.stack import envoy_config
 from rankserve.tools.stack.processes import (
     Child,
@@ -53,15 +56,10 @@ _MAX_SOCKET_PATH = 107
 
 def model_config_text(name: str, base_path: Path) -> str:
     """TF Serving's model config for one model, its latest version served."""
-    return (
-        "model_config_list {\n"
-        "  config {\n"
-        f"    name: {json.dumps(name)}\n"
-        f"    base_path: {json.dumps(str(base_path.resolve()))}\n"
-        '    model_platform: "tensorflow"\n'
-        "  }\n"
-        "}\n"
-    )
+    config = model_server_config_pb2.ModelServerConfig()
+    config.model_config_list.config.add(
+        name=name, base_path=str(base_path.resolve()), model_platform="tensorflow")
+    return text_format.MessageToString(config)
 
 
 def check_model_base(base: Path) -> None:
