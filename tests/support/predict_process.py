@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import signal
-from pathlib import Path
 
 import grpc
 
+from rankserve.server.common.readyfile import write_ready_file
+from rankserve.server.common.shutdown import run_until_signal
 from rankserve.tfserving.v1 import predict_pb2, prediction_service_pb2_grpc
 from tests.support.predict_server import NumpyModel, NumpyPredictionService
 
@@ -50,16 +48,13 @@ async def serve(args: argparse.Namespace) -> None:
                            args.fail_every, grpc.StatusCode[args.fail_code])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(service, server)
     port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    tmp = Path(args.ready_file + ".tmp")
-    tmp.write_text(json.dumps({"address": f"127.0.0.1:{port}", "pid": os.getpid()}))
-    os.replace(tmp, args.ready_file)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.stop(0.5)
+
+    async def start() -> None:
+        await server.start()
+        write_ready_file(args.ready_file, f"127.0.0.1:{port}")
+
+    # SIGTERM or SIGINT stops it at once (no drain).
+    await run_until_signal(start, lambda: server.stop(0.5), drain_on=())
 
 
 def main() -> None:
