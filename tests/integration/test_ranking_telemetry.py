@@ -53,17 +53,23 @@ def scrape(address: str) -> dict[tuple[str, tuple], float]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-async def test_spans_continue_the_callers_trace_and_answer_with_its_id(catalog_dir):
+async def rank_as_caller(catalog_dir, flags: str):
+    """One Rank under the caller's traceparent with ``flags`` ("01" sampled, "00" not): the
+    response, its trailers, the spans exported and the model's record of its calls."""
     exporter = InMemorySpanExporter()
-    async with serving(catalog_dir, exporter=exporter) as (stub, _, app):
+    async with serving(catalog_dir, exporter=exporter) as (stub, model, app):
         call = stub.Rank(request(), timeout=10,
-                         metadata=(("traceparent", f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"),))
+                         metadata=(("traceparent", f"00-{CALLER_TRACE}-{CALLER_SPAN}-{flags}"),))
         resp = await call
         answered = dict(await call.trailing_metadata())
         app.tracer_provider.force_flush()
+    return resp, answered, exporter.get_finished_spans(), model
+
+
+async def test_spans_continue_the_callers_trace_and_answer_with_its_id(catalog_dir):
+    resp, answered, spans, _ = await rank_as_caller(catalog_dir, "01")
     assert resp.trace_id == CALLER_TRACE
     assert answered["traceparent"].split("-")[1] == CALLER_TRACE
-    spans = exporter.get_finished_spans()
     assert {format(s.context.trace_id, "032x") for s in spans} == {CALLER_TRACE}
     [server] = [s for s in spans if s.kind == SpanKind.SERVER]
     assert server.name == "rankserve.ranking.v1.RankingService/Rank"
@@ -86,17 +92,11 @@ async def test_spans_continue_the_callers_trace_and_answer_with_its_id(catalog_d
 async def test_a_caller_that_did_not_sample_gets_no_span_but_learns_its_trace_id(catalog_dir):
     # The sampler follows the caller: no span of the Rank is recorded (the server skips its own
     # span instead of recording a dropped one), yet the answer names the caller's trace.
-    exporter = InMemorySpanExporter()
-    async with serving(catalog_dir, exporter=exporter) as (stub, model, app):
-        call = stub.Rank(request(), timeout=10,
-                         metadata=(("traceparent", f"00-{CALLER_TRACE}-{CALLER_SPAN}-00"),))
-        resp = await call
-        answered = dict(await call.trailing_metadata())
-        app.tracer_provider.force_flush()
+    resp, answered, spans, model = await rank_as_caller(catalog_dir, "00")
     assert resp.degradation.total_batches == 40 and not resp.degradation.degraded
     assert resp.trace_id == CALLER_TRACE
     assert answered["traceparent"] == f"00-{CALLER_TRACE}-{CALLER_SPAN}-00"
-    assert exporter.get_finished_spans() == ()
+    assert spans == ()
     # The model calls carried the caller's decision on: not sampled, same trace.
     sent = model.traceparents
     assert len(sent) == 40
