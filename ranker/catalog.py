@@ -48,6 +48,21 @@ class CatalogFormatError(Exception):
     """The directory is not a catalog this version can read."""
 
 
+class RowNames(list[str]):
+    """Ids of catalog rows that remember the rows they name (:meth:`Catalog.name_rows`).
+
+    Retrieval finds rows; the pipeline names them, and the catalog's feature store turns the
+    names back into rows: a Rank's 1000 dict probes. Given these, :meth:`Catalog.item_rows`
+    copies the rows instead. Treat the list as read-only: a changed length falls back to the
+    probes, a changed element would not be noticed.
+    """
+
+    __slots__ = ("rows", "owner")
+
+    rows: np.ndarray
+    owner: object
+
+
 @dataclass
 class Catalog:
     manifest: Manifest
@@ -140,7 +155,11 @@ class Catalog:
         return self._user_index.get(user_id)
 
     def item_rows(self, item_ids: Sequence[str]) -> np.ndarray:
-        """Rows of many ids at once, -1 for an id the catalog lacks (one dict probe each)."""
+        """Rows of many ids at once, -1 for an id the catalog lacks (one dict probe each, but
+        for the names of :meth:`name_rows`, which carry their rows)."""
+        if (isinstance(item_ids, RowNames) and item_ids.owner is self
+                and len(item_ids) == item_ids.rows.size):
+            return item_ids.rows.copy()
         get = self._item_index.get
         return np.array([get(i, -1) for i in item_ids], dtype=np.int64)
 
@@ -150,6 +169,13 @@ class Catalog:
 
     def item_id(self, row: int) -> str:
         return self._item_names[row]
+
+    def name_rows(self, rows: np.ndarray) -> RowNames:
+        """The ids of ``rows`` (item rows of this catalog), carrying the rows along."""
+        names = RowNames(map(self._item_names.__getitem__, rows.tolist()))
+        names.rows = np.array(rows, dtype=np.int64)
+        names.owner = self
+        return names
 
 
 def write_catalog(

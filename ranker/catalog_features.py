@@ -19,7 +19,10 @@ class _CatalogFeatures:
     def __init__(self, entity: str, arrays: Mapping[str, np.ndarray],
                  rows_of: Callable[[Sequence[str]], np.ndarray], version: str) -> None:
         self._entity = entity
-        self._arrays = {name: a if a.ndim == 2 else a.reshape(-1, 1) for name, a in arrays.items()}
+        # Plain ndarray views of the memory maps: indexing a np.memmap runs its Python
+        # __getitem__ and wraps the copy in a memmap; the base class does neither.
+        self._arrays = {name: np.asarray(a if a.ndim == 2 else a.reshape(-1, 1))
+                        for name, a in arrays.items()}
         self._rows_of = rows_of
         self._version = version
         self._schema = {name: FeatureInfo(name, "float32", int(a.shape[1]))

@@ -183,7 +183,9 @@ class InputAssembler:
         """
         report = FeatureReport()
         want_user = self.uses_users and query.user_known and bool(query.user_id)
-        item_task = self._fetch("item", list(ids), report, timeout_s)
+        # Not copied when a list already: the catalog's row names carry their rows.
+        keys = ids if isinstance(ids, list) else list(ids)
+        item_task = self._fetch("item", keys, report, timeout_s)
         user_task = (self._fetch("user", [query.user_id], report, timeout_s) if want_user
                      else _nothing())
         items, user = await asyncio.gather(item_task, user_task)

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -81,7 +81,7 @@ class Ranker:
         scorer: Scorer,
         model_inputs: Mapping[str, InputAssembler] | None = None,
         caller_source: CandidateSource | None = None,
-        item_id: Callable[[int], str] | None = None,
+        item_names: Callable[[np.ndarray], Sequence[str]] | None = None,
         router: Callable[[], Router] | None = None,
         tracer: trace.Tracer | None = None,
         metrics: RankerMetrics | None = None,
@@ -91,8 +91,8 @@ class Ranker:
         must bring its own); ``caller_source`` turns the ids a request brings into candidates;
         ``inputs`` fills a model's inputs as its spec says, for every model not named in
         ``model_inputs`` (model name -> the assembler of that model's own spec: experiment arms
-        and shadows may take other inputs); ``item_id`` names a retrieved catalog row when a
-        source returns rows without ids."""
+        and shadows may take other inputs); ``item_names`` names retrieved catalog rows when a
+        source returns rows without ids (``Catalog.name_rows``)."""
         plan_batches(0, config.batch_size)  # validates batch_size early
         self.config = config
         static = Router(config.default_model, config.rules)
@@ -105,7 +105,7 @@ class Ranker:
         self._default_inputs = inputs
         self._model_inputs = dict(model_inputs or {})
         self._scorer = scorer
-        self._item_id = item_id
+        self._item_names = item_names
         self._in_flight = asyncio.Semaphore(config.max_in_flight)
         self._tracer = tracer or trace.NoOpTracer()
         self._metrics = metrics
@@ -206,7 +206,7 @@ class Ranker:
     def _inputs(self, model: ModelRef) -> InputAssembler:
         return self._model_inputs.get(model.name, self._default_inputs)
 
-    def _shadow(self, query: RankQuery, decision: Decision, ids: list[str], caller_ids: bool,
+    def _shadow(self, query: RankQuery, decision: Decision, ids: Sequence[str], caller_ids: bool,
                 live: InputAssembler, inputs: ModelInputs) -> None:
         """Hands the shadow arm the live inputs, or, when its model has a spec of its own, the
         work of assembling them (done in the shadow's task, off the answer path)."""
@@ -243,13 +243,13 @@ class Ranker:
         for source in report.unavailable:
             m.feature_source_unavailable.labels(source).inc()
 
-    def _ids(self, cands: Candidates) -> list[str]:
+    def _ids(self, cands: Candidates) -> Sequence[str]:
         if cands.ids is not None:
             return [str(i) for i in cands.ids.tolist()]
-        if self._item_id is None:
+        if self._item_names is None:
             raise RuntimeError("a candidate source returned rows without ids, and the ranker"
                                " has no catalog to name them")
-        return [self._item_id(int(r)) for r in cands.rows.tolist()]
+        return self._item_names(cands.rows)
 
     def _check_score_budget(self, deadline: float) -> None:
         cfg = self.config
@@ -261,7 +261,7 @@ class Ranker:
                 f" scoring needs at least {need_ms:.0f} ms: raise the call's deadline"
             )
 
-    def _merge(self, query: RankQuery, cands: Candidates, ids: list[str],
+    def _merge(self, query: RankQuery, cands: Candidates, ids: Sequence[str],
                outcomes: list[BatchOutcome], report: FeatureReport) -> MergedPage:
         page = merge(outcomes, len(ids), query.page_size, ids.__getitem__, cands.scores,
                      query.debug)
@@ -355,7 +355,7 @@ class Ranker:
         return BatchOutcome(batch, scores=scored.scores, model_version=scored.model_version)
 
 
-def _without(cands: Candidates, ids: list[str], positions: np.ndarray
+def _without(cands: Candidates, ids: Sequence[str], positions: np.ndarray
              ) -> tuple[Candidates, list[str]]:
     """The candidates minus those at ``positions`` (dropped by the spec's policy)."""
     keep = np.ones(len(ids), dtype=bool)

@@ -193,7 +193,7 @@ class RankingApp:
             model_inputs={name: assembler(spec) for name, spec in self.model_specs.items()},
             scorer=self._scorer,
             caller_source=CallerCandidates(),
-            item_id=catalog.item_id if catalog is not None else None,
+            item_names=catalog.name_rows if catalog is not None else None,
             router=self.routing.current if self.routing else None,
             tracer=tracer, metrics=self.metrics, version_metrics=self.version_metrics)
 

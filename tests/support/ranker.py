@@ -33,4 +33,4 @@ def catalog_ranker(catalog: Catalog, scorer: Any, config: RankerConfig | None = 
                             users=catalog_users(catalog))
     return Ranker(config or RankerConfig(),
                   retriever=retriever or EmbeddingRetriever(catalog, ContextEncoder(catalog)),
-                  inputs=inputs, scorer=scorer, item_id=catalog.item_id, **kw)
+                  inputs=inputs, scorer=scorer, item_names=catalog.name_rows, **kw)

@@ -189,3 +189,22 @@ async def test_non_finite_features_reach_the_reasons(catalog):
     assert res.degradation.reasons[0].startswith("retrieval: no query tokens")
     assert "3 non-finite feature values replaced by 0 (1 candidates)" in \
         res.degradation.reasons
+
+
+def test_named_rows_turn_back_into_the_same_rows_without_a_probe_only_while_unchanged(
+        catalog, tmp_path):
+    rows = np.array([5, 0, 599, 5, 42])
+    names = catalog.name_rows(rows)
+    assert names == [catalog.item_id(int(r)) for r in rows]
+    probed = catalog.item_rows(list(names))  # a plain list: one dict probe per id
+    np.testing.assert_array_equal(catalog.item_rows(names), probed)
+    np.testing.assert_array_equal(probed, rows)
+    # The rows handed back are a copy: a store that marks misses in them changes nothing here.
+    catalog.item_rows(names)[:] = -1
+    np.testing.assert_array_equal(catalog.item_rows(names), rows)
+    # A grown list, or names of another catalog, are probed like any list.
+    names.append("no-such-item")
+    np.testing.assert_array_equal(catalog.item_rows(names), [*rows, -1])
+    other = Catalog.open(make_catalog(tmp_path / "other", num_items=10, num_features=8))
+    foreign = other.name_rows(np.array([3]))
+    np.testing.assert_array_equal(catalog.item_rows(foreign), catalog.item_rows(list(foreign)))
