@@ -7,7 +7,7 @@ import contextlib
 import os
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -91,9 +91,48 @@ class Row:
     cpu_s_per_rank: float
     bytes_per_rank: float
     note: str = ""
+    # CPU ms per Rank of each tier (the ranker or bare client, Envoy, the model or echo
+    # servers, the rest), from the same closed loop as cpu_s_per_rank.
+    cpu_ms_by_tier: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+#: The tiers of a Rank's CPU, in the order the split is printed.
+TIERS = ("ranker or client", "Envoy", "model servers", "rest")
+
+
+def tier_of(stack: LocalStack, pid: int) -> str:
+    """Which of ``TIERS`` a stack process belongs to (the stack's own Redis, trace receiver
+    and the bench's load generator are the rest)."""
+    if stack.ranker is not None and pid == stack.ranker.pid:
+        return TIERS[0]
+    if stack.envoy is not None and pid == stack.envoy.pid:
+        return TIERS[1]
+    if any(pid == c.pid for c in stack.model_servers):
+        return TIERS[2]
+    return TIERS[3]
+
+
+def tier_cpu(stack: LocalStack, pids: list[int]) -> dict[str, float]:
+    """CPU seconds so far of ``pids``, summed per tier."""
+    out = dict.fromkeys(TIERS, 0.0)
+    for pid in pids:
+        out[tier_of(stack, pid)] += cpu_seconds([pid])
+    return out
+
+
+def tier_table(rows: list[Row]) -> str:
+    """Each row's CPU per Rank split by tier, for the rows that carry a split."""
+    head = f"| {'path':<46} | " + " | ".join(f"{t:>16}" for t in TIERS) + " |"
+    sep = "|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|"
+    out = ["CPU ms per Rank by tier:", "", head, sep]
+    for r in rows:
+        if r.cpu_ms_by_tier:
+            out.append(f"| {r.path:<46} | " + " | ".join(
+                f"{r.cpu_ms_by_tier.get(t, 0.0):16.2f}" for t in TIERS) + " |")
+    return "\n".join(out)
 
 
 def percentiles(latencies_s: list[float]) -> tuple[float, float]:

@@ -34,7 +34,16 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from bench.measure import Row, cpu_seconds, envoy_counter, percentiles, table
+from bench.measure import (
+    TIERS,
+    Row,
+    cpu_seconds,
+    envoy_counter,
+    percentiles,
+    table,
+    tier_cpu,
+    tier_table,
+)
 from rankserve.demo.build import DemoPaths, ensure_demo
 from rankserve.demo.queries import SAMPLE_REQUESTS
 from rankserve.loadtest.cpu import self_cpu_s
@@ -93,6 +102,7 @@ class StackRun:
     aside_cpu_s: float  # the processes set aside (a trace receiver standing in for a collector)
     envoy_rx_bytes: int  # what Envoy received from the ranker in the closed loop
     last_trace_id: str
+    cpu_by_tier: dict[str, float]  # cpu_s split by bench.measure.TIERS
 
 
 def measure_stack(stack: LocalStack, args: argparse.Namespace, aside: tuple[int, ...] = ()
@@ -111,10 +121,13 @@ def measure_stack(stack: LocalStack, args: argparse.Namespace, aside: tuple[int,
             resp = stub.Rank(rank_request(i), timeout=10)
             lat.append(time.perf_counter() - t)
     cpu0, self0, aside0 = cpu_seconds(pids), self_cpu_s(), cpu_seconds(list(aside))
+    tiers0 = tier_cpu(stack, pids)
     rx0 = envoy_counter(stack.envoy_admin, ENVOY_RX)
     t0 = time.perf_counter()
     done = asyncio.run(_closed_loop(target, args.concurrency, args.throughput_s))
     wall = time.perf_counter() - t0
+    tiers = {t: v - tiers0[t] for t, v in tier_cpu(stack, pids).items()}
+    tiers[TIERS[3]] += self_cpu_s() - self0
     return StackRun(
         latencies_s=lat,
         ranks=done,
@@ -123,6 +136,7 @@ def measure_stack(stack: LocalStack, args: argparse.Namespace, aside: tuple[int,
         aside_cpu_s=cpu_seconds(list(aside)) - aside0,
         envoy_rx_bytes=envoy_counter(stack.envoy_admin, ENVOY_RX) - rx0,
         last_trace_id=resp.trace_id,
+        cpu_by_tier=tiers,
     )
 
 
@@ -141,7 +155,8 @@ def bench_stack(paths: DemoPaths, compression: str, args: argparse.Namespace,
                                                   else "gzip off"))
     return Row(label, p50, p99, run.ranks / run.wall_s, run.cpu_s / run.ranks,
                run.envoy_rx_bytes / run.ranks,
-               f"{args.concurrency} callers for {args.throughput_s:g} s")
+               f"{args.concurrency} callers for {args.throughput_s:g} s",
+               {t: v / run.ranks * 1e3 for t, v in run.cpu_by_tier.items()})
 
 
 class _EchoStack(LocalStack):
@@ -178,10 +193,13 @@ async def _floor_rank(predict: grpc.aio.UnaryUnaryMultiCallable, requests: list[
     await asyncio.gather(*(predict(r, timeout=10) for r in requests))
 
 
-async def _floor_loop(target: str, requests: list[bytes], pids: list[int],
-                      args: argparse.Namespace) -> tuple[list[float], int, float, float]:
-    """(sequential latencies, Ranks in the closed loop, its wall time, the CPU of ``pids`` and
-    this client in the closed loop), measured as ``measure_stack`` measures the stack."""
+async def _floor_loop(target: str, requests: list[bytes], stack: LocalStack,
+                      args: argparse.Namespace
+                      ) -> tuple[list[float], int, float, float, dict[str, float]]:
+    """(sequential latencies, Ranks in the closed loop, its wall time, the CPU of the stack's
+    processes and this client in the closed loop, that CPU by tier: this client is the
+    ranker's), measured as ``measure_stack`` measures the stack."""
+    pids = [c.pid for c in stack.children]
     async with grpc.aio.insecure_channel(target) as ch:
         predict = ch.unary_unary("/tensorflow.serving.PredictionService/Predict")
         for _ in range(20):
@@ -192,7 +210,8 @@ async def _floor_loop(target: str, requests: list[bytes], pids: list[int],
             await _floor_rank(predict, requests)
             lat.append(time.perf_counter() - t)
         done = 0
-        cpu0, t0 = cpu_seconds(pids) + self_cpu_s(), time.perf_counter()
+        tiers0, self0 = tier_cpu(stack, pids), self_cpu_s()
+        cpu0, t0 = cpu_seconds(pids) + self0, time.perf_counter()
         stop_at = time.monotonic() + args.throughput_s
 
         async def caller() -> None:
@@ -202,8 +221,10 @@ async def _floor_loop(target: str, requests: list[bytes], pids: list[int],
                 done += 1
 
         await asyncio.gather(*(caller() for _ in range(args.concurrency)))
-        return (lat, done, time.perf_counter() - t0,
-                cpu_seconds(pids) + self_cpu_s() - cpu0)
+        wall, self1 = time.perf_counter() - t0, self_cpu_s()
+        tiers = {t: v - tiers0[t] for t, v in tier_cpu(stack, pids).items()}
+        tiers[TIERS[0]] += self1 - self0
+        return lat, done, wall, cpu_seconds(pids) + self1 - cpu0, tiers
 
 
 def bench_transport_floor(paths: DemoPaths, args: argparse.Namespace) -> Row:
@@ -213,16 +234,15 @@ def bench_transport_floor(paths: DemoPaths, args: argparse.Namespace) -> Row:
     with _EchoStack(settings, StackInputs(paths.catalog_dir, paths.model_config_file),
                     out=lambda _l: None) as stack:
         assert stack.envoy is not None
-        pids = [c.pid for c in stack.children]
         rx0 = envoy_counter(stack.envoy_admin, ENVOY_RX)
-        lat, done, wall, cpu = asyncio.run(_floor_loop(stack.envoy.address, requests, pids,
-                                                       args))
+        lat, done, wall, cpu, tiers = asyncio.run(_floor_loop(stack.envoy.address, requests,
+                                                              stack, args))
         rx = envoy_counter(stack.envoy_admin, ENVOY_RX) - rx0
     p50, p99 = percentiles(lat)
     return Row("transport floor: bare client, Envoy, 2 echo", p50, p99, done / wall,
                cpu / done, rx / (20 + args.latency_calls + done),
                f"the {len(requests)} Predicts of one Rank at once, {args.concurrency} callers"
-               f" for {args.throughput_s:g} s")
+               f" for {args.throughput_s:g} s", {t: v / done * 1e3 for t, v in tiers.items()})
 
 
 def bench_stack_half(paths: DemoPaths, args: argparse.Namespace) -> Row:
@@ -367,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         print(f"measuring {name} ...", file=sys.stderr, flush=True)
         rows.append(fn())
-    text = table(rows) + "\n\n" + ratios(rows)
+    text = table(rows) + "\n\n" + ratios(rows) + "\n\n" + tier_table(rows)
     print(text)
     RESULTS.mkdir(exist_ok=True)
     meta = {
