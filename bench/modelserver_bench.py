@@ -5,8 +5,10 @@ context each), sent straight to the server (no Envoy) by 40 callers that each ke
 flight for a fixed time. Rows, in one run:
   echo server          parses the request and answers 25 scores, no model: gRPC's own cost
   model server         rankserve's model server, one TensorFlow thread, as the local stack
-                       runs it, with this release's batching wait and the one before, and
-                       with the model on ONNX Runtime (--onnx-models)
+                       runs it: as it is; with every merged model call on the model's thread
+                       (--batch-inline-below-ms 0, the hot path before); with the batching
+                       wait of the release before that too; and with the model on ONNX
+                       Runtime (--onnx-models)
 
 CPU: user + system seconds of the server process per answered Predict.
 
@@ -40,8 +42,10 @@ PREDICT = "/tensorflow.serving.PredictionService/Predict"
 # window that closes once no call arrived for 1 ms) and of the one before (a fixed 1 ms window).
 VARIANTS = (
     ("model server: 5 ms window, 1 ms gap (default)", ()),
+    ("model server: every model call on its thread", ("--batch-inline-below-ms", "0")),
     ("model server: fixed 1 ms window (before)", ("--batch-max-wait-ms", "1",
-                                                  "--batch-idle-gap-ms", "")),
+                                                  "--batch-idle-gap-ms", "",
+                                                  "--batch-inline-below-ms", "0")),
     ("model server: ONNX Runtime (--onnx-models ranker)", ("--onnx-models", "ranker")),
 )
 

@@ -66,7 +66,7 @@ _METAVARS = {
     "host": "ADDR", "port": "PORT", "metrics_port": "PORT", "model_name": "NAME",
     "model_base_path": "DIR", "model_config_file": "FILE", "version_policy": "POLICY",
     "poll_interval_s": "SECONDS", "batch_max_rows": "N", "batch_max_wait_ms": "MS",
-    "batch_idle_gap_ms": "MS",
+    "batch_idle_gap_ms": "MS", "batch_inline_below_ms": "MS",
     "max_message_mb": "MIB", "intra_op_threads": "N", "inter_op_threads": "N",
     "grace_s": "SECONDS", "drain_s": "SECONDS", "ready_file": "PATH",
     "tls_cert": "PATH", "tls_key": "PATH", "tls_client_ca": "PATH", "health_port": "PORT",

@@ -54,6 +54,8 @@ class BatchOptions:
     max_queued_rows: int = 0
     # Hears of every refused call: (model name, version) -> callback. Metrics use it.
     on_shed: Callable[[str, int], Callable[[], None]] | None = None
+    # Merged calls of a model faster than this on average run on the event loop (Batcher).
+    inline_below_s: float = 0.0
 
 
 class LoadedVersion:
@@ -304,6 +306,7 @@ class VersionManager:
                 max_queued_rows=self._batch.max_queued_rows,
                 on_shed=(self._batch.on_shed(version.name, version.version)
                          if self._batch.on_shed else None),
+                inline_below_s=self._batch.inline_below_s,
             )
 
         return make

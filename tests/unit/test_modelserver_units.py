@@ -274,6 +274,37 @@ async def test_a_lone_call_waits_the_gap_and_a_steady_burst_merges_past_it() -> 
         await batcher.close()
 
 
+@pytest.mark.parametrize(("inline_below_s", "model_s", "on_loop"), [
+    (1.0, 0.0, True),     # a fast model: after the first call, merged calls run on the loop
+    (0.0, 0.0, False),    # 0: always on the executor
+    (0.005, 0.02, False),  # a model slower than the bound stays on its thread
+])
+async def test_fast_models_run_on_the_event_loop_after_their_first_call(
+        inline_below_s: float, model_s: float, on_loop: bool) -> None:
+    model = FakeModel()
+    threads: list[int] = []
+
+    def timed(inputs):
+        threads.append(threading.get_ident())
+        time.sleep(model_s)
+        return model(inputs)
+
+    loop_thread = threading.get_ident()
+    with ThreadPoolExecutor(1) as executor:
+        batcher = Batcher(SIG, timed, executor, max_rows=100, max_wait_s=0.01,
+                          inline_below_s=inline_below_s)
+        for burst in range(3):
+            calls = [_inputs(candidates=np.full((2, 2), burst + i, np.float32))
+                     for i in range(4)]
+            for call, result in zip(calls, await _burst(batcher, calls), strict=True):
+                np.testing.assert_array_equal(
+                    result["scores"], call["candidates"].sum(axis=1) + call["context"].sum())
+        await batcher.close()
+    assert batcher.model_calls == len(threads) == 3  # each burst merged into one call
+    assert threads[0] != loop_thread  # the first call is always timed on the executor
+    assert all((t == loop_thread) == on_loop for t in threads[1:]), threads
+
+
 async def test_a_failing_call_does_not_fail_the_calls_merged_with_it() -> None:
     model = FakeModel()
     with ThreadPoolExecutor(1) as executor:
