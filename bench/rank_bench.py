@@ -12,49 +12,45 @@ Rows (all on this machine, in one run, so they compare as ratios):
   naive client          the same 40 batches sent one after another with the official
                         tensorflow-serving-api stubs and tf.make_tensor_proto, through Envoy
 
+The stack rows and the transport floor run side by side, each on its own processes, and take
+turns in short slices (bench.interleave), so the machine's drift moves them alike.
+
 Latency: sequential calls (p50, p99). Throughput: a closed loop at a fixed concurrency for a
-fixed time. CPU: user + system seconds of every process involved (client included) per Rank.
-Bytes: what Envoy received from its client per Rank (HTTP/2 framing included).
+fixed time. CPU: user + system seconds of every process involved (client included) per Rank,
+also split by tier. Bytes: what Envoy received from its client per Rank (HTTP/2 framing
+included).
 
     python -m bench.rank_bench [--latency-calls 200] [--throughput-s 10] [--concurrency 4]
+                               [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import platform
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import numpy as np
 
-from bench.measure import (
-    TIERS,
-    Row,
-    cpu_seconds,
-    envoy_counter,
-    percentiles,
-    table,
-    tier_cpu,
-    tier_table,
-)
+from bench.interleave import ENVOY_RX, Calls, RankerCalls, Subject, measure
+from bench.measure import TIERS, Row, cpu_seconds, envoy_counter, percentiles, table, tier_table
 from rankserve.demo.build import DemoPaths, ensure_demo
 from rankserve.demo.queries import SAMPLE_REQUESTS
 from rankserve.loadtest.cpu import self_cpu_s
 from rankserve.ranker.model_signature import saved_model_file
-from rankserve.ranking.v1 import ranking_pb2, ranking_pb2_grpc
+from rankserve.ranking.v1 import ranking_pb2
 from rankserve.tools.stack.local import LocalStack, StackInputs
 from rankserve.tools.stack.processes import Child, start, wait_ready_file
 from rankserve.tools.stack.settings import StackSettings
 
 RESULTS = Path(__file__).parent / "results"
-ENVOY_RX = "http.model_ingress.downstream_cx_rx_bytes_total"
 
 
 def rank_request(i: int) -> ranking_pb2.RankRequest:
@@ -70,93 +66,33 @@ def rank_request(i: int) -> ranking_pb2.RankRequest:
     )
 
 
-async def _closed_loop(target: str, concurrency: int, seconds: float) -> int:
-    """Ranks completed by `concurrency` callers in `seconds`; any failure aborts the bench."""
-    done = 0
-    stop_at = time.monotonic() + seconds
-    async with grpc.aio.insecure_channel(target) as ch:
-        stub = ranking_pb2_grpc.RankingServiceStub(ch)
-
-        async def caller(k: int) -> None:
-            nonlocal done
-            i = k
-            while time.monotonic() < stop_at:
-                resp = await stub.Rank(rank_request(i), timeout=10)
-                if resp.degradation.degraded:
-                    raise RuntimeError(f"degraded Rank during the bench: {resp.degradation}")
-                done += 1
-                i += concurrency
-
-        await asyncio.gather(*(caller(k) for k in range(concurrency)))
-    return done
-
-
-@dataclass
-class StackRun:
-    """What one stack measurement saw: sequential latencies, then a closed loop."""
-
-    latencies_s: list[float]
-    ranks: int  # completed in the closed loop
-    wall_s: float
-    cpu_s: float  # every stack process not set aside, plus this client, in the closed loop
-    aside_cpu_s: float  # the processes set aside (a trace receiver standing in for a collector)
-    envoy_rx_bytes: int  # what Envoy received from the ranker in the closed loop
-    last_trace_id: str
-    cpu_by_tier: dict[str, float]  # cpu_s split by bench.measure.TIERS
-
-
-def measure_stack(stack: LocalStack, args: argparse.Namespace, aside: tuple[int, ...] = ()
-                  ) -> StackRun:
-    """Warm up, time ``args.latency_calls`` sequential Ranks, then run the closed loop."""
-    assert stack.ranker is not None
-    target = stack.ranker.address
-    pids = [c.pid for c in stack.children if c.pid not in aside]
-    with grpc.insecure_channel(target) as ch:
-        stub = ranking_pb2_grpc.RankingServiceStub(ch)
-        for i in range(20):
-            stub.Rank(rank_request(i), timeout=30)
-        lat = []
-        for i in range(args.latency_calls):
-            t = time.perf_counter()
-            resp = stub.Rank(rank_request(i), timeout=10)
-            lat.append(time.perf_counter() - t)
-    cpu0, self0, aside0 = cpu_seconds(pids), self_cpu_s(), cpu_seconds(list(aside))
-    tiers0 = tier_cpu(stack, pids)
-    rx0 = envoy_counter(stack.envoy_admin, ENVOY_RX)
-    t0 = time.perf_counter()
-    done = asyncio.run(_closed_loop(target, args.concurrency, args.throughput_s))
-    wall = time.perf_counter() - t0
-    tiers = {t: v - tiers0[t] for t, v in tier_cpu(stack, pids).items()}
-    tiers[TIERS[3]] += self_cpu_s() - self0
-    return StackRun(
-        latencies_s=lat,
-        ranks=done,
-        wall_s=wall,
-        cpu_s=cpu_seconds(pids) - cpu0 + self_cpu_s() - self0,
-        aside_cpu_s=cpu_seconds(list(aside)) - aside0,
-        envoy_rx_bytes=envoy_counter(stack.envoy_admin, ENVOY_RX) - rx0,
-        last_trace_id=resp.trace_id,
-        cpu_by_tier=tiers,
-    )
-
-
-def bench_stack(paths: DemoPaths, compression: str, args: argparse.Namespace,
-                onnx: bool = False) -> Row:
+def _stack_settings(prefix: str, **kw: object) -> StackSettings:
     # Tracing off: its cost is measured on its own by bench.tracing_bench.
-    settings = StackSettings(ranker_port=0, compression=compression, traces=False,
-                             onnx_models="*" if onnx else "",
-                             run_dir=Path(tempfile.mkdtemp(prefix=f"bench-{compression}-")))
-    with LocalStack(settings, StackInputs(paths.catalog_dir, paths.model_config_file),
-                    out=lambda _l: None) as stack:
-        run = measure_stack(stack, args)
-    p50, p99 = percentiles(run.latencies_s)
-    label = ("stack: model on ONNX Runtime (--onnx-models)" if onnx else
-             "stack: ranker+Envoy+2 servers, " + (f"{compression} on" if compression != "none"
-                                                  else "gzip off"))
-    return Row(label, p50, p99, run.ranks / run.wall_s, run.cpu_s / run.ranks,
-               run.envoy_rx_bytes / run.ranks,
-               f"{args.concurrency} callers for {args.throughput_s:g} s",
-               {t: v / run.ranks * 1e3 for t, v in run.cpu_by_tier.items()})
+    return StackSettings(ranker_port=0, traces=False,
+                         run_dir=Path(tempfile.mkdtemp(prefix=f"bench-{prefix}-")), **kw)
+
+
+def stack_rows(paths: DemoPaths) -> list[tuple[str, StackSettings, StackInputs]]:
+    """(label, settings, inputs) of each row Ranks go through the stack for."""
+    from rankserve.demo.half_inputs import write_half_input_variant
+
+    inputs = StackInputs(paths.catalog_dir, paths.model_config_file)
+    # The demo model re-exported to take float16 inputs and the spec saying so: the ranker
+    # sends the same features at half the bytes, with no codec.
+    work = Path(tempfile.mkdtemp(prefix="bench-half-"))
+    half = write_half_input_variant(paths, work)
+    return [
+        ("stack: ranker+Envoy+2 servers, gzip off", _stack_settings("none"), inputs),
+        ("stack: ranker+Envoy+2 servers, gzip on", _stack_settings("gzip", compression="gzip"),
+         inputs),
+        ("stack: ranker+Envoy+2 servers, deflate on",
+         _stack_settings("deflate", compression="deflate"), inputs),
+        ("stack: float16 inputs (model declares them)",
+         _stack_settings("half", spec=half.spec_file),
+         StackInputs(paths.catalog_dir, half.model_config_file)),
+        ("stack: model on ONNX Runtime (--onnx-models)", _stack_settings("onnx", onnx_models="*"),
+         inputs),
+    ]
 
 
 class _EchoStack(LocalStack):
@@ -189,78 +125,53 @@ def _rank_requests(paths: DemoPaths, batch: int = 25) -> list[bytes]:
             for i in range(0, cands.shape[0], batch)]
 
 
-async def _floor_rank(predict: grpc.aio.UnaryUnaryMultiCallable, requests: list[bytes]) -> None:
-    await asyncio.gather(*(predict(r, timeout=10) for r in requests))
+class FloorCalls(Calls):
+    """The transport floor's Rank: the 40 Predict requests of one Rank, serialised once, all in
+    flight at once from a bare grpc.aio client through Envoy."""
 
-
-async def _floor_loop(target: str, requests: list[bytes], stack: LocalStack,
-                      args: argparse.Namespace
-                      ) -> tuple[list[float], int, float, float, dict[str, float]]:
-    """(sequential latencies, Ranks in the closed loop, its wall time, the CPU of the stack's
-    processes and this client in the closed loop, that CPU by tier: this client is the
-    ranker's), measured as ``measure_stack`` measures the stack."""
-    pids = [c.pid for c in stack.children]
-    async with grpc.aio.insecure_channel(target) as ch:
-        predict = ch.unary_unary("/tensorflow.serving.PredictionService/Predict")
-        for _ in range(20):
-            await _floor_rank(predict, requests)
-        lat = []
-        for _ in range(args.latency_calls):
-            t = time.perf_counter()
-            await _floor_rank(predict, requests)
-            lat.append(time.perf_counter() - t)
-        done = 0
-        tiers0, self0 = tier_cpu(stack, pids), self_cpu_s()
-        cpu0, t0 = cpu_seconds(pids) + self0, time.perf_counter()
-        stop_at = time.monotonic() + args.throughput_s
-
-        async def caller() -> None:
-            nonlocal done
-            while time.monotonic() < stop_at:
-                await _floor_rank(predict, requests)
-                done += 1
-
-        await asyncio.gather(*(caller() for _ in range(args.concurrency)))
-        wall, self1 = time.perf_counter() - t0, self_cpu_s()
-        tiers = {t: v - tiers0[t] for t, v in tier_cpu(stack, pids).items()}
-        tiers[TIERS[0]] += self1 - self0
-        return lat, done, wall, cpu_seconds(pids) + self1 - cpu0, tiers
-
-
-def bench_transport_floor(paths: DemoPaths, args: argparse.Namespace) -> Row:
-    requests = _rank_requests(paths)
-    settings = StackSettings(ranker_port=0, traces=False,
-                             run_dir=Path(tempfile.mkdtemp(prefix="bench-floor-")))
-    with _EchoStack(settings, StackInputs(paths.catalog_dir, paths.model_config_file),
-                    out=lambda _l: None) as stack:
+    def __init__(self, stack: LocalStack, requests: list[bytes]) -> None:
         assert stack.envoy is not None
-        rx0 = envoy_counter(stack.envoy_admin, ENVOY_RX)
-        lat, done, wall, cpu, tiers = asyncio.run(_floor_loop(stack.envoy.address, requests,
-                                                              stack, args))
-        rx = envoy_counter(stack.envoy_admin, ENVOY_RX) - rx0
-    p50, p99 = percentiles(lat)
-    return Row("transport floor: bare client, Envoy, 2 echo", p50, p99, done / wall,
-               cpu / done, rx / (20 + args.latency_calls + done),
-               f"the {len(requests)} Predicts of one Rank at once, {args.concurrency} callers"
-               f" for {args.throughput_s:g} s", {t: v / done * 1e3 for t, v in tiers.items()})
+        super().__init__(stack.envoy.address)
+        self._requests = requests
+        self._predict: grpc.aio.UnaryUnaryMultiCallable | None = None
+
+    async def __call__(self, i: int) -> str:
+        if self._predict is None:
+            self._predict = self.channel().unary_unary(
+                "/tensorflow.serving.PredictionService/Predict")
+        predict = self._predict
+        await asyncio.gather(*(predict(r, timeout=10) for r in self._requests))
+        return ""
+
+    async def aclose(self) -> None:
+        self._predict = None
+        await super().aclose()
 
 
-def bench_stack_half(paths: DemoPaths, args: argparse.Namespace) -> Row:
-    """The stack with the demo model re-exported to take float16 inputs and the spec saying
-    so: the ranker sends the same features at half the bytes, with no codec."""
-    from rankserve.demo.half_inputs import write_half_input_variant
-
-    work = Path(tempfile.mkdtemp(prefix="bench-half-"))
-    half = write_half_input_variant(paths, work)
-    settings = StackSettings(ranker_port=0, traces=False, spec=half.spec_file,
-                             run_dir=work / "run")
-    with LocalStack(settings, StackInputs(paths.catalog_dir, half.model_config_file),
-                    out=lambda _l: None) as stack:
-        run = measure_stack(stack, args)
-    p50, p99 = percentiles(run.latencies_s)
-    return Row("stack: float16 inputs (model declares them)", p50, p99, run.ranks / run.wall_s,
-               run.cpu_s / run.ranks, run.envoy_rx_bytes / run.ranks,
-               f"{args.concurrency} callers for {args.throughput_s:g} s")
+def bench_interleaved(paths: DemoPaths, args: argparse.Namespace) -> list[Row]:
+    """Every stack row and the transport floor, measured in turns (bench.interleave)."""
+    rows = stack_rows(paths)
+    requests = _rank_requests(paths)
+    with contextlib.ExitStack() as opened:
+        subjects = []
+        for label, settings, inputs in rows:
+            print(f"starting {label} ...", file=sys.stderr, flush=True)
+            stack = opened.enter_context(LocalStack(settings, inputs, out=lambda _l: None))
+            subjects.append(Subject(stack, RankerCalls(stack, rank_request)))
+        print("starting the transport floor ...", file=sys.stderr, flush=True)
+        echo = opened.enter_context(_EchoStack(_stack_settings("floor"), rows[0][2],
+                                               out=lambda _l: None))
+        subjects.append(Subject(echo, FloorCalls(echo, requests), client_tier=TIERS[0]))
+        measure(subjects, rounds=args.rounds, latency_calls=args.latency_calls,
+                seconds=args.throughput_s, concurrency=args.concurrency)
+    note = (f"{args.concurrency} callers, {args.throughput_s:g} s in {args.rounds} slices"
+            " taken in turns with the other rows")
+    out = [sub.tally.row(label, note) for sub, (label, _s, _i) in zip(subjects[:-1], rows,
+                                                                   strict=True)]
+    out.append(subjects[-1].tally.row(
+        "transport floor: bare client, Envoy, 2 echo",
+        f"the {len(requests)} Predicts of one Rank at once; {note}"))
+    return out
 
 
 def _inputs(paths: DemoPaths) -> tuple[np.ndarray, np.ndarray]:
@@ -372,16 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency-calls", type=int, default=200, help="Sequential calls per path.")
     p.add_argument("--throughput-s", type=float, default=10.0, help="Closed-loop duration.")
     p.add_argument("--concurrency", type=int, default=4, help="Closed-loop callers.")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="Turns the rows take: each gets this share of the calls and time.")
     args = p.parse_args(argv)
     paths = ensure_demo()
     rows = []
+    rows.extend(bench_interleaved(paths, args))
     for name, fn in (
-        ("stack, gzip off", lambda: bench_stack(paths, "none", args)),
-        ("stack, gzip on", lambda: bench_stack(paths, "gzip", args)),
-        ("stack, deflate on", lambda: bench_stack(paths, "deflate", args)),
-        ("stack, float16 inputs", lambda: bench_stack_half(paths, args)),
-        ("stack, ONNX Runtime", lambda: bench_stack(paths, "none", args, onnx=True)),
-        ("transport floor", lambda: bench_transport_floor(paths, args)),
         ("compute floor", lambda: bench_floor(paths, args)),
         ("naive client", lambda: bench_naive(paths, args)),
     ):

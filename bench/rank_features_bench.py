@@ -38,7 +38,7 @@ import numpy as np
 
 from bench.features_bench import catalog_parquet, import_items, start_redis
 from bench.measure import cpu_seconds, percentiles
-from bench.rank_bench import _closed_loop, rank_request
+from bench.rank_bench import rank_request
 from rankserve.demo.build import ensure_demo
 from rankserve.loadtest.cpu import self_cpu_s
 from rankserve.ranking.v1 import ranking_pb2_grpc
@@ -70,6 +70,27 @@ class Arm:
 
     def pids(self) -> list[int]:
         return [c.pid for c in self.stack.children] + self.extra_pids
+
+
+async def _closed_loop(target: str, concurrency: int, seconds: float) -> int:
+    """Ranks completed by `concurrency` callers in `seconds`; any failure aborts the bench."""
+    done = 0
+    stop_at = time.monotonic() + seconds
+    async with grpc.aio.insecure_channel(target) as ch:
+        stub = ranking_pb2_grpc.RankingServiceStub(ch)
+
+        async def caller(k: int) -> None:
+            nonlocal done
+            i = k
+            while time.monotonic() < stop_at:
+                resp = await stub.Rank(rank_request(i), timeout=10)
+                if resp.degradation.degraded:
+                    raise RuntimeError(f"degraded Rank during the bench: {resp.degradation}")
+                done += 1
+                i += concurrency
+
+        await asyncio.gather(*(caller(k) for k in range(concurrency)))
+    return done
 
 
 def _pages(target: str, n: int) -> list[list[str]]:

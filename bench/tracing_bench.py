@@ -3,18 +3,22 @@ policy (every Rank of 250 ms or more, or failed, plus 5% at random) and at 5% he
 alone, side by side in one run.
 
 Every row runs the same stack (ranker -> Envoy -> 2 model servers, 1000 candidates in 40
-batches). "on" runs the local trace receiver and every process, Envoy included, exports every
-span over OTLP/gRPC (about 250 spans per Rank). Latency: sequential calls (p50, p99).
+batches), each on its own processes, side by side, taking turns in short slices
+(bench.interleave) so the machine's drift moves them alike. "on" runs the local trace receiver
+and every process, Envoy included, exports every span over OTLP/gRPC (about 170 spans per
+Rank). Latency: sequential calls (p50, p99).
 Throughput: a closed loop at a fixed concurrency for a fixed time. CPU: user + system seconds
 of every stack process and this client per Rank; the local receiver, which stands in for a
 collector on another machine, is shown in a column of its own (and shares the 2 cores).
 
     python -m bench.tracing_bench [--latency-calls 200] [--throughput-s 10] [--concurrency 4]
+                                  [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -24,8 +28,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from bench.interleave import RankerCalls, Subject, measure
 from bench.measure import Row, percentiles
-from bench.rank_bench import measure_stack
+from bench.rank_bench import rank_request
 from rankserve.demo.build import DemoPaths, ensure_demo
 from rankserve.tools.stack.local import LocalStack, StackInputs
 from rankserve.tools.stack.settings import StackSettings
@@ -49,26 +54,40 @@ POLICIES = (
 )
 
 
-def bench(paths: DemoPaths, policy: tuple[str, bool, float, float], args: argparse.Namespace
-          ) -> tuple[Row, int]:
-    """One row; its ``bytes_per_rank`` field carries the receiver's CPU s per Rank instead."""
-    label, traced, ratio, keep_ms = policy
-    settings = StackSettings(ranker_port=0, traces=traced, trace_sample_ratio=ratio,
-                             trace_keep_slower_than_ms=keep_ms,
-                             run_dir=Path(tempfile.mkdtemp(prefix="bench-tracing-")))
-    with LocalStack(settings, StackInputs(paths.catalog_dir, paths.model_config_file),
-                    out=lambda _l: None) as stack:
-        # The local receiver stands in for a collector that runs elsewhere: its CPU is shown
-        # on its own, not in the stack's.
-        run = measure_stack(stack, args, aside=(stack.receiver.pid,) if stack.receiver else ())
-        if traced and not run.last_trace_id:
-            raise RuntimeError("tracing is on but the response carries no trace id")
-        time.sleep(1.0)  # the last batch of spans reaches the receiver
-        spans = spans_received(stack)
-    p50, p99 = percentiles(run.latencies_s)
-    return Row(f"stack, {label}", p50, p99, run.ranks / run.wall_s, run.cpu_s / run.ranks,
-               run.aside_cpu_s / run.ranks,
-               f"{args.concurrency} callers for {args.throughput_s:g} s"), spans
+def bench_interleaved(paths: DemoPaths, args: argparse.Namespace) -> tuple[list[Row], list[int]]:
+    """Every policy on a stack of its own, measured in turns (bench.interleave). Each row's
+    ``bytes_per_rank`` field carries the receiver's CPU s per Rank instead; the second list is
+    the spans each stack's receiver got."""
+    with contextlib.ExitStack() as opened:
+        subjects = []
+        for label, traced, ratio, keep_ms in POLICIES:
+            print(f"starting {label} ...", file=sys.stderr, flush=True)
+            settings = StackSettings(ranker_port=0, traces=traced, trace_sample_ratio=ratio,
+                                     trace_keep_slower_than_ms=keep_ms,
+                                     run_dir=Path(tempfile.mkdtemp(prefix="bench-tracing-")))
+            stack = opened.enter_context(LocalStack(
+                settings, StackInputs(paths.catalog_dir, paths.model_config_file),
+                out=lambda _l: None))
+            # The local receiver stands in for a collector that runs elsewhere: its CPU is
+            # shown on its own, not in the stack's.
+            subjects.append(Subject(stack, RankerCalls(stack, rank_request),
+                                    aside=(stack.receiver.pid,) if stack.receiver else ()))
+        measure(subjects, rounds=args.rounds, latency_calls=args.latency_calls,
+                seconds=args.throughput_s, concurrency=args.concurrency)
+        for subject, (label, traced, _r, _k) in zip(subjects, POLICIES, strict=True):
+            if traced and not subject.tally.last_trace_id:
+                raise RuntimeError(f"{label}: tracing is on but no response carried a trace id")
+        time.sleep(1.0)  # the last batch of spans reaches the receivers
+        spans = [spans_received(s.stack) for s in subjects]
+    note = (f"{args.concurrency} callers, {args.throughput_s:g} s in {args.rounds} slices"
+            " taken in turns with the other rows")
+    rows = []
+    for subject, (label, *_rest) in zip(subjects, POLICIES, strict=True):
+        t = subject.tally
+        p50, p99 = percentiles(t.latencies_s)
+        rows.append(Row(f"stack, {label}", p50, p99, t.ranks / t.wall_s, t.cpu_s / t.ranks,
+                        t.aside_cpu_s / t.ranks, note))
+    return rows, spans
 
 
 def _as_json(row: Row, spans: int) -> dict:
@@ -83,18 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency-calls", type=int, default=200, help="Sequential calls per row.")
     p.add_argument("--throughput-s", type=float, default=10.0, help="Closed-loop duration.")
     p.add_argument("--concurrency", type=int, default=4, help="Closed-loop callers.")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="Turns the rows take: each gets this share of the calls and time.")
     args = p.parse_args(argv)
     # "off" must mean off: no exporter configured by the caller's environment either.
     for var in [v for v in os.environ if v.startswith("OTEL_")]:
         del os.environ[var]
     paths = ensure_demo()
-    rows: list[Row] = []
-    spans: dict[str, int] = {}
-    for policy in POLICIES:
-        print(f"measuring {policy[0]} ...", file=sys.stderr, flush=True)
-        row, n = bench(paths, policy, args)
-        rows.append(row)
-        spans[row.path] = n
+    rows, counts = bench_interleaved(paths, args)
+    spans = {row.path: n for row, n in zip(rows, counts, strict=True)}
     off, on, keep = rows[:3]
     lines = [
         "| tracing | p50 ms | p99 ms | Ranks/s | CPU s/Rank | receiver CPU s/Rank"
