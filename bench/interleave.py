@@ -59,6 +59,7 @@ class Subject:
     rank: Calls
     client_tier: str = TIERS[3]
     aside: tuple[int, ...] = ()
+    latency_share: float = 1.0  # of the sequential calls the other subjects make
     tally: Tally = field(default_factory=Tally)
 
     @property
@@ -151,9 +152,8 @@ async def _slice(subject: Subject, calls: int, seconds: float, concurrency: int,
 def measure(subjects: list[Subject], *, rounds: int, latency_calls: int, seconds: float,
             concurrency: int, warm_up: int = 20, names: list[str] | None = None) -> None:
     """Warms every subject up, then runs ``rounds`` rounds in which each subject in turn makes
-    its share of ``latency_calls`` sequential calls and a closed loop of its share of
-    ``seconds``; the totals land in each subject's ``tally``."""
-    calls = math.ceil(latency_calls / rounds)
+    its share of ``latency_calls`` sequential calls (times its ``latency_share``) and a closed
+    loop of its share of ``seconds``; the totals land in each subject's ``tally``."""
 
     async def run() -> None:
         for subject in subjects:
@@ -164,6 +164,7 @@ def measure(subjects: list[Subject], *, rounds: int, latency_calls: int, seconds
                   + (f": {', '.join(names)}" if names and r == 0 else ""),
                   file=sys.stderr, flush=True)
             for subject in subjects:
+                calls = math.ceil(latency_calls * subject.latency_share / rounds)
                 await _slice(subject, calls, seconds / rounds, concurrency, r * 1000)
         for subject in subjects:
             await subject.rank.aclose()

@@ -10,9 +10,10 @@ flight for a fixed time. Rows, in one run:
                        wait of the release before that too; and with the model on ONNX
                        Runtime (--onnx-models)
 
-CPU: user + system seconds of the server process per answered Predict.
+CPU: user + system seconds of the server process per answered Predict. Every server is up for
+the whole run and they take turns in short slices, so the machine's drift moves them alike.
 
-    python -m bench.modelserver_bench [--seconds 8] [--in-flight 40]
+    python -m bench.modelserver_bench [--seconds 8] [--in-flight 40] [--rounds 4]
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import grpc
@@ -91,25 +92,56 @@ def _model_calls(metrics_address: str) -> int:
     return int(got.get("model_call_rows_count", 0))
 
 
-def measure(name: str, argv: list[str], run_dir: Path, requests: list[bytes],
-            args: argparse.Namespace) -> Result:
-    ready = run_dir / f"{len(list(run_dir.iterdir()))}.ready"
-    child = start(Child(name, [*argv, "--ready-file", str(ready)], run_dir / f"{ready.stem}.log"))
+@dataclass
+class _Server:
+    name: str
+    child: Child
+    metrics: str
+    predicts: int = 0
+    seconds: float = 0.0
+    cpu_s: float = 0.0
+    model_calls: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+
+def measure_interleaved(servers: list[tuple[str, list[str]]], run_dir: Path,
+                        requests: list[bytes], args: argparse.Namespace) -> list[Result]:
+    """Every server up at once, driven in turns: ``args.rounds`` slices each, so the machine's
+    drift moves them alike (as bench.interleave does for whole stacks)."""
+    started: list[_Server] = []
     try:
-        info = wait_ready_file(child, ready, 120)
-        metrics = info.get("metrics_address", "")
-        calls0 = _model_calls(metrics) if metrics else None
-        cpu0 = cpu_seconds([child.pid])
-        t0 = time.perf_counter()
-        done, lat = asyncio.run(_drive(child.address, requests, args.in_flight, args.seconds))
-        wall = time.perf_counter() - t0
-        cpu = cpu_seconds([child.pid]) - cpu0
-        calls = _model_calls(metrics) - calls0 if metrics and calls0 is not None else None
+        for name, argv in servers:
+            print(f"starting {name} ...", file=sys.stderr, flush=True)
+            ready = run_dir / f"{len(started)}.ready"
+            child = start(Child(name, [*argv, "--ready-file", str(ready)],
+                                run_dir / f"{ready.stem}.log"))
+            started.append(_Server(name, child, ""))
+            info = wait_ready_file(child, ready, 120)
+            started[-1].metrics = info.get("metrics_address", "")
+        for r in range(args.rounds):
+            print(f"round {r + 1} of {args.rounds}", file=sys.stderr, flush=True)
+            for s in started:
+                calls0 = _model_calls(s.metrics) if s.metrics else 0
+                cpu0 = cpu_seconds([s.child.pid])
+                t0 = time.perf_counter()
+                done, lat = asyncio.run(_drive(s.child.address, requests, args.in_flight,
+                                               args.seconds / args.rounds))
+                s.seconds += time.perf_counter() - t0
+                s.cpu_s += cpu_seconds([s.child.pid]) - cpu0
+                s.predicts += done
+                s.latencies += lat
+                if s.metrics:
+                    s.model_calls += _model_calls(s.metrics) - calls0
     finally:
-        stop(child, 5)
-    lat.sort()
-    return Result(name, done, wall, cpu / done * 1e3, done / wall, lat[len(lat) // 2] * 1e3,
-                  calls)
+        for s in started:
+            stop(s.child, 5)
+    results = []
+    for s in started:
+        s.latencies.sort()
+        results.append(Result(s.name, s.predicts, s.seconds, s.cpu_s / s.predicts * 1e3,
+                              s.predicts / s.seconds, s.latencies[len(s.latencies) // 2] * 1e3,
+                              s.model_calls if s.metrics else None))
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=8.0, help="Time per server.")
     p.add_argument("--in-flight", type=int, default=40, help="Calls kept in flight.")
+    p.add_argument("--rounds", type=int, default=4,
+                   help="Turns the servers take: each gets this share of the time.")
     args = p.parse_args(argv)
     paths: DemoPaths = ensure_demo()
     requests = _rank_requests(paths)
@@ -124,11 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     server = [sys.executable, "-m", "rankserve.server.modelserver", "--host", "127.0.0.1",
               "--port", "0", "--metrics-port", "0", "--model-config-file",
               str(paths.model_config_file), "--intra-op-threads", "1", "--inter-op-threads", "1"]
-    results = []
-    for name, argv_ in (("echo server (no model)", [sys.executable, "-m", "bench.echo_predict"]),
-                        *((n, [*server, *flags]) for n, flags in VARIANTS)):
-        print(f"measuring {name} ...", file=sys.stderr, flush=True)
-        results.append(measure(name, argv_, run_dir, requests, args))
+    results = measure_interleaved(
+        [("echo server (no model)", [sys.executable, "-m", "bench.echo_predict"]),
+         *((n, [*server, *flags]) for n, flags in VARIANTS)], run_dir, requests, args)
     head = ("| server | Predicts/s | CPU ms/Predict | x echo | p50 ms | Predicts per model call |\n"
             "|---|---|---|---|---|---|")
     echo = results[0].cpu_ms_per_predict

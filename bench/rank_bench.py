@@ -12,8 +12,9 @@ Rows (all on this machine, in one run, so they compare as ratios):
   naive client          the same 40 batches sent one after another with the official
                         tensorflow-serving-api stubs and tf.make_tensor_proto, through Envoy
 
-The stack rows and the transport floor run side by side, each on its own processes, and take
-turns in short slices (bench.interleave), so the machine's drift moves them alike.
+The stack rows, the transport floor and the naive client run side by side, each on its own
+processes (the naive client on the first stack's), and take turns in short slices
+(bench.interleave), so the machine's drift moves them alike.
 
 Latency: sequential calls (p50, p99). Throughput: a closed loop at a fixed concurrency for a
 fixed time. CPU: user + system seconds of every process involved (client included) per Rank,
@@ -39,8 +40,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from bench.interleave import ENVOY_RX, Calls, RankerCalls, Subject, measure
-from bench.measure import TIERS, Row, cpu_seconds, envoy_counter, percentiles, table, tier_table
+from bench.interleave import Calls, RankerCalls, Subject, measure
+from bench.measure import TIERS, Row, percentiles, table, tier_table
 from rankserve.demo.build import DemoPaths, ensure_demo
 from rankserve.demo.queries import SAMPLE_REQUESTS
 from rankserve.loadtest.cpu import self_cpu_s
@@ -162,15 +163,23 @@ def bench_interleaved(paths: DemoPaths, args: argparse.Namespace) -> list[Row]:
         echo = opened.enter_context(_EchoStack(_stack_settings("floor"), rows[0][2],
                                                out=lambda _l: None))
         subjects.append(Subject(echo, FloorCalls(echo, requests), client_tier=TIERS[0]))
+        # Through the first stack's Envoy and model servers; a quarter of the sequential calls,
+        # each Rank taking as long as it does.
+        naive = Subject(subjects[0].stack, NaiveCalls(subjects[0].stack, paths),
+                        latency_share=0.25)
+        subjects.append(naive)
         measure(subjects, rounds=args.rounds, latency_calls=args.latency_calls,
                 seconds=args.throughput_s, concurrency=args.concurrency)
     note = (f"{args.concurrency} callers, {args.throughput_s:g} s in {args.rounds} slices"
             " taken in turns with the other rows")
-    out = [sub.tally.row(label, note) for sub, (label, _s, _i) in zip(subjects[:-1], rows,
+    out = [sub.tally.row(label, note) for sub, (label, _s, _i) in zip(subjects[:-2], rows,
                                                                    strict=True)]
-    out.append(subjects[-1].tally.row(
+    out.append(subjects[-2].tally.row(
         "transport floor: bare client, Envoy, 2 echo",
         f"the {len(requests)} Predicts of one Rank at once; {note}"))
+    out.append(naive.tally.row("naive: 40 sequential Predicts, official stubs",
+                               f"one caller, sequential; {args.throughput_s:g} s in"
+                               f" {args.rounds} slices taken in turns with the other rows"))
     return out
 
 
@@ -203,43 +212,35 @@ def bench_floor(paths: DemoPaths, args: argparse.Namespace) -> Row:
                1 / float(np.mean(lat)), cpu, 0.0, "one thread, sequential")
 
 
-def bench_naive(paths: DemoPaths, args: argparse.Namespace) -> Row:
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+class NaiveCalls(Calls):
+    """The naive client's Rank: the 40 batches one after another through Envoy, each request
+    built with tf.make_tensor_proto and sent with the official tensorflow-serving-api stub
+    (blocking: a slice's callers take turns, so it is one caller)."""
 
-    context, cands = _inputs(paths)
-    settings = StackSettings(ranker_port=0, traces=False,
-                             run_dir=Path(tempfile.mkdtemp(prefix="bench-naive-")))
-    with LocalStack(settings, StackInputs(paths.catalog_dir, paths.model_config_file),
-                    out=lambda _l: None) as stack:
+    def __init__(self, stack: LocalStack, paths: DemoPaths) -> None:
+        import tensorflow as tf  # the benchmark process may load TensorFlow; the ranker never does
+        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
         assert stack.envoy is not None
-        pids = [c.pid for c in stack.children]
-        with grpc.insecure_channel(stack.envoy.address) as ch:
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+        super().__init__(stack.envoy.address)
+        self._context, self._cands = _inputs(paths)
+        self._tf, self._predict_pb2 = tf, predict_pb2
+        self._sync = grpc.insecure_channel(stack.envoy.address)
+        self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._sync)
 
-            def one_rank() -> None:
-                for start in range(0, cands.shape[0], 25):
-                    req = predict_pb2.PredictRequest()
-                    req.model_spec.name = "ranker"
-                    req.inputs["context"].CopyFrom(tf.make_tensor_proto(context))
-                    req.inputs["candidates"].CopyFrom(tf.make_tensor_proto(cands[start:start + 25]))
-                    stub.Predict(req, timeout=10)
+    async def __call__(self, i: int) -> str:
+        tf, predict_pb2 = self._tf, self._predict_pb2
+        for first in range(0, self._cands.shape[0], 25):
+            req = predict_pb2.PredictRequest()
+            req.model_spec.name = "ranker"
+            req.inputs["context"].CopyFrom(tf.make_tensor_proto(self._context))
+            req.inputs["candidates"].CopyFrom(tf.make_tensor_proto(self._cands[first:first + 25]))
+            self._stub.Predict(req, timeout=10)
+        return ""
 
-            for _ in range(3):
-                one_rank()
-            n = max(args.latency_calls // 4, 20)
-            cpu0, self0 = cpu_seconds(pids), self_cpu_s()
-            rx0 = envoy_counter(stack.envoy_admin, ENVOY_RX)
-            lat = []
-            for _ in range(n):
-                t = time.perf_counter()
-                one_rank()
-                lat.append(time.perf_counter() - t)
-            cpu = cpu_seconds(pids) - cpu0 + self_cpu_s() - self0
-            rx = envoy_counter(stack.envoy_admin, ENVOY_RX) - rx0
-    p50, p99 = percentiles(lat)
-    return Row("naive: 40 sequential Predicts, official stubs", p50, p99,
-               1 / float(np.mean(lat)), cpu / n, rx / n, "one caller, sequential")
+    async def aclose(self) -> None:
+        self._sync.close()
+        await super().aclose()
 
 
 def ratios(rows: list[Row]) -> str:
@@ -289,12 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = ensure_demo()
     rows = []
     rows.extend(bench_interleaved(paths, args))
-    for name, fn in (
-        ("compute floor", lambda: bench_floor(paths, args)),
-        ("naive client", lambda: bench_naive(paths, args)),
-    ):
-        print(f"measuring {name} ...", file=sys.stderr, flush=True)
-        rows.append(fn())
+    print("measuring the compute floor ...", file=sys.stderr, flush=True)
+    rows.insert(-1, bench_floor(paths, args))
     text = table(rows) + "\n\n" + ratios(rows) + "\n\n" + tier_table(rows)
     print(text)
     RESULTS.mkdir(exist_ok=True)
