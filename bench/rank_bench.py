@@ -150,7 +150,8 @@ class FloorCalls(Calls):
 
 
 def bench_interleaved(paths: DemoPaths, args: argparse.Namespace) -> list[Row]:
-    """Every stack row and the transport floor, measured in turns (bench.interleave)."""
+    """Every stack row, the transport floor and the naive client, measured in turns
+    (bench.interleave)."""
     rows = stack_rows(paths)
     requests = _rank_requests(paths)
     with contextlib.ExitStack() as opened:
