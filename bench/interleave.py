@@ -33,11 +33,15 @@ class Tally:
     latencies_s: list[float] = field(default_factory=list)
     ranks: int = 0  # completed in the closed-loop slices
     wall_s: float = 0.0
-    cpu_s: float = 0.0  # the subject's processes (but those set aside) and this client
     aside_cpu_s: float = 0.0
     rx_bytes: int = 0  # what the subject's Envoy received in the closed-loop slices
     tiers: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TIERS, 0.0))
     last_trace_id: str = ""
+
+    @property
+    def cpu_s(self) -> float:
+        """The subject's processes (but those set aside) and this client."""
+        return sum(self.tiers.values())
 
     def row(self, label: str, note: str) -> Row:
         p50, p99 = percentiles(self.latencies_s)
@@ -123,7 +127,7 @@ async def _slice(subject: Subject, calls: int, seconds: float, concurrency: int,
         t.last_trace_id = str(trace_id or t.last_trace_id)
     pids = subject.pids
     tiers0, self0 = tier_cpu(subject.stack, pids), self_cpu_s()
-    cpu0, aside0 = cpu_seconds(pids), cpu_seconds(list(subject.aside))
+    aside0 = cpu_seconds(list(subject.aside))
     rx0 = envoy_counter(subject.stack.envoy_admin, ENVOY_RX)
     done = 0
     began = time.perf_counter()
@@ -141,7 +145,6 @@ async def _slice(subject: Subject, calls: int, seconds: float, concurrency: int,
     t.wall_s += time.perf_counter() - began
     t.ranks += done
     own = self_cpu_s() - self0
-    t.cpu_s += cpu_seconds(pids) - cpu0 + own
     t.aside_cpu_s += cpu_seconds(list(subject.aside)) - aside0
     t.rx_bytes += envoy_counter(subject.stack.envoy_admin, ENVOY_RX) - rx0
     for tier, value in tier_cpu(subject.stack, pids).items():

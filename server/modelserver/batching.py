@@ -13,7 +13,7 @@ A merged call runs on the version's executor thread, so the event loop goes on s
 checks, other models) while it runs; or, for a model whose calls have taken less than
 ``inline_below`` on average, on the event loop itself. Handing a call to a thread and back
 costs more than such a call holds the loop: measured with the demo model at 40 Predicts in
-flight, 15-20% less CPU per Predict and 16-30% more throughput (bench.modelserver_bench), and
+flight, 15-25% less CPU per Predict and 16-30% more throughput (bench.modelserver_bench), and
 the calls that arrive meanwhile wait in gRPC's buffers and merge into the next call. The
 first call of a batcher, and every call of a slower model, runs on the executor.
 """

@@ -80,7 +80,7 @@ class ModelServerSettings(BaseSettings):
         description="A merged model call runs on the server's event loop, not on the model's"
         " thread, while the model's calls have taken less than this on average, in ms:"
         " handing a call to a thread and back costs more CPU than it saves (with the demo"
-        " model, 15-20% less CPU per Predict at 40 in flight). A slower model runs on its"
+        " model, 15-25% less CPU per Predict at 40 in flight). A slower model runs on its"
         " thread, so one call never holds up health checks and other models for long; 0: every"
         " call on the thread.",
     )
