@@ -44,20 +44,32 @@ def merge_key(signature: Signature, inputs: Arrays) -> tuple[Hashable, int]:
     A call that cannot be stacked (no batched input, or batched inputs disagreeing on rows)
     gets a key of its own.
     """
-    batched = [name for name, spec in signature.inputs.items() if spec.batched]
-    row_counts = {inputs[name].shape[0] for name in batched}
-    if len(row_counts) != 1:
-        return object(), 0
+    return _keyed(merge_plan(signature), inputs)
+
+
+def merge_plan(signature: Signature) -> tuple[tuple[str, bool], ...]:
+    """The inputs a merge key reads, in a fixed order, each with whether it is batched: the
+    same for every call of a signature, so a batcher works it out once."""
+    return tuple((name, signature.inputs[name].batched) for name in sorted(signature.inputs))
+
+
+def _keyed(plan: tuple[tuple[str, bool], ...], inputs: Arrays) -> tuple[Hashable, int]:
     parts: list[Hashable] = []
-    for name in sorted(signature.inputs):
+    rows = -1
+    for name, batched in plan:
         array = inputs[name]
-        if signature.inputs[name].batched:
+        if batched:
+            if rows not in (-1, array.shape[0]):
+                return object(), 0
+            rows = array.shape[0]
             parts.append((name, array.dtype.str, array.shape[1:]))
         elif array.dtype.kind == "O":
             parts.append((name, array.shape, tuple(array.ravel().tolist())))
         else:
             parts.append((name, array.dtype.str, array.shape, array.tobytes()))
-    return tuple(parts), row_counts.pop()
+    if rows == -1:
+        return object(), 0
+    return tuple(parts), rows
 
 
 def merge_inputs(signature: Signature, calls: Sequence[Arrays]) -> dict[str, np.ndarray]:
@@ -144,6 +156,7 @@ class Batcher:
         inline_below_s: float = 0.0,
     ) -> None:
         self._signature = signature
+        self._plan = merge_plan(signature)
         self._inline_below = max(0.0, inline_below_s)
         self._on_model_call = on_model_call
         self._call = call
@@ -179,7 +192,7 @@ class Batcher:
         if self._closed:
             raise RuntimeError("batcher is closed")
         loop = asyncio.get_running_loop()
-        key, rows = merge_key(self._signature, inputs)
+        key, rows = _keyed(self._plan, inputs)
         waiting = self._pending_rows + self._taken_rows
         if self._max_queued and waiting and waiting + rows > self._max_queued:
             self.shed += 1

@@ -33,18 +33,14 @@ class ModelRef:
     signature: str = ""
 
 
-class Header(Protocol):
-    dtype_code: int
-    shape: tuple[int, ...]
-
-
 class EncodedInputs(Protocol):
     """A request's inputs as they arrived: headers first, values only when asked.
 
-    ``decode`` must bound what it allocates (see ``tensors.EncodedInputs``).
+    ``declared`` gives each input's (DataType code, shape); ``decode`` must bound what it
+    allocates (see ``tensors.EncodedInputs``).
     """
 
-    def declared(self) -> Mapping[str, Header]: ...
+    def declared(self) -> Mapping[str, tuple[int, tuple[int, ...]]]: ...
 
     def decode(self) -> dict[str, np.ndarray]: ...
 
@@ -89,9 +85,7 @@ class ModelServerCore:
                     f"model '{ref.name}' version {version.version} has no signature '{name}'; "
                     f"signatures: {known}"
                 )
-            check_declared(
-                signature, {n: (h.dtype_code, h.shape) for n, h in encoded.declared().items()}
-            )
+            check_declared(signature, encoded.declared())
             wanted = check_output_filter(signature, output_filter)
             inputs = encoded.decode()
             check_values(inputs)

@@ -60,11 +60,16 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         result = await self._core.predict(
             model_ref(request.model_spec), inputs, list(request.output_filter)
         )
-        response = predict_pb2.PredictResponse(
-            model_spec=_spec(result.name, result.version, result.signature)
-        )
+        # Written in place: building the spec and each output apart and copying them in would
+        # make and copy a second message for each.
+        response = predict_pb2.PredictResponse()
+        spec = response.model_spec
+        spec.name = result.name
+        spec.signature_name = result.signature
+        spec.version.value = result.version
+        outputs = response.outputs
         for name, value in result.outputs.items():
-            response.outputs[name].CopyFrom(tensors.from_numpy(value))
+            tensors.fill(outputs[name], value)
         return response
 
     async def GetModelMetadata(self, request, context):  # noqa: N802

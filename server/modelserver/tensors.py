@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,13 +38,14 @@ _FIELD = {
 }
 
 
-@dataclass(frozen=True)
-class Declared:
+class Declared(NamedTuple):
     """What a TensorProto says it holds, read without touching its values.
 
     A few bytes of ``tensor_shape`` can declare terabytes, and TensorFlow's fill rule (a short
     typed field repeats its last value) would make a decoder allocate all of it; every size
-    decision is taken on this header first, in Python integers, which cannot overflow.
+    decision is taken on this header first, in Python integers, which cannot overflow. A tuple
+    of (DataType code, shape), made for every input of every Predict: a frozen dataclass costs
+    several times more to build.
     """
 
     dtype_code: int
@@ -62,21 +63,23 @@ class Declared:
 
 def shape_of(proto: tensor_pb2.TensorProto) -> tuple[int, ...] | None:
     """The shape of a tensor; None when the proto says the rank is unknown."""
-    if proto.tensor_shape.unknown_rank:
+    shape = proto.tensor_shape
+    if shape.unknown_rank:
         return None
-    return tuple(d.size for d in proto.tensor_shape.dim)
+    return tuple([d.size for d in shape.dim])
 
 
 def declared(name: str, proto: tensor_pb2.TensorProto) -> Declared:
     """The header of input ``name``; raises InvalidInput when it cannot describe an array."""
-    if not dtypes.is_supported(proto.dtype):
-        raise InvalidInput(f"input '{name}' has unsupported dtype {dtypes.name(proto.dtype)}")
+    code = proto.dtype
+    if not dtypes.is_supported(code):
+        raise InvalidInput(f"input '{name}' has unsupported dtype {dtypes.name(code)}")
     shape = shape_of(proto)
     if shape is None:
         raise InvalidInput(f"input '{name}' has an unknown rank; send a tensor_shape with dims")
-    if any(size < 0 for size in shape):
+    if shape and min(shape) < 0:
         raise InvalidInput(f"input '{name}' has a negative dimension in shape {list(shape)}")
-    return Declared(proto.dtype, shape)
+    return Declared(code, shape)
 
 
 class EncodedInputs:
@@ -132,20 +135,20 @@ def to_numpy(name: str, proto: tensor_pb2.TensorProto, max_bytes: int) -> np.nda
 
 
 def _decode(name: str, proto: tensor_pb2.TensorProto, header: Declared) -> np.ndarray:
-    shape = header.shape
-    dtype = dtypes.to_numpy(proto.dtype)
+    code, shape = header
+    dtype = dtypes.to_numpy(code)
     count = header.elements
-    if proto.tensor_content and proto.dtype != dtypes.DT_STRING:
+    # Read once: every read of a bytes field copies it out of the message.
+    content = proto.tensor_content if code != dtypes.DT_STRING else b""
+    if content:
         little = dtype.newbyteorder("<")
         expected = count * little.itemsize
-        if len(proto.tensor_content) != expected:
+        if len(content) != expected:
             raise InvalidInput(
-                f"input '{name}': tensor_content has {len(proto.tensor_content)} bytes, "
-                f"shape {list(shape)} of {dtypes.name(proto.dtype)} needs {expected}"
+                f"input '{name}': tensor_content has {len(content)} bytes, "
+                f"shape {list(shape)} of {dtypes.name(code)} needs {expected}"
             )
-        return np.frombuffer(proto.tensor_content, dtype=little).astype(dtype, copy=False).reshape(
-            shape
-        )
+        return np.frombuffer(content, dtype=little).astype(dtype, copy=False).reshape(shape)
     values = _typed_values(proto, dtype)
     if len(values) == count:
         return values.reshape(shape)
@@ -173,14 +176,19 @@ def _typed_values(proto: tensor_pb2.TensorProto, dtype: np.dtype) -> np.ndarray:
 
 def from_numpy(array: np.ndarray, use_tensor_content: bool = False) -> tensor_pb2.TensorProto:
     """Encode an output; typed fields by default (as TF Serving), raw bytes when asked."""
+    return fill(tensor_pb2.TensorProto(), array, use_tensor_content)
+
+
+def fill(proto: tensor_pb2.TensorProto, array: np.ndarray, use_tensor_content: bool = False
+         ) -> tensor_pb2.TensorProto:
+    """``from_numpy`` into an empty ``proto``, such as a response's map entry: building a
+    TensorProto apart and copying it in costs a second message per output."""
     array = np.asarray(array)
     code = dtypes.from_numpy(array.dtype)
-    proto = tensor_pb2.TensorProto(
-        dtype=code,
-        tensor_shape=tensor_pb2.TensorShapeProto(
-            dim=[tensor_pb2.TensorShapeProto.Dim(size=s) for s in array.shape]
-        ),
-    )
+    proto.dtype = code
+    dims = proto.tensor_shape.dim
+    for size in array.shape:
+        dims.add(size=size)
     if code == dtypes.DT_STRING:
         proto.string_val.extend(
             v if isinstance(v, bytes) else str(v).encode() for v in array.ravel()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -378,26 +378,26 @@ class VersionManager:
         model = self._model(name)
         if not model.available:
             raise Unavailable(f"model '{name}' has no version loaded yet; retry shortly")
-        available = ", ".join(str(v) for v in sorted(model.available))
         if label:
             labels = model.config.labels
             if label not in labels:
                 known = ", ".join(f"'{k}' -> {v}" for k, v in sorted(labels.items())) or "none"
                 raise NotFound(
                     f"model '{name}' has no version label '{label}'; labels: {known}; "
-                    f"available versions: {available}"
+                    f"available versions: {_versions(model.available)}"
                 )
             version = labels[label]
             if version not in model.available:
                 raise NotFound(
                     f"label '{label}' of model '{name}' points at version {version}, which is "
-                    f"not loaded; available versions: {available}"
+                    f"not loaded; available versions: {_versions(model.available)}"
                 )
         if version is None:
             return model.available[max(model.available)]
         if version not in model.available:
             raise NotFound(
-                f"model '{name}' has no version {version} loaded; available versions: {available}"
+                f"model '{name}' has no version {version} loaded; available versions: "
+                f"{_versions(model.available)}"
             )
         return model.available[version]
 
@@ -418,3 +418,8 @@ class VersionManager:
             known = ", ".join(str(v) for v in sorted(model.status)) or "none"
             raise NotFound(f"model '{name}' has no version {version}; known versions: {known}")
         return [model.status[version]]
+
+
+def _versions(available: Mapping[int, object]) -> str:
+    """The available versions, for a message (only built when one is raised)."""
+    return ", ".join(str(v) for v in sorted(available))
