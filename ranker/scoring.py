@@ -15,7 +15,6 @@ from typing import Protocol
 
 import grpc
 import numpy as np
-from google.protobuf import wrappers_pb2
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from rankserve.ranker.errors import ScoringError
@@ -24,7 +23,7 @@ from rankserve.ranker.metrics import RankerMetrics
 from rankserve.ranker.predict_telemetry import batch_index, request_sent
 from rankserve.ranker.tensors import TensorFormatError, fill_tensor_proto, from_tensor_proto
 from rankserve.ranker.types import ModelRef, ScoredBatch
-from rankserve.tfserving.v1 import model_pb2, predict_pb2, prediction_service_pb2_grpc
+from rankserve.tfserving.v1 import predict_pb2, prediction_service_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -58,45 +57,55 @@ class Scorer(Protocol):
 def build_request(
     model: ModelRef, inputs: Mapping[str, np.ndarray], signature_name: str = ""
 ) -> predict_pb2.PredictRequest:
-    """A PredictRequest carrying ``inputs`` (numbers as tensor_content, strings as string_val)."""
-    spec = model_pb2.ModelSpec(name=model.name, signature_name=signature_name)
+    """A PredictRequest carrying ``inputs`` (numbers as tensor_content, strings as string_val).
+
+    Every field is written in place: a ModelSpec built apart and copied in costs a second
+    message per batch.
+    """
+    req = predict_pb2.PredictRequest()
+    spec = req.model_spec
+    spec.name = model.name
+    if signature_name:
+        spec.signature_name = signature_name
     if model.version is not None:
-        spec.version.CopyFrom(wrappers_pb2.Int64Value(value=model.version))
+        spec.version.value = model.version
     elif model.label:
         spec.version_label = model.label
-    req = predict_pb2.PredictRequest(model_spec=spec)
+    entries = req.inputs
     for name, values in inputs.items():
-        fill_tensor_proto(req.inputs[name], values)
+        fill_tensor_proto(entries[name], values)
     return req
 
 
 def parse_response(
     model: ModelRef, resp: predict_pb2.PredictResponse, rows: int, output: str = SCORES_OUTPUT
 ) -> ScoredBatch:
-    if output not in resp.outputs:
+    outputs = resp.outputs
+    if output not in outputs:
         raise ScoringError(
             SIGNATURE_MISMATCH,
-            f"model {model} returned outputs {sorted(resp.outputs)}, expected '{output}': set"
+            f"model {model} returned outputs {sorted(outputs)}, expected '{output}': set"
             " the spec's output to the one that holds the scores",
         )
     try:
         # One score per row, 8 bytes at most: a reply declaring more is refused undecoded.
-        scores = from_tensor_proto(resp.outputs[output], max_bytes=rows * 8)
+        scores = from_tensor_proto(outputs[output], max_bytes=rows * 8)
     except TensorFormatError as exc:
         raise ScoringError(SIGNATURE_MISMATCH, f"model {model}: output '{output}': {exc}"
                            ) from None
-    scores = scores.reshape(-1) if scores.size == rows else scores
     if scores.shape != (rows,):
-        raise ScoringError(
-            SIGNATURE_MISMATCH,
-            f"model {model} returned scores of shape {scores.shape} for {rows} candidates;"
-            f" expected [{rows}]",
-        )
-    if resp.model_spec.HasField("version"):
-        version = resp.model_spec.version.value
-    else:
-        version = model.version or 0
-    return ScoredBatch(scores.astype(np.float32, copy=False), int(version))
+        if scores.size != rows:
+            raise ScoringError(
+                SIGNATURE_MISMATCH,
+                f"model {model} returned scores of shape {scores.shape} for {rows} candidates;"
+                f" expected [{rows}]",
+            )
+        scores = scores.reshape(-1)
+    spec = resp.model_spec
+    version = spec.version.value if spec.HasField("version") else (model.version or 0)
+    if scores.dtype != np.float32:
+        scores = scores.astype(np.float32)
+    return ScoredBatch(scores, int(version))
 
 
 class PredictScorer:

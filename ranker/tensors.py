@@ -34,6 +34,8 @@ _FROM_DTYPE: dict[tensor_pb2.DataType, tuple[np.dtype[Any], str]] = {
     tensor_pb2.DT_STRING: (np.dtype(object), "string_val"),
 }
 
+# Each wire dtype in this machine's byte order (what decoded arrays are handed on as).
+_NATIVE = {dtype: dtype.newbyteorder("=") for dtype, _ in _FROM_DTYPE.values()}
 
 #: Most bytes one decoded tensor may take unless the caller says otherwise (gRPC's message limit
 #: here): a short typed field may declare any shape, and it is never expanded past this.
@@ -76,17 +78,23 @@ def from_tensor_proto(
     proto: tensor_pb2.TensorProto, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> np.ndarray:
     """Decode a tensor; one that declares more than ``max_bytes`` is refused before any
-    allocation (its size is computed in Python integers, which cannot overflow)."""
-    spec = _FROM_DTYPE.get(proto.dtype)
+    allocation (its size is computed in Python integers, which cannot overflow).
+
+    Each Rank decodes one of these per batch: message fields are read once each, since every
+    read of a field goes through the protobuf runtime (and a bytes field is copied).
+    """
+    code = proto.dtype
+    spec = _FROM_DTYPE.get(code)
     if spec is None:
-        known = proto.dtype in tensor_pb2.DataType.values()
-        name = tensor_pb2.DataType.Name(proto.dtype) if known else str(proto.dtype)
+        known = code in tensor_pb2.DataType.values()
+        name = tensor_pb2.DataType.Name(code) if known else str(code)
         raise TensorFormatError(f"unsupported tensor dtype {name}")
     dtype, field = spec
-    if proto.tensor_shape.unknown_rank:
+    shape_proto = proto.tensor_shape
+    if shape_proto.unknown_rank:
         raise TensorFormatError("tensor of unknown rank")
-    shape = tuple(int(d.size) for d in proto.tensor_shape.dim)
-    if any(size < 0 for size in shape):
+    shape = tuple([d.size for d in shape_proto.dim])
+    if shape and min(shape) < 0:
         raise TensorFormatError(f"tensor of negative dimension in shape {list(shape)}")
     count = math.prod(shape)
     if count * dtype.itemsize > max_bytes:
@@ -94,15 +102,15 @@ def from_tensor_proto(
             f"tensor of shape {list(shape)} would take {count * dtype.itemsize} bytes decoded;"
             f" at most {max_bytes} are accepted"
         )
-    if proto.tensor_content and dtype.kind != "O":
-        if len(proto.tensor_content) != count * dtype.itemsize:
+    native = _NATIVE[dtype]
+    content = proto.tensor_content if dtype.kind != "O" else b""
+    if content:
+        if len(content) != count * dtype.itemsize:
             raise TensorFormatError(
-                f"tensor_content holds {len(proto.tensor_content)} bytes, shape {shape} needs"
+                f"tensor_content holds {len(content)} bytes, shape {shape} needs"
                 f" {count * dtype.itemsize}"
             )
-        return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape).astype(
-            dtype.newbyteorder("="), copy=True
-        )
+        return np.frombuffer(content, dtype=dtype).reshape(shape).astype(native, copy=True)
     values = getattr(proto, field)
     if field == "half_val":
         flat = np.asarray(values, dtype=np.uint16).view(np.float16)
@@ -110,7 +118,7 @@ def from_tensor_proto(
         flat = np.empty(len(values), dtype=object)
         flat[:] = list(values)
     else:
-        flat = np.asarray(values, dtype=dtype.newbyteorder("="))
+        flat = np.asarray(values, dtype=native)
     if flat.size == count:
         return flat.reshape(shape)
     # TF's convention: fewer values than elements repeats the last one (a scalar fill).

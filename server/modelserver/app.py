@@ -179,7 +179,8 @@ class ModelServerApp:
             self._measured, ErrorMappingInterceptor()]
         if self.tracer_provider is not None:
             interceptors.insert(0, TracingServerInterceptor(
-                tracer_of(self.tracer_provider), self._keep.held if self._keep else None))
+                tracer_of(self.tracer_provider), self._keep.held if self._keep else None,
+                echo_unsampled=False))
         self._server = grpc.aio.server(
             interceptors=[PerMethodChain(interceptors)],
             options=[

@@ -80,11 +80,17 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):
     """Outermost interceptor of a server: one SERVER span per unary call.
 
     With ``held``, the traces a call's keep header names are exported from what is held.
+    ``echo_unsampled``: whether a call whose caller did not sample still gets the caller's
+    context back in its trailers. A front-end may log that from a Rank's answer; a model
+    server's caller (the ranker, through Envoy) sent it and reads nothing back, and the
+    trailer costs every Predict a header written, proxied and parsed.
     """
 
-    def __init__(self, tracer: trace.Tracer, held: HeldSpans | None = None) -> None:
+    def __init__(self, tracer: trace.Tracer, held: HeldSpans | None = None, *,
+                 echo_unsampled: bool = True) -> None:
         self._tracer = tracer
         self._held = held
+        self._echo_unsampled = echo_unsampled
         # Without a keep policy, a call whose caller did not sample its trace gets no span of
         # its own when the sampler would drop it anyway: it runs in the caller's context (its
         # trace id still reaches the trailers and logs). Measured on a model server at 5%
@@ -105,6 +111,7 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):
         name = method.lstrip("/")
         held = self._held
         skip_unsampled = self._skip_unsampled
+        echo_unsampled = self._echo_unsampled
 
         async def traced(request: Any, context: grpc.aio.ServicerContext) -> Any:
             metadata = context.invocation_metadata()
@@ -114,7 +121,8 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):
             if skip_unsampled and _unsampled(parent):
                 token = otel_context.attach(parent)
                 try:
-                    context.set_trailing_metadata(tuple(propagation.inject()))
+                    if echo_unsampled:
+                        context.set_trailing_metadata(tuple(propagation.inject()))
                     return await inner(request, context)
                 finally:
                     otel_context.detach(token)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -348,3 +349,32 @@ async def wait_for(condition, timeout_s: float = 20.0) -> None:
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
         await asyncio.sleep(0.05)
+
+
+async def test_a_caller_that_did_not_sample_gets_no_span_and_no_trailer(base: Path) -> None:
+    # The caller (the ranker through Envoy) sent the context and reads nothing back: an
+    # unsampled call costs no span and no trailer; a sampled one gets both.
+    exporter = InMemorySpanExporter()
+    app = ModelServerApp(ModelServerSettings(host="127.0.0.1", port=0, metrics_port=0,
+                                             model_name="m", model_base_path=base,
+                                             poll_interval_s=0.1), span_exporter=exporter)
+    port = await app.start()
+    trailers = {}
+    try:
+        await asyncio.wait_for(app.wait_serving(), 60)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            for trace_id, flags in (("1" * 32, "00"), ("2" * 32, "01")):
+                parent = f"00-{trace_id}-{'3' * 16}-{flags}"
+                call = stub.Predict(support.predict_request("m", CTX, CANDS), timeout=10,
+                                    metadata=(("traceparent", parent),))
+                await call
+                trailers[flags] = dict(await call.trailing_metadata())
+        app.tracer_provider.force_flush()
+    finally:
+        await app.stop()
+    assert "traceparent" not in trailers["00"]
+    assert trailers["01"]["traceparent"].startswith(f"00-{'2' * 32}-")
+    spans = exporter.get_finished_spans()
+    assert [(s.context.trace_id, s.parent.span_id) for s in spans] == [
+        (int("2" * 32, 16), int("3" * 16, 16))]

@@ -7,9 +7,11 @@ import asyncio
 
 import numpy as np
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
@@ -22,6 +24,7 @@ from rankserve.ranker.predict_telemetry import (
     request_sent,
 )
 from rankserve.ranker.types import ModelRef
+from rankserve.server.telemetry.keep import HeldSpans, KeepingTracerProvider, keeping_sampler
 
 
 @pytest.fixture
@@ -86,3 +89,57 @@ async def test_a_request_outside_a_batch_call_is_counted_but_touches_no_span(tra
     assert "rankserve.request.bytes" not in outer.attributes
     assert registry.get_sample_value("rankserve_predict_request_bytes_count",
                                      {"compression": "gzip"}) == 1
+
+
+async def _one_batch(tracer, telemetry):
+    seen = []
+
+    async def call() -> BatchOutcome:
+        seen.append((trace.get_current_span().get_span_context(), batch_index()))
+        return BatchOutcome(slice(0, 25), scores=np.zeros(25, np.float32), model_version=3)
+
+    with tracer.start_as_current_span("rank") as rank:
+        await telemetry.batch(ModelRef("ranker"), 4, 25, call())
+    return rank.get_span_context(), seen[0]
+
+
+def _provider(sampler, keep: bool = False):
+    exporter = InMemorySpanExporter()
+    if keep:
+        held = HeldSpans(SimpleSpanProcessor(exporter), slower_than_s=0.0)
+        provider = KeepingTracerProvider(sampler=sampler)
+        provider.add_span_processor(held)
+    else:
+        provider = TracerProvider(sampler=sampler)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider.get_tracer("test"), exporter
+
+
+async def test_a_rank_that_was_not_sampled_makes_no_batch_span_and_hands_its_trace_on():
+    registry = CollectorRegistry()
+    tracer, exporter = _provider(ParentBased(ALWAYS_OFF))
+    rank, (inside, index) = await _one_batch(tracer, PredictTelemetry(tracer,
+                                                                      RankerMetrics(registry)))
+    # The call runs in the Rank's own context: its trace, not sampled, goes on to the model.
+    assert inside == rank and inside.is_valid and not inside.trace_flags.sampled
+    assert index == 4 and exporter.get_finished_spans() == ()
+    assert registry.get_sample_value("rankserve_predict_duration_seconds_count",
+                                     {"model": "ranker", "version": "3", "status": "OK"}) == 1
+
+
+async def test_a_sampled_rank_and_a_keep_policy_still_make_the_batch_span():
+    # A keep policy records every Rank (this one keeps those of 0 s or more: all of them).
+    for tracer, exporter in (_provider(ParentBased(ALWAYS_ON)),
+                             _provider(keeping_sampler(0.0), keep=True)):
+        rank, (inside, _) = await _one_batch(tracer, PredictTelemetry(tracer, None))
+        assert inside.trace_id == rank.trace_id and inside.span_id != rank.span_id
+        assert sorted(s.name for s in exporter.get_finished_spans()) == ["rank", PREDICT_METHOD]
+
+
+async def test_with_tracing_off_a_batch_is_counted_without_a_span():
+    registry = CollectorRegistry()
+    tracer = trace.NoOpTracer()
+    _, (inside, index) = await _one_batch(tracer, PredictTelemetry(tracer,
+                                                                   RankerMetrics(registry)))
+    assert not inside.is_valid and index == 4
+    assert registry.get_sample_value("rankserve_predict_batch_rows_sum") == 25
