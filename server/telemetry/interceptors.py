@@ -80,10 +80,11 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):
     """Outermost interceptor of a server: one SERVER span per unary call.
 
     With ``held``, the traces a call's keep header names are exported from what is held.
-    ``echo_unsampled``: whether a call whose caller did not sample still gets the caller's
-    context back in its trailers. A front-end may log that from a Rank's answer; a model
-    server's caller (the ranker, through Envoy) sent it and reads nothing back, and the
-    trailer costs every Predict a header written, proxied and parsed.
+    ``echo_unsampled``: whether a call whose caller did not sample still gets a context back
+    in its trailers (the caller's, or its own held span's under a keep policy). A front-end
+    may log that from a Rank's answer; a model server's caller (the ranker, through Envoy)
+    sent the trace id and reads nothing back, and the trailer costs every Predict a header
+    written, proxied and parsed.
     """
 
     def __init__(self, tracer: trace.Tracer, held: HeldSpans | None = None, *,
@@ -132,8 +133,10 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):
             ) as span:
                 # In the trailers, not the headers: a server that sends headers early has
                 # started its response, and Envoy can no longer retry the call on another
-                # replica if this one dies before answering.
-                context.set_trailing_metadata(tuple(propagation.inject()))
+                # replica if this one dies before answering. A span held for a keep policy
+                # under an unsampled caller is news to nobody yet.
+                if echo_unsampled or not _unsampled(parent):
+                    context.set_trailing_metadata(tuple(propagation.inject()))
                 error: BaseException | None = None
                 try:
                     return await inner(request, context)

@@ -351,13 +351,16 @@ async def wait_for(condition, timeout_s: float = 20.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_a_caller_that_did_not_sample_gets_no_span_and_no_trailer(base: Path) -> None:
+@pytest.mark.parametrize("hold_s", [0.0, 10.0])
+async def test_a_caller_that_did_not_sample_gets_no_trailer(base: Path, hold_s: float) -> None:
     # The caller (the ranker through Envoy) sent the context and reads nothing back: an
-    # unsampled call costs no span and no trailer; a sampled one gets both.
+    # unsampled call gets no trailer, and no span either unless a keep policy holds one (not
+    # exported: nothing asked to keep it); a sampled call gets both.
     exporter = InMemorySpanExporter()
     app = ModelServerApp(ModelServerSettings(host="127.0.0.1", port=0, metrics_port=0,
                                              model_name="m", model_base_path=base,
-                                             poll_interval_s=0.1), span_exporter=exporter)
+                                             poll_interval_s=0.1, trace_hold_s=hold_s),
+                         span_exporter=exporter)
     port = await app.start()
     trailers = {}
     try:
