@@ -86,7 +86,8 @@ def _runtime_for(settings: ModelServerSettings, reference: Runtime
         return None
     from .onnx_runtime import OnnxRuntime
 
-    onnx = OnnxRuntime(reference, threads=settings.intra_op_threads or 1)
+    onnx = OnnxRuntime(reference, threads=settings.intra_op_threads or 1,
+                       cache_dir=settings.onnx_cache_dir)
     return lambda name: onnx if "*" in names or name in names else reference
 
 

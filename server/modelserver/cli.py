@@ -70,7 +70,7 @@ _METAVARS = {
     "max_message_mb": "MIB", "intra_op_threads": "N", "inter_op_threads": "N",
     "grace_s": "SECONDS", "drain_s": "SECONDS", "ready_file": "PATH",
     "tls_cert": "PATH", "tls_key": "PATH", "tls_client_ca": "PATH", "health_port": "PORT",
-    "profiler_port": "PORT",
+    "profiler_port": "PORT", "onnx_cache_dir": "DIR",
 }
 
 

@@ -9,16 +9,26 @@ and run on both runtimes over seeded random inputs. A signature whose outputs ag
 ``rtol``/``atol`` runs on ONNX Runtime; one that fails to convert, has inputs ONNX Runtime cannot
 take (strings), or disagrees stays on TensorFlow, and the log says why. Nothing about a
 version's API changes: GetModelMetadata still answers TensorFlow's SignatureDefs.
+
+Converting takes seconds per signature (about 5 s for the demo's). With a cache directory, a
+converted model is kept under a digest of the SavedModel's files, the signature and the
+converter's version, so a restart, another replica sharing the directory or the same version
+under another path loads it without converting; the parity check still runs at every load, and
+a kept file that fails it (or does not open) is converted afresh and replaced.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -54,13 +64,15 @@ class OnnxRuntime:
     convert and agree with ``reference`` (the TensorFlow runtime), and on it otherwise."""
 
     def __init__(self, reference: Runtime, threads: int = 1, parity: Parity = Parity(),
-                 convert: Callable[[Path, str, Path], None] | None = None) -> None:
+                 convert: Callable[[Path, str, Path], None] | None = None,
+                 cache_dir: Path | None = None) -> None:
         import onnxruntime  # noqa: F401  (fail at start, not at the first load)
 
         self._reference = reference
         self._threads = threads
         self._parity = parity
         self._convert = convert or convert_signature
+        self._cache = Path(cache_dir) if cache_dir is not None else None
 
     def load(self, path: Path) -> LoadedModel:
         loaded = self._reference.load(path)
@@ -110,23 +122,41 @@ class OnnxRuntime:
 
     def _checked_session(self, loaded: LoadedModel, path: Path, signature: Signature
                          ) -> object:
-        import onnxruntime as ort
-
+        """A session of the signature's conversion that agrees with TensorFlow: the kept one
+        when there is one and it passes, else a fresh conversion (kept for next time)."""
+        kept = (self._cache / conversion_key(path, signature.name) / "model.onnx"
+                if self._cache is not None else None)
+        if kept is not None and kept.is_file():
+            try:
+                return self._session(kept, loaded, path, signature, f"kept in {kept.parent}")
+            except _Rejected as exc:
+                log.warning("%s: the kept conversion of signature '%s' is not used (%s);"
+                            " converting it again", path, signature.name, exc)
         with tempfile.TemporaryDirectory(prefix="rankserve-onnx-") as tmp:
             out = Path(tmp) / "model.onnx"
             try:
                 self._convert(path, signature.name, out)
             except LoadFailed as exc:
                 raise _Rejected(exc.message) from None
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = self._threads
-            options.inter_op_num_threads = 1
-            try:
-                session = ort.InferenceSession(str(out), options,
-                                               providers=["CPUExecutionProvider"])
-            except Exception as exc:  # ORT raises its own types for a model it cannot run
-                raise _Rejected(f"ONNX Runtime cannot open the converted model: {exc}"
-                                ) from None
+            session = self._session(out, loaded, path, signature, "converted")
+            if kept is not None:
+                _keep(out, kept)
+            return session
+
+    def _session(self, model_file: Path, loaded: LoadedModel, path: Path,
+                 signature: Signature, source: str) -> object:
+        """An ONNX Runtime session of ``model_file`` once its outputs agree with TensorFlow's
+        on the parity inputs; raises _Rejected saying why not."""
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self._threads
+        options.inter_op_num_threads = 1
+        try:
+            session = ort.InferenceSession(str(model_file), options,
+                                           providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own types for a model it cannot run
+            raise _Rejected(f"ONNX Runtime cannot open the converted model: {exc}") from None
         wanted_in = set(signature.inputs)
         got_in = {i.name for i in session.get_inputs()}
         got_out = {o.name for o in session.get_outputs()}
@@ -148,10 +178,44 @@ class OnnxRuntime:
                 raise _Rejected(f"output '{name}' differs from TensorFlow's by up to {worst:.3g}"
                                 f" on {PARITY_ROWS} random rows (rtol {self._parity.rtol:g},"
                                 f" atol {self._parity.atol:g})")
-        log.info("%s: signature '%s' runs on ONNX Runtime (outputs within rtol %g, atol %g of"
-                 " TensorFlow's on %d random rows)", path, signature.name, self._parity.rtol,
-                 self._parity.atol, PARITY_ROWS)
+        log.info("%s: signature '%s' runs on ONNX Runtime (%s; outputs within rtol %g, atol %g"
+                 " of TensorFlow's on %d random rows)", path, signature.name, source,
+                 self._parity.rtol, self._parity.atol, PARITY_ROWS)
         return session
+
+
+def conversion_key(saved_model: Path, signature: str) -> str:
+    """The digest a conversion is kept under: the converter's version, the signature, and
+    every file of the SavedModel (relative path, size and bytes), so any change of the model
+    or the converter is a new key."""
+    digest = hashlib.sha256()
+    digest.update(f"tf2onnx {_converter_version()}\0{signature}\0".encode())
+    for file in sorted(p for p in Path(saved_model).rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(saved_model).as_posix()}\0{file.stat().st_size}\0"
+                      .encode())
+        with file.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _converter_version() -> str:
+    try:
+        return metadata.version("tf2onnx")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _keep(converted: Path, kept: Path) -> None:
+    """Copies a conversion into the cache, whole or not at all (written aside, then renamed);
+    a cache that cannot be written costs the next load a conversion, not this one."""
+    try:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        aside = kept.with_name(f".{kept.name}.{os.getpid()}")
+        shutil.copyfile(converted, aside)
+        os.replace(aside, kept)
+    except OSError as exc:
+        log.warning("cannot keep the conversion in %s: %s", kept.parent, exc)
 
 
 class _Rejected(Exception):

@@ -314,15 +314,22 @@ def test_rankserve_model_servers_trace_with_the_ranker_and_hold_for_the_keep_pol
 
 
 def test_rankserve_model_servers_run_the_named_models_on_onnx_runtime() -> None:
-    def args(rankserve: dict) -> list[str]:
+    def pod(rankserve: dict) -> dict:
         objs = objects(render(merged(CLAIMS, {"modelServer": {"runtime": "rankserve",
                                                               "rankserve": rankserve}})))
         (deployment,) = find(objs, "Deployment", "model-server")
-        (c,) = deployment["spec"]["template"]["spec"]["containers"]
-        return c["args"]
+        return deployment["spec"]["template"]["spec"]
 
-    assert "--onnx-models=ranker,tower" in args({"onnxModels": ["ranker", "tower"]})
-    assert not any(a.startswith("--onnx-models") for a in args({}))
+    named = pod({"onnxModels": ["ranker", "tower"]})
+    (c,) = named["containers"]
+    assert "--onnx-models=ranker,tower" in c["args"]
+    # Conversions are kept on a volume of the pod: a restarted container does not convert.
+    assert "--onnx-cache-dir=/var/cache/rankserve/onnx" in c["args"]
+    assert {"name": "onnx-cache", "mountPath": "/var/cache/rankserve/onnx"} in c["volumeMounts"]
+    assert {"name": "onnx-cache", "emptyDir": {}} in named["volumes"]
+    plain = pod({})
+    assert not any(a.startswith("--onnx") for a in plain["containers"][0]["args"])
+    assert not any(v["name"] == "onnx-cache" for v in plain["volumes"])
 
 
 def test_one_dashboard_configmap_per_file() -> None:

@@ -109,3 +109,68 @@ async def test_a_model_that_does_not_convert_stays_on_tensorflow(base, tmp_path,
 def test_the_converter_names_what_failed(tmp_path):
     with pytest.raises(LoadFailed, match="tf2onnx could not convert it"):
         convert_signature(tmp_path / "missing", "serving_default", tmp_path / "out.onnx")
+
+
+def _counting(calls: list[Path]):
+    def convert(saved_model: Path, signature: str, out: Path) -> None:
+        calls.append(saved_model)
+        convert_signature(saved_model, signature, out)
+    return convert
+
+
+def _expected(version: int) -> np.ndarray:
+    return support.expected_scores(CTX, CANDS, version)
+
+
+def _onnx_scores(runtime: OnnxRuntime, model) -> np.ndarray:
+    assert runtime.runtime_of(model, "serving_default") == "onnxruntime"
+    return runtime.predict(model, "serving_default", {"context": CTX, "candidates": CANDS}
+                           )["scores"]
+
+
+def test_a_kept_conversion_spares_the_next_load_the_converter(library, tmp_path):
+    from rankserve.server.modelserver.tf_runtime import TensorFlowRuntime
+
+    calls: list[Path] = []
+    cache = tmp_path / "onnx"
+    first = OnnxRuntime(TensorFlowRuntime(), convert=_counting(calls), cache_dir=cache)
+    np.testing.assert_allclose(_onnx_scores(first, first.load(library / "1")), _expected(1),
+                               rtol=1e-5, atol=1e-6)
+    assert len(calls) == 1 and len(list(cache.glob("*/model.onnx"))) == 1
+    # A restart (a new runtime on the same directory), and the same bytes under another path:
+    # no conversion, the same scores.
+    copy = tmp_path / "elsewhere" / "1"
+    shutil.copytree(library / "1", copy)
+    restarted = OnnxRuntime(TensorFlowRuntime(), convert=_counting(calls), cache_dir=cache)
+    for path in (library / "1", copy):
+        np.testing.assert_allclose(_onnx_scores(restarted, restarted.load(path)), _expected(1),
+                                   rtol=1e-5, atol=1e-6)
+    assert len(calls) == 1
+    # Another model (version 2's bytes) is another key: converted.
+    np.testing.assert_allclose(_onnx_scores(restarted, restarted.load(library / "2")),
+                               _expected(2), rtol=1e-5, atol=1e-6)
+    assert len(calls) == 2 and len(list(cache.glob("*/model.onnx"))) == 2
+
+
+@pytest.mark.parametrize("damage", ["garbage", "another model"])
+def test_a_kept_conversion_that_fails_is_converted_again(library, tmp_path, damage, caplog):
+    from rankserve.server.modelserver.tf_runtime import TensorFlowRuntime
+
+    calls: list[Path] = []
+    cache = tmp_path / "onnx"
+    runtime = OnnxRuntime(TensorFlowRuntime(), convert=_counting(calls), cache_dir=cache)
+    runtime.load(library / "1")
+    (kept,) = cache.glob("*/model.onnx")
+    if damage == "garbage":
+        kept.write_bytes(b"not an ONNX model")
+    else:  # version 2's conversion under version 1's key: opens, but the parity check fails
+        convert_signature(library / "2", "serving_default", kept)
+    again = OnnxRuntime(TensorFlowRuntime(), convert=_counting(calls), cache_dir=cache)
+    np.testing.assert_allclose(_onnx_scores(again, again.load(library / "1")), _expected(1),
+                               rtol=1e-5, atol=1e-6)
+    assert len(calls) == 2
+    assert "the kept conversion of signature 'serving_default' is not used" in caplog.text
+    # The fresh conversion replaced the bad one: the next load takes it as it is.
+    OnnxRuntime(TensorFlowRuntime(), convert=_counting(calls), cache_dir=cache).load(
+        library / "1")
+    assert len(calls) == 2

@@ -352,6 +352,14 @@ class LocalStack:
         path.write_text(model_config_text(self.settings.model_name, base))
         return path
 
+    def _onnx_cache_dir(self) -> Path:
+        """Where the model servers keep ONNX conversions: beside the demo's builds unless
+        the settings say otherwise, so they outlive this stack's run directory."""
+        if self.settings.onnx_cache_dir is not None:
+            return self.settings.onnx_cache_dir
+        home = os.environ.get("RANKSERVE_HOME")
+        return (Path(home) if home else Path.home() / ".cache" / "rankserve") / "onnx"
+
     def _start_model_servers(self) -> None:
         config = self._model_config_file()
         children = []
@@ -376,7 +384,8 @@ class LocalStack:
                     *self._tls_args("model-server"),
                     *(["--profiler-port", "0"] if self.settings.profiler else []),
                     *(["--trace-hold-s", "10"] if self._keeps_slow_traces else []),
-                    *(["--onnx-models", self.settings.onnx_models]
+                    *(["--onnx-models", self.settings.onnx_models,
+                       "--onnx-cache-dir", str(self._onnx_cache_dir())]
                       if self.settings.onnx_models else []),
                     *self._extra_ms,
                 ],

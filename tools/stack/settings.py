@@ -86,6 +86,11 @@ class StackSettings(BaseSettings):
         "",
         description="Models the model servers run on ONNX Runtime where it agrees with"
         " TensorFlow (their --onnx-models: comma-separated names, or '*').")
+    onnx_cache_dir: Path | None = Field(
+        None,
+        description="Where the model servers keep their ONNX conversions (their"
+        " --onnx-cache-dir), so the next `up` skips converting an unchanged model. Unset:"
+        " $RANKSERVE_HOME/onnx (default ~/.cache/rankserve/onnx).")
     profiler: bool = Field(
         False,
         description="Start every model server with --profiler-port 0 (TensorFlow's profiler"

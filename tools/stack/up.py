@@ -112,7 +112,9 @@ def add_stack_arguments(p: argparse.ArgumentParser) -> None:
         metavar="NAMES",
         help="Run these models (comma-separated, or '*') on ONNX Runtime in the model servers:"
         " each version is converted from its SavedModel and checked against TensorFlow's"
-        " scores at load, and stays on TensorFlow if it does not agree.",
+        " scores at load, and stays on TensorFlow if it does not agree. Conversions are kept"
+        " in onnx/ under the cache directory (--home), so the next start skips converting an"
+        " unchanged model.",
     )
     p.add_argument(
         "--home",
@@ -147,6 +149,7 @@ def stack_settings(args: argparse.Namespace, **overrides: object) -> StackSettin
                           "model_name", "spec", "item_features", "user_features", "redis",
                           "tls", "profiler", "onnx_models")
             },
+            "onnx_cache_dir": args.home / "onnx" if getattr(args, "home", None) else None,
             **overrides,
         }.items()
         if v is not None
