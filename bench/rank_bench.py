@@ -8,13 +8,16 @@ Rows (all on this machine, in one run, so they compare as ratios):
   transport floor       the same 40 Predict calls (same sizes, all in flight at once) from a bare
                         grpc.aio client through the same Envoy config to 2 echo servers that
                         answer 25 scores without a model: what the fan-out itself costs
+  bare client, Envoy,   the transport floor's calls through the first stack's Envoy to its
+  2 model servers       model servers: splits the stack's gap over the floor into the ranker's
+                        part and the model servers'
   compute floor         the same 1000 rows in ONE in-process call of the SavedModel signature
   naive client          the same 40 batches sent one after another with the official
                         tensorflow-serving-api stubs and tf.make_tensor_proto, through Envoy
 
 The stack rows, the transport floor and the naive client run side by side, each on its own
-processes (the naive client on the first stack's), and take turns in short slices
-(bench.interleave), so the machine's drift moves them alike.
+processes (the bare client's second row and the naive client on the first stack's), and take
+turns in short slices (bench.interleave), so the machine's drift moves them alike.
 
 Latency: sequential calls (p50, p99). Throughput: a closed loop at a fixed concurrency for a
 fixed time. CPU: user + system seconds of every process involved (client included) per Rank,
@@ -164,20 +167,30 @@ def bench_interleaved(paths: DemoPaths, args: argparse.Namespace) -> list[Row]:
         echo = opened.enter_context(_EchoStack(_stack_settings("floor"), rows[0][2],
                                                out=lambda _l: None))
         subjects.append(Subject(echo, FloorCalls(echo, requests), client_tier=TIERS[0]))
+        # The floor's bare client through the first stack's Envoy to its model servers: the
+        # stack's gap over the floor splits into the ranker's part (the stack against this row)
+        # and the model servers' (this row against the floor). The idle ranker is set aside.
+        first = subjects[0].stack
+        assert first.ranker is not None
+        direct = Subject(first, FloorCalls(first, requests), client_tier=TIERS[0],
+                         aside=(first.ranker.pid,))
+        subjects.append(direct)
         # Through the first stack's Envoy and model servers; a quarter of the sequential calls,
         # each Rank taking as long as it does.
-        naive = Subject(subjects[0].stack, NaiveCalls(subjects[0].stack, paths),
-                        latency_share=0.25)
+        naive = Subject(first, NaiveCalls(first, paths), latency_share=0.25)
         subjects.append(naive)
         measure(subjects, rounds=args.rounds, latency_calls=args.latency_calls,
                 seconds=args.throughput_s, concurrency=args.concurrency)
     note = (f"{args.concurrency} callers, {args.throughput_s:g} s in {args.rounds} slices"
             " taken in turns with the other rows")
-    out = [sub.tally.row(label, note) for sub, (label, _s, _i) in zip(subjects[:-2], rows,
+    out = [sub.tally.row(label, note) for sub, (label, _s, _i) in zip(subjects[:-3], rows,
                                                                    strict=True)]
-    out.append(subjects[-2].tally.row(
+    out.append(subjects[-3].tally.row(
         "transport floor: bare client, Envoy, 2 echo",
         f"the {len(requests)} Predicts of one Rank at once; {note}"))
+    out.append(direct.tally.row(
+        "bare client, Envoy, 2 model servers",
+        f"the floor's calls to the first stack's model servers; {note}"))
     out.append(naive.tally.row("naive: 40 sequential Predicts, official stubs",
                                f"one caller, sequential; {args.throughput_s:g} s in"
                                f" {args.rounds} slices taken in turns with the other rows"))
@@ -251,12 +264,18 @@ def ratios(rows: list[Row]) -> str:
         return next(r for r in rows if r.path.startswith(prefix))
 
     stack = row("stack: ranker+Envoy+2 servers, gzip off")
-    floor, naive = row("transport"), row("naive")
+    floor, naive, direct = row("transport"), row("naive"), row("bare client, Envoy, 2 model")
+    ranker_ms = (stack.cpu_s_per_rank - direct.cpu_s_per_rank) * 1e3
+    servers_ms = (direct.cpu_s_per_rank - floor.cpu_s_per_rank) * 1e3
     lines = [f"stack (gzip off) against the transport floor: p50"
              f" x{stack.p50_ms / floor.p50_ms:.2f}, CPU per Rank"
              f" x{stack.cpu_s_per_rank / floor.cpu_s_per_rank:.2f}, throughput"
              f" x{stack.ranks_per_s / floor.ranks_per_s:.2f}; against the naive client: p50"
-             f" {naive.p50_ms / stack.p50_ms:.1f}x faster"]
+             f" {naive.p50_ms / stack.p50_ms:.1f}x faster",
+             f"the stack's CPU over the floor's, {ranker_ms + servers_ms:.1f} ms per Rank:"
+             f" {ranker_ms:.1f} where the ranker replaces the bare client (same Envoy and model"
+             f" servers), {servers_ms:.1f} where the model servers replace the echo servers"
+             f" (same bare client)"]
     for prefix, what in (("stack: ranker+Envoy+2 servers, gzip on", "gzip"),
                          ("stack: ranker+Envoy+2 servers, deflate on", "deflate"),
                          ("stack: float16", "float16 inputs")):
