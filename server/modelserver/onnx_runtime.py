@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
@@ -211,7 +212,7 @@ def _keep(converted: Path, kept: Path) -> None:
     a cache that cannot be written costs the next load a conversion, not this one."""
     try:
         kept.parent.mkdir(parents=True, exist_ok=True)
-        aside = kept.with_name(f".{kept.name}.{os.getpid()}")
+        aside = kept.with_name(f".{kept.name}.{os.getpid()}.{threading.get_ident()}")
         shutil.copyfile(converted, aside)
         os.replace(aside, kept)
     except OSError as exc:
