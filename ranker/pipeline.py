@@ -84,6 +84,7 @@ class Ranker:
         item_names: Callable[[np.ndarray], Sequence[str]] | None = None,
         router: Callable[[], Router] | None = None,
         tracer: trace.Tracer | None = None,
+        skip_unsampled_spans: bool = False,
         metrics: RankerMetrics | None = None,
         version_metrics: VersionMetrics | None = None,
     ) -> None:
@@ -92,7 +93,9 @@ class Ranker:
         ``inputs`` fills a model's inputs as its spec says, for every model not named in
         ``model_inputs`` (model name -> the assembler of that model's own spec: experiment arms
         and shadows may take other inputs); ``item_names`` names retrieved catalog rows when a
-        source returns rows without ids (``Catalog.name_rows``)."""
+        source returns rows without ids (``Catalog.name_rows``); ``skip_unsampled_spans``
+        says that ``tracer`` drops every span under an unsampled parent, so an unsampled Rank's
+        batch calls make none."""
         plan_batches(0, config.batch_size)  # validates batch_size early
         self.config = config
         static = Router(config.default_model, config.rules)
@@ -109,7 +112,7 @@ class Ranker:
         self._in_flight = asyncio.Semaphore(config.max_in_flight)
         self._tracer = tracer or trace.NoOpTracer()
         self._metrics = metrics
-        self._predict = PredictTelemetry(self._tracer, metrics)
+        self._predict = PredictTelemetry(self._tracer, metrics, skip_unsampled_spans)
         self._closed = False
 
     async def rank(self, query: RankQuery) -> RankResult:

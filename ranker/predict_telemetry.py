@@ -56,20 +56,6 @@ def request_sent(request_bytes: int, compression: str, metrics: RankerMetrics | 
         metrics.request_bytes.labels(compression).observe(request_bytes)
 
 
-def drops_unsampled_local_parent(tracer: trace.Tracer) -> bool:
-    """Whether ``tracer``'s sampler drops every span whose parent in this process was not
-    sampled (the parent-based samplers do; ``always_on`` and a keep policy do not), asked of
-    the sampler itself."""
-    sampler = getattr(tracer, "sampler", None)
-    if sampler is None:
-        return False
-    parent = trace.NonRecordingSpan(trace.SpanContext(
-        trace_id=1, span_id=1, is_remote=False, trace_flags=trace.TraceFlags(0)))
-    decision = sampler.should_sample(trace.set_span_in_context(parent), 1, "probe",
-                                     SpanKind.CLIENT).decision
-    return not decision.is_recording()
-
-
 def _in_unsampled_trace() -> bool:
     """Whether the current span belongs to a trace that was not sampled (a span with no valid
     parent would be a root, which the sampler may still pick)."""
@@ -95,16 +81,20 @@ def requested_version(model: ModelRef) -> str:
 class PredictTelemetry:
     """The spans and metrics of a Ranker's Predict calls."""
 
-    def __init__(self, tracer: trace.Tracer, metrics: RankerMetrics | None) -> None:
+    def __init__(self, tracer: trace.Tracer, metrics: RankerMetrics | None,
+                 skip_unsampled: bool = False) -> None:
+        """``skip_unsampled``: the tracer's sampler drops every span whose parent in this
+        process was not sampled (a parent-based one without a keep policy), so a batch call
+        of a Rank that was not sampled need not make one."""
         self._tracer = tracer
         self._metrics = metrics
-        # A span nobody records is not made: with tracing off, or, under a parent-based
-        # sampler without a keep policy, in a Rank that was not sampled. The call then runs in
-        # the Rank's context, whose unsampled trace it hands on. Each of a Rank's 40 calls
-        # saves starting, entering, filling and ending a span (py-spy on the local stack,
-        # tracing off: 5-8% of the ranker's time went to the no-op tracer's spans).
+        # A span nobody records is not made: with tracing off, or in a Rank that was not
+        # sampled when the sampler would drop it anyway. The call then runs in the Rank's
+        # context, whose unsampled trace it hands on. Each of a Rank's 40 calls saves
+        # starting, entering, filling and ending a span (py-spy on the local stack, tracing
+        # off: 5-8% of the ranker's time went to the no-op tracer's spans).
         self._untraced = isinstance(tracer, trace.NoOpTracer)
-        self._skip_unsampled = not self._untraced and drops_unsampled_local_parent(tracer)
+        self._skip_unsampled = skip_unsampled and not self._untraced
 
     async def batch(self, model: ModelRef, index: int, rows: int,
                     call: Awaitable[BatchOutcome]) -> BatchOutcome:

@@ -56,7 +56,10 @@ from rankserve.server.ranking.capture import RequestCapture
 from rankserve.server.ranking.metrics import RankMetricsInterceptor
 from rankserve.server.ranking.servicer import RankingServicer
 from rankserve.server.ranking.settings import RankerSettings
-from rankserve.server.telemetry.interceptors import TracingServerInterceptor
+from rankserve.server.telemetry.interceptors import (
+    TracingServerInterceptor,
+    drops_unsampled_parent,
+)
 from rankserve.server.telemetry.keep import KeepSignal
 from rankserve.server.telemetry.metrics_http import MetricsServer
 from rankserve.server.telemetry.tracing import (
@@ -195,7 +198,8 @@ class RankingApp:
             caller_source=CallerCandidates(),
             item_names=catalog.name_rows if catalog is not None else None,
             router=self.routing.current if self.routing else None,
-            tracer=tracer, metrics=self.metrics, version_metrics=self.version_metrics)
+            tracer=tracer, skip_unsampled_spans=drops_unsampled_parent(tracer, remote=False),
+            metrics=self.metrics, version_metrics=self.version_metrics)
 
     def _build_server(
         self, tracer: trace.Tracer, max_bytes: int

@@ -101,6 +101,8 @@ async def test_a_caller_that_did_not_sample_gets_no_span_but_learns_its_trace_id
     sent = model.traceparents
     assert len(sent) == 40
     assert all(t.startswith(f"00-{CALLER_TRACE}-") and t.endswith("-00") for t in sent)
+    # No batch call made a span of its own that nobody records: all 40 name one parent.
+    assert len({t.split("-")[2] for t in sent}) == 1
 
 
 async def test_failed_batches_are_error_spans_and_counted(catalog_dir):

@@ -24,6 +24,7 @@ from rankserve.ranker.predict_telemetry import (
     request_sent,
 )
 from rankserve.ranker.types import ModelRef
+from rankserve.server.telemetry.interceptors import drops_unsampled_parent
 from rankserve.server.telemetry.keep import HeldSpans, KeepingTracerProvider, keeping_sampler
 
 
@@ -115,11 +116,24 @@ def _provider(sampler, keep: bool = False):
     return provider.get_tracer("test"), exporter
 
 
+def test_only_a_parent_based_sampler_without_a_keep_policy_drops_unsampled_children():
+    assert drops_unsampled_parent(_provider(ParentBased(ALWAYS_OFF))[0], remote=False)
+    assert drops_unsampled_parent(_provider(ParentBased(ALWAYS_ON))[0], remote=False)
+    assert not drops_unsampled_parent(_provider(ALWAYS_ON)[0], remote=False)
+    assert not drops_unsampled_parent(_provider(keeping_sampler(0.05), keep=True)[0],
+                                      remote=False)
+    assert not drops_unsampled_parent(trace.NoOpTracer(), remote=False)
+
+
+def _telemetry(tracer, metrics=None) -> PredictTelemetry:
+    """As the ranker's composition root builds it."""
+    return PredictTelemetry(tracer, metrics, drops_unsampled_parent(tracer, remote=False))
+
+
 async def test_a_rank_that_was_not_sampled_makes_no_batch_span_and_hands_its_trace_on():
     registry = CollectorRegistry()
     tracer, exporter = _provider(ParentBased(ALWAYS_OFF))
-    rank, (inside, index) = await _one_batch(tracer, PredictTelemetry(tracer,
-                                                                      RankerMetrics(registry)))
+    rank, (inside, index) = await _one_batch(tracer, _telemetry(tracer, RankerMetrics(registry)))
     # The call runs in the Rank's own context: its trace, not sampled, goes on to the model.
     assert inside == rank and inside.is_valid and not inside.trace_flags.sampled
     assert index == 4 and exporter.get_finished_spans() == ()
@@ -131,7 +145,7 @@ async def test_a_sampled_rank_and_a_keep_policy_still_make_the_batch_span():
     # A keep policy records every Rank (this one keeps those of 0 s or more: all of them).
     for tracer, exporter in (_provider(ParentBased(ALWAYS_ON)),
                              _provider(keeping_sampler(0.0), keep=True)):
-        rank, (inside, _) = await _one_batch(tracer, PredictTelemetry(tracer, None))
+        rank, (inside, _) = await _one_batch(tracer, _telemetry(tracer))
         assert inside.trace_id == rank.trace_id and inside.span_id != rank.span_id
         assert sorted(s.name for s in exporter.get_finished_spans()) == ["rank", PREDICT_METHOD]
 
@@ -139,7 +153,6 @@ async def test_a_sampled_rank_and_a_keep_policy_still_make_the_batch_span():
 async def test_with_tracing_off_a_batch_is_counted_without_a_span():
     registry = CollectorRegistry()
     tracer = trace.NoOpTracer()
-    _, (inside, index) = await _one_batch(tracer, PredictTelemetry(tracer,
-                                                                   RankerMetrics(registry)))
+    _, (inside, index) = await _one_batch(tracer, _telemetry(tracer, RankerMetrics(registry)))
     assert not inside.is_valid and index == 4
     assert registry.get_sample_value("rankserve_predict_batch_rows_sum") == 25
