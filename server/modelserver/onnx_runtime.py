@@ -5,7 +5,8 @@ ONNX Runtime's 0.03 and 0.17 (one thread each), and the same call is made about 
 Predicts. So a chosen model's version is loaded by TensorFlow as always (signatures, metadata,
 warm-up), then each signature is converted from the SavedModel with tf2onnx (in a child
 process: the converter imports TensorFlow and its graph tooling, and its memory goes with it),
-and run on both runtimes over seeded random inputs. A signature whose outputs agree within
+and run on both runtimes over seeded random inputs and the version's warm-up requests (its
+real inputs, where it ships TF Serving's warm-up file). A signature whose outputs agree within
 ``rtol``/``atol`` runs on ONNX Runtime; one that fails to convert, has inputs ONNX Runtime cannot
 take (strings), or disagrees stays on TensorFlow, and the log says why. Nothing about a
 version's API changes: GetModelMetadata still answers TensorFlow's SignatureDefs.
@@ -36,11 +37,14 @@ import numpy as np
 
 from .errors import LoadFailed
 from .runtime import LoadedModel, Runtime, Signature
+from .warmup import read_warmup
 
 log = logging.getLogger(__name__)
 
 #: Rows of the random inputs the parity check runs on both runtimes.
 PARITY_ROWS = 64
+#: Warm-up records of a version (its real requests) the parity check runs too, at most.
+PARITY_WARMUP_RECORDS = 100
 CONVERT_TIMEOUT_S = 600.0
 
 
@@ -165,24 +169,40 @@ class OnnxRuntime:
             raise _Rejected(f"the converted model takes {sorted(got_in)} and gives"
                             f" {sorted(got_out)}; the signature has {sorted(wanted_in)} and"
                             f" {sorted(signature.outputs)}")
-        inputs = parity_inputs(signature)
+        self._agree(session, loaded, signature, parity_inputs(signature),
+                    f"{PARITY_ROWS} random rows")
+        # Random rows may not reach where a model's real inputs lie; the version's own
+        # warm-up requests do (an unreadable warm-up file fails the version's load anyway).
+        try:
+            warmup = [c for c in read_warmup(path) if c.signature == signature.name]
+        except LoadFailed:
+            warmup = []
+        for i, call in enumerate(warmup[:PARITY_WARMUP_RECORDS]):
+            self._agree(session, loaded, signature, call.inputs, f"warm-up record {i}")
+        checked = min(len(warmup), PARITY_WARMUP_RECORDS)
+        log.info("%s: signature '%s' runs on ONNX Runtime (%s; outputs within rtol %g, atol %g"
+                 " of TensorFlow's on %d random rows and %d warm-up records)", path,
+                 signature.name, source, self._parity.rtol, self._parity.atol, PARITY_ROWS,
+                 checked)
+        return session
+
+    def _agree(self, session: object, loaded: LoadedModel, signature: Signature,
+               inputs: Mapping[str, np.ndarray], what: str) -> None:
+        """Raises _Rejected unless both runtimes' outputs for ``inputs`` agree."""
         expected = self._reference.predict(loaded, signature.name, inputs)
         names = list(signature.outputs)
-        got = dict(zip(names, session.run(names, inputs), strict=True))
+        feed = {k: np.ascontiguousarray(v) for k, v in inputs.items()}
+        got = dict(zip(names, session.run(names, feed), strict=True))  # type: ignore[attr-defined]
         for name in names:
             want, have = np.asarray(expected[name]), np.asarray(got[name])
             if want.shape != have.shape:
                 raise _Rejected(f"output '{name}' has shape {have.shape} on ONNX Runtime,"
-                                f" {want.shape} on TensorFlow")
+                                f" {want.shape} on TensorFlow, on {what}")
             if not np.allclose(have, want, rtol=self._parity.rtol, atol=self._parity.atol):
                 worst = float(np.max(np.abs(have.astype(np.float64) - want)))
                 raise _Rejected(f"output '{name}' differs from TensorFlow's by up to {worst:.3g}"
-                                f" on {PARITY_ROWS} random rows (rtol {self._parity.rtol:g},"
+                                f" on {what} (rtol {self._parity.rtol:g},"
                                 f" atol {self._parity.atol:g})")
-        log.info("%s: signature '%s' runs on ONNX Runtime (%s; outputs within rtol %g, atol %g"
-                 " of TensorFlow's on %d random rows)", path, signature.name, source,
-                 self._parity.rtol, self._parity.atol, PARITY_ROWS)
-        return session
 
 
 def conversion_key(saved_model: Path, signature: str) -> str:

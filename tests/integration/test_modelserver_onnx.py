@@ -18,6 +18,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from rankserve.server.modelserver import ModelServerApp, ModelServerSettings
 from rankserve.server.modelserver.errors import LoadFailed
 from rankserve.server.modelserver.onnx_runtime import OnnxRuntime, convert_signature
+from rankserve.server.modelserver.warmup import write_warmup
 from tests.integration import modelserver_support as support
 
 pytestmark = pytest.mark.timeout(180)
@@ -174,3 +175,45 @@ def test_a_kept_conversion_that_fails_is_converted_again(library, tmp_path, dama
     OnnxRuntime(TensorFlowRuntime(), convert=_counting(calls), cache_dir=cache).load(
         library / "1")
     assert len(calls) == 2
+
+
+def _clipping_conversion(version: int):
+    """A "conversion" of the test model that clips candidates to [-5, 5]: right on standard
+    normal rows, wrong wherever real inputs are large."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def convert(saved_model: Path, signature: str, out: Path) -> None:
+        nodes = [helper.make_node("Clip", ["candidates", "lo", "hi"], ["clipped"]),
+                 helper.make_node("MatMul", ["clipped", "w"], ["product"]),
+                 helper.make_node("ReduceSum", ["context"], ["total"], keepdims=0),
+                 helper.make_node("Mul", ["total", "k"], ["shift"]),
+                 helper.make_node("Add", ["product", "shift"], ["scores"])]
+        constants = [numpy_helper.from_array(np.array(v, np.float32), name) for name, v in
+                     (("lo", -5.0), ("hi", 5.0), ("w", support.W), ("k", float(version)))]
+        graph = helper.make_graph(
+            nodes, "clipping",
+            [helper.make_tensor_value_info("context", TensorProto.FLOAT, [1, support.C]),
+             helper.make_tensor_value_info("candidates", TensorProto.FLOAT, [None, support.F])],
+            [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None])], constants)
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
+                                    ir_version=8), str(out))
+    return convert
+
+
+def test_the_versions_warm_up_requests_join_the_parity_check(library, tmp_path, caplog):
+    from rankserve.server.modelserver.tf_runtime import TensorFlowRuntime
+
+    runtime = OnnxRuntime(TensorFlowRuntime(), convert=_clipping_conversion(1))
+    plain = tmp_path / "plain" / "1"
+    shutil.copytree(library / "1", plain)
+    # Random rows alone miss what the conversion gets wrong.
+    assert runtime.runtime_of(runtime.load(plain), "serving_default") == "onnxruntime"
+    warmed = tmp_path / "warmed" / "1"
+    shutil.copytree(library / "1", warmed)
+    large = np.full((3, support.F), 100.0, np.float32)
+    write_warmup(warmed, [support.predict_request("m", CTX, CANDS).SerializeToString(),
+                          support.predict_request("m", CTX, large).SerializeToString()])
+    assert runtime.runtime_of(runtime.load(warmed), "serving_default") == "tensorflow"
+    assert "differs from TensorFlow's by up to" in caplog.text
+    assert "on warm-up record 1" in caplog.text
