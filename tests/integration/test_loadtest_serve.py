@@ -216,6 +216,12 @@ def pixels_of(img: np.ndarray, rgb: tuple[int, int, int]) -> int:
                 & (abs(img[..., 2] - rgb[2]) < 12)).sum())
 
 
+# Share of non-white pixels above which a screenshot is a rendered page: an error page shows
+# 0.2-0.3%, the list 4-5% and the compare page 2.9-3.9% (its bars scale with the two runs'
+# measured latencies, so it varies from run to run).
+RENDERED = 0.01
+
+
 def test_the_list_and_the_compare_page_in_a_browser(tmp_path, server):
     compare = "compare?a=v1/report.json&b=v2/report.json"
     shots = {}
@@ -224,11 +230,11 @@ def test_the_list_and_the_compare_page_in_a_browser(tmp_path, server):
         shots[name] = screenshot_url(server.url + path, tmp_path / f"{name}.png",
                                      tmp_path / "profile", size="1400,1400")
     share, img = non_white_share(shots["list"])
-    assert share > 0.03, f"list page nearly blank: {share:.2%} non-white"
+    assert share > RENDERED, f"list page nearly blank: {share:.2%} non-white"
     # The chart's p99 line (red) over the p50 line (blue) and their markers.
     assert pixels_of(img, (214, 39, 40)) > 300 and pixels_of(img, (31, 119, 180)) > 50
     share, img = non_white_share(shots["compare"])
-    assert share > 0.03, f"compare page nearly blank: {share:.2%} non-white"
+    assert share > RENDERED, f"compare page nearly blank: {share:.2%} non-white"
     # A's bars blue, B's orange.
     assert pixels_of(img, (31, 119, 180)) > 2000 and pixels_of(img, (255, 127, 14)) > 2000
 
