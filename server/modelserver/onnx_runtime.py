@@ -81,12 +81,20 @@ class OnnxRuntime:
 
     def load(self, path: Path) -> LoadedModel:
         loaded = self._reference.load(path)
+        # Read once for every signature's parity check (an unreadable warm-up file fails the
+        # version's load anyway, when the version manager replays it).
+        try:
+            warmup = read_warmup(path)
+        except LoadFailed:
+            warmup = []
         sessions: dict[str, object] = {}
         for name, signature in loaded.signatures.items():
             reason = _unsupported(signature)
             if reason is None:
                 try:
-                    sessions[name] = self._checked_session(loaded, path, signature)
+                    sessions[name] = self._checked_session(
+                        loaded, path, signature,
+                        [c.inputs for c in warmup if c.signature == name][:PARITY_WARMUP_RECORDS])
                     continue
                 except _Rejected as exc:
                     reason = str(exc)
@@ -125,15 +133,17 @@ class OnnxRuntime:
         handle: _Accelerated = model.handle
         return "onnxruntime" if signature in handle.sessions else "tensorflow"
 
-    def _checked_session(self, loaded: LoadedModel, path: Path, signature: Signature
-                         ) -> object:
-        """A session of the signature's conversion that agrees with TensorFlow: the kept one
-        when there is one and it passes, else a fresh conversion (kept for next time)."""
+    def _checked_session(self, loaded: LoadedModel, path: Path, signature: Signature,
+                         warmup: list[dict[str, np.ndarray]]) -> object:
+        """A session of the signature's conversion that agrees with TensorFlow on random rows
+        and on ``warmup`` (the signature's warm-up inputs): the kept one when there is one and
+        it passes, else a fresh conversion (kept for next time)."""
         kept = (self._cache / conversion_key(path, signature.name) / "model.onnx"
                 if self._cache is not None else None)
         if kept is not None and kept.is_file():
             try:
-                return self._session(kept, loaded, path, signature, f"kept in {kept.parent}")
+                return self._session(kept, loaded, path, signature, warmup,
+                                     f"kept in {kept.parent}")
             except _Rejected as exc:
                 log.warning("%s: the kept conversion of signature '%s' is not used (%s);"
                             " converting it again", path, signature.name, exc)
@@ -143,13 +153,14 @@ class OnnxRuntime:
                 self._convert(path, signature.name, out)
             except LoadFailed as exc:
                 raise _Rejected(exc.message) from None
-            session = self._session(out, loaded, path, signature, "converted")
+            session = self._session(out, loaded, path, signature, warmup, "converted")
             if kept is not None:
                 _keep(out, kept)
             return session
 
     def _session(self, model_file: Path, loaded: LoadedModel, path: Path,
-                 signature: Signature, source: str) -> object:
+                 signature: Signature, warmup: list[dict[str, np.ndarray]], source: str
+                 ) -> object:
         """An ONNX Runtime session of ``model_file`` once its outputs agree with TensorFlow's
         on the parity inputs; raises _Rejected saying why not."""
         import onnxruntime as ort
@@ -172,18 +183,13 @@ class OnnxRuntime:
         self._agree(session, loaded, signature, parity_inputs(signature),
                     f"{PARITY_ROWS} random rows")
         # Random rows may not reach where a model's real inputs lie; the version's own
-        # warm-up requests do (an unreadable warm-up file fails the version's load anyway).
-        try:
-            warmup = [c for c in read_warmup(path) if c.signature == signature.name]
-        except LoadFailed:
-            warmup = []
-        for i, call in enumerate(warmup[:PARITY_WARMUP_RECORDS]):
-            self._agree(session, loaded, signature, call.inputs, f"warm-up record {i}")
-        checked = min(len(warmup), PARITY_WARMUP_RECORDS)
+        # warm-up requests do.
+        for i, inputs in enumerate(warmup):
+            self._agree(session, loaded, signature, inputs, f"warm-up record {i}")
         log.info("%s: signature '%s' runs on ONNX Runtime (%s; outputs within rtol %g, atol %g"
                  " of TensorFlow's on %d random rows and %d warm-up records)", path,
                  signature.name, source, self._parity.rtol, self._parity.atol, PARITY_ROWS,
-                 checked)
+                 len(warmup))
         return session
 
     def _agree(self, session: object, loaded: LoadedModel, signature: Signature,

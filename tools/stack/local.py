@@ -357,8 +357,9 @@ class LocalStack:
         the settings say otherwise, so they outlive this stack's run directory."""
         if self.settings.onnx_cache_dir is not None:
             return self.settings.onnx_cache_dir
-        home = os.environ.get("RANKSERVE_HOME")
-        return (Path(home) if home else Path.home() / ".cache" / "rankserve") / "onnx"
+        from rankserve.demo.build import default_home
+
+        return default_home() / "onnx"
 
     def _start_model_servers(self) -> None:
         config = self._model_config_file()
