@@ -128,27 +128,31 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):
                     return await inner(request, context)
                 finally:
                     otel_context.detach(token)
-            with tracer.start_as_current_span(
-                name, context=parent, kind=SpanKind.SERVER, attributes=attributes,
-                record_exception=False, set_status_on_exception=False,
-            ) as span:
+            # Made current by hand, not with start_as_current_span, whose two context managers
+            # add nothing here but attach, end and detach: tracing one call under a keep policy
+            # (every call holds a span) cost 24 us in process with them, 17 without.
+            span = tracer.start_span(name, context=parent, kind=SpanKind.SERVER,
+                                     attributes=attributes)
+            token = otel_context.attach(trace.set_span_in_context(span, parent))
+            error: BaseException | None = None
+            try:
                 # In the trailers, not the headers: a server that sends headers early has
                 # started its response, and Envoy can no longer retry the call on another
                 # replica if this one dies before answering. A span held for a keep policy
                 # under an unsampled caller is news to nobody yet.
                 if echo_unsampled or not _unsampled(parent):
                     context.set_trailing_metadata(tuple(propagation.inject()))
-                error: BaseException | None = None
-                try:
-                    return await inner(request, context)
-                except BaseException as exc:
-                    error = exc
-                    raise
-                finally:
-                    code = _code_of(error, context)
-                    span.set_attribute("rpc.grpc.status_code", code.value[0])
-                    if code != grpc.StatusCode.OK:
-                        span.set_status(Status(StatusCode.ERROR, code.name))
+                return await inner(request, context)
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                code = _code_of(error, context)
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
+                if code != grpc.StatusCode.OK:
+                    span.set_status(Status(StatusCode.ERROR, code.name))
+                span.end()
+                otel_context.detach(token)
 
         return with_unary(handler, traced)
 
