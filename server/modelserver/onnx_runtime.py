@@ -87,13 +87,15 @@ class OnnxRuntime:
             warmup = read_warmup(path)
         except LoadFailed:
             warmup = []
+        # The SavedModel's files are read for the cache key once per load, not per signature.
+        model_digest = saved_model_digest(path) if self._cache is not None else ""
         sessions: dict[str, object] = {}
         for name, signature in loaded.signatures.items():
             reason = _unsupported(signature)
             if reason is None:
                 try:
                     sessions[name] = self._checked_session(
-                        loaded, path, signature,
+                        loaded, path, signature, model_digest,
                         [c.inputs for c in warmup if c.signature == name][:PARITY_WARMUP_RECORDS])
                     continue
                 except _Rejected as exc:
@@ -134,11 +136,12 @@ class OnnxRuntime:
         return "onnxruntime" if signature in handle.sessions else "tensorflow"
 
     def _checked_session(self, loaded: LoadedModel, path: Path, signature: Signature,
-                         warmup: list[dict[str, np.ndarray]]) -> object:
+                         model_digest: str, warmup: list[dict[str, np.ndarray]]) -> object:
         """A session of the signature's conversion that agrees with TensorFlow on random rows
         and on ``warmup`` (the signature's warm-up inputs): the kept one when there is one and
-        it passes, else a fresh conversion (kept for next time)."""
-        kept = (self._cache / conversion_key(path, signature.name) / "model.onnx"
+        it passes, else a fresh conversion (kept for next time under ``model_digest``, the
+        SavedModel's ``saved_model_digest``)."""
+        kept = (self._cache / conversion_key(model_digest, signature.name) / "model.onnx"
                 if self._cache is not None else None)
         if kept is not None and kept.is_file():
             try:
@@ -211,12 +214,17 @@ class OnnxRuntime:
                                 f" atol {self._parity.atol:g})")
 
 
-def conversion_key(saved_model: Path, signature: str) -> str:
-    """The digest a conversion is kept under: the converter's version, the signature, and
-    every file of the SavedModel (relative path, size and bytes), so any change of the model
-    or the converter is a new key."""
+def conversion_key(model_digest: str, signature: str) -> str:
+    """The digest a conversion is kept under: the converter's version, the signature, and the
+    SavedModel's ``saved_model_digest``, so any change of the model or the converter is a new
+    key."""
+    return hashlib.sha256(
+        f"tf2onnx {_converter_version()}\0{signature}\0{model_digest}".encode()).hexdigest()
+
+
+def saved_model_digest(saved_model: Path) -> str:
+    """A digest of every file of the SavedModel: relative path, size and bytes."""
     digest = hashlib.sha256()
-    digest.update(f"tf2onnx {_converter_version()}\0{signature}\0".encode())
     for file in sorted(p for p in Path(saved_model).rglob("*") if p.is_file()):
         digest.update(f"{file.relative_to(saved_model).as_posix()}\0{file.stat().st_size}\0"
                       .encode())
