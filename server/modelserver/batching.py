@@ -3,11 +3,15 @@
 The ranker sends one Rank's candidates as many small Predict calls that share their context. A
 model call has a fixed cost well above the per-row cost, so calls for the same (model, version,
 signature) are stacked along the leading dim of their batched inputs (signature dim unknown) and
-run once; outputs are split back by row counts. A batch runs ``max_wait`` after its first call,
-or once ``idle_gap`` passed with no call arriving, whichever is first: a Rank's calls come in a
-burst that a window of a few ms merges whole, and a lone call need not wait the window out.
-Inputs with a fixed leading dim (the ``[1, C]`` context) cannot be stacked, so only calls
-whose fixed inputs are byte-identical merge.
+run once; outputs are split back by row counts. Inputs with a fixed leading dim (the ``[1, C]``
+context) cannot be stacked, so only calls whose fixed inputs are byte-identical merge: calls
+that can merge form a group, and each group has its own window. A group runs ``max_wait``
+after its first call, or once ``idle_gap`` passed with no call of its own arriving, whichever
+is first: a Rank's calls come in a burst that the window merges whole, and a lone call need not
+wait the window out. Windows are per group because several Ranks' bursts overlap on a busy
+server: one shared window, opened by the oldest burst, cut every younger one short when it
+closed, and kept growing on the others' arrivals. A call that can merge with nothing runs at
+once.
 
 A merged call runs on the version's executor thread, so the event loop goes on serving (health
 checks, other models) while it runs; or, for a model whose calls have taken less than
@@ -23,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -42,7 +45,7 @@ def merge_key(signature: Signature, inputs: Arrays) -> tuple[Hashable, int]:
     """(key, rows): calls with equal keys can share one model call of their summed rows.
 
     A call that cannot be stacked (no batched input, or batched inputs disagreeing on rows)
-    gets a key of its own.
+    gets a key of its own, which is not a tuple.
     """
     return _keyed(merge_plan(signature), inputs)
 
@@ -131,8 +134,23 @@ class _Call:
     timing: CallTiming | None = None
 
 
+@dataclass
+class _Group:
+    """Queued calls that can share a model call, and their window (event loop times)."""
+
+    calls: list[_Call]
+    rows: int
+    first: float
+    last: float
+    alone: bool  # can merge with nothing: no window to wait for
+
+    def closes(self, max_wait: float, idle_gap: float) -> float:
+        return self.first if self.alone else min(self.first + max_wait, self.last + idle_gap)
+
+
 class Batcher:
-    """Gathers calls for one (version, signature) and runs merged calls on ``executor``.
+    """Gathers calls for one (version, signature) into groups that can merge, and runs each
+    group's merged call on ``executor`` when its window closes.
 
     ``model_calls`` counts the calls made to the model, so merging can be observed;
     ``inline_below_s`` is the mean call time under which merged calls run on the event loop
@@ -165,12 +183,12 @@ class Batcher:
         self._max_wait = max(0.0, max_wait_s)
         # None: no gap; every batch waits max_wait from its first call.
         self._idle_gap = self._max_wait if idle_gap_s is None else max(0.0, idle_gap_s)
-        self._last_arrival = 0.0
         self._max_queued = max(0, max_queued_rows)
         self._on_shed = on_shed
         self._call_s = 0.0  # moving mean of one model call's duration
         self._timed = False  # whether _call_s holds a measurement yet
-        self._pending: deque[_Call] = deque()
+        # Merge key -> its group, oldest group first.
+        self._groups: dict[Hashable, _Group] = {}
         self._pending_rows = 0
         # Rows taken off the queue whose model call has not started yet: they still wait.
         self._taken_rows = 0
@@ -205,15 +223,23 @@ class Batcher:
                 max(1, round(self._call_s * 1e3 * calls_ahead)))
         if timing is not None:
             timing.enqueued_ns = time.time_ns()
-        call = _Call(inputs, key, rows, loop.create_future(), loop.time(), timing)
-        self._last_arrival = call.enqueued
-        self._pending.append(call)
+        now = loop.time()
+        call = _Call(inputs, key, rows, loop.create_future(), now, timing)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = _Group([], 0, now, now,
+                                               alone=not isinstance(key, tuple))
+            if group.alone:
+                self._full.set()  # nothing to wait for
+        group.calls.append(call)
+        group.rows += rows
+        group.last = now
         self._pending_rows += rows
         self.calls += 1
         if self._task is None:
             self._task = asyncio.create_task(self._work(), name="rankserve-batcher")
         self._wakeup.set()
-        if self._pending_rows >= self._max_rows:
+        if group.rows >= self._max_rows:
             self._full.set()
         return await call.future
 
@@ -227,14 +253,16 @@ class Batcher:
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._pending:
+            if not self._groups:
                 if self._closed:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            await self._gather(loop)
-            chunks = self._take()
+            ready = await self._gather(loop)
+            if not ready:
+                continue
+            chunks = self._take(ready)
             self._taken_rows = sum(c.rows for chunk in chunks for c in chunk)
             for chunk in chunks:
                 self._taken_rows -= sum(c.rows for c in chunk)
@@ -245,40 +273,50 @@ class Batcher:
                         if not call.future.done():
                             call.future.set_exception(exc)
 
-    async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Waits for calls to merge with the first queued one: until max_rows are queued,
-        max_wait has passed since it arrived, or idle_gap since the last call did. An arrival
-        does not wake this wait (a wake-up per call would cost more than it saves): it sleeps
-        to the gap's end and looks again."""
-        deadline = self._pending[0].enqueued + self._max_wait
-        while self._pending_rows < self._max_rows and not self._closed:
-            wait = min(deadline, self._last_arrival + self._idle_gap) - loop.time()
-            if wait <= 0:
-                return
-            self._full.clear()
-            try:
-                await asyncio.wait_for(self._full.wait(), wait)
-            except TimeoutError:
-                pass
-
-    def _take(self) -> list[list[_Call]]:
-        """Everything queued, grouped by key, cut into chunks of at most max_rows rows."""
-        groups: dict[Hashable, list[list[_Call]]] = {}
-        last_rows: dict[Hashable, int] = {}  # rows of each group's last chunk
-        while self._pending:
-            call = self._pending.popleft()
-            self._pending_rows -= call.rows
-            if call.future.done():  # the caller went away
-                continue
-            chunks = groups.setdefault(call.key, [[]])
-            last = chunks[-1]
-            if last and last_rows[call.key] + call.rows > self._max_rows:
-                chunks.append([call])
-                last_rows[call.key] = call.rows
+    async def _gather(self, loop: asyncio.AbstractEventLoop) -> list[Hashable]:
+        """The keys of the groups whose window has closed (max_rows queued, max_wait since
+        their first call, or idle_gap since their last), oldest first; when none has, waits
+        until the first window is due to close and returns []. An arrival does not wake this
+        wait (a wake-up per call would cost more than it saves), unless it fills a group: it
+        sleeps to the window's end and looks again."""
+        now = loop.time()
+        ready: list[Hashable] = []
+        due = float("inf")
+        for key, group in self._groups.items():
+            closes = group.closes(self._max_wait, self._idle_gap)
+            if self._closed or group.rows >= self._max_rows or closes <= now:
+                ready.append(key)
             else:
-                last.append(call)
-                last_rows[call.key] = last_rows.get(call.key, 0) + call.rows
-        return [chunk for chunks in groups.values() for chunk in chunks if chunk]
+                due = min(due, closes)
+        if ready:
+            return ready
+        self._full.clear()
+        try:
+            await asyncio.wait_for(self._full.wait(), due - now)
+        except TimeoutError:
+            pass
+        return []
+
+    def _take(self, keys: list[Hashable]) -> list[list[_Call]]:
+        """The calls of the groups of ``keys``, each group cut into chunks of at most max_rows
+        rows."""
+        out: list[list[_Call]] = []
+        for key in keys:
+            group = self._groups.pop(key)
+            self._pending_rows -= group.rows
+            chunk: list[_Call] = []
+            rows = 0
+            for call in group.calls:
+                if call.future.done():  # the caller went away
+                    continue
+                if chunk and rows + call.rows > self._max_rows:
+                    out.append(chunk)
+                    chunk, rows = [], 0
+                chunk.append(call)
+                rows += call.rows
+            if chunk:
+                out.append(chunk)
+        return out
 
     async def _run(self, chunk: list[_Call]) -> None:
         loop = asyncio.get_running_loop()

@@ -274,6 +274,38 @@ async def test_a_lone_call_waits_the_gap_and_a_steady_burst_merges_past_it() -> 
         await batcher.close()
 
 
+async def test_each_group_of_calls_that_can_merge_has_its_own_window() -> None:
+    """A burst that starts while another one waits is not cut short when the older one's window
+    closes: with 0.4 s windows, context A at 0 s runs at 0.4 s, and context B's calls at 0.25
+    and 0.5 s merge into one model call at 0.65 s."""
+    model = FakeModel()
+    with ThreadPoolExecutor(1) as executor:
+        batcher = Batcher(SIG, model, executor, max_rows=1000, max_wait_s=0.4, idle_gap_s=0.4)
+        other = np.ones((1, 3), np.float32)
+
+        async def at(delay: float, inputs):
+            await asyncio.sleep(delay)
+            return await batcher.submit(inputs)
+
+        await asyncio.gather(at(0.0, _inputs()), at(0.25, _inputs(context=other)),
+                             at(0.5, _inputs(context=other)))
+        assert batcher.model_calls == 2 and sorted(model.rows) == [4, 8]
+        await batcher.close()
+
+
+async def test_a_call_that_can_merge_with_nothing_runs_at_once() -> None:
+    fixed = Signature("serving_default", inputs={"context": SIG.inputs["context"]},
+                      outputs={"score": TensorSpec(F32, 1, (1,))})
+    with ThreadPoolExecutor(1) as executor:
+        batcher = Batcher(fixed, lambda inputs: {"score": inputs["context"].sum(axis=1)},
+                          executor, max_rows=1000, max_wait_s=5.0, idle_gap_s=5.0)
+        started = time.monotonic()
+        result = await batcher.submit({"context": np.ones((1, 3), np.float32)})
+        assert time.monotonic() - started < 2.0  # not the 5 s window
+        np.testing.assert_array_equal(result["score"], [3.0])
+        await batcher.close()
+
+
 @pytest.mark.parametrize(("inline_below_s", "model_s", "on_loop"), [
     (1.0, 0.0, True),     # a fast model: after the first call, merged calls run on the loop
     (0.0, 0.0, False),    # 0: always on the executor
@@ -471,8 +503,8 @@ def test_flags_override_environment(monkeypatch) -> None:
         _args("--model-name", "m", "--model-base-path", "/models/m", "--port", "0")
     )
     assert settings.port == 0 and settings.grace_s == 2.5
-    assert settings.version_policy == "latest:1" and settings.batch_max_wait_ms == 5.0
-    assert settings.batch_idle_gap_ms == 1.0
+    assert settings.version_policy == "latest:1" and settings.batch_max_wait_ms == 15.0
+    assert settings.batch_idle_gap_ms == 3.0
 
 
 def test_settings_need_exactly_one_model_source(capsys) -> None:
