@@ -80,6 +80,18 @@ RANKS_PER_CPU = 2
 _WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}
 
 
+def concurrent_ranks(settings: RankerSettings) -> int:
+    """Rank calls served at once: --max-concurrent-ranks, or RANKS_PER_CPU per CPU."""
+    return settings.max_concurrent_ranks or auto_limit(RANKS_PER_CPU)
+
+
+def max_in_flight(settings: RankerSettings) -> int:
+    """--max-in-flight, or (0) every call of a default Rank for every Rank served at once."""
+    if settings.max_in_flight:
+        return settings.max_in_flight
+    return concurrent_ranks(settings) * -(-settings.default_candidates // settings.batch_size)
+
+
 def ranker_config(settings: RankerSettings) -> RankerConfig:
     default = ModelRef(
         settings.model_name,
@@ -89,7 +101,7 @@ def ranker_config(settings: RankerSettings) -> RankerConfig:
     return RankerConfig(
         default_model=default,
         batch_size=settings.batch_size,
-        max_in_flight=settings.max_in_flight,
+        max_in_flight=max_in_flight(settings),
         default_candidates=settings.default_candidates,
         max_candidates=settings.max_candidates,
         default_deadline_s=settings.default_deadline_ms / 1e3,
@@ -191,8 +203,10 @@ class RankingApp:
             providers = [load_provider(p, catalog) for p in spec.request_features]
             return InputAssembler(spec, items=items, users=users, providers=providers)
 
+        config = ranker_config(s)
+        log.info("Predict calls in flight at once: at most %d", config.max_in_flight)
         return Ranker(
-            ranker_config(s), retriever=retriever, inputs=assembler(self.spec),
+            config, retriever=retriever, inputs=assembler(self.spec),
             model_inputs={name: assembler(spec) for name, spec in self.model_specs.items()},
             scorer=self._scorer,
             caller_source=CallerCandidates(),
@@ -214,7 +228,7 @@ class RankingApp:
         s = self.settings
         if s.admission_control:
             shed = self.metrics.ranks_shed
-            limit = s.max_concurrent_ranks or auto_limit(RANKS_PER_CPU)
+            limit = concurrent_ranks(s)
             log.info("admission control: %d Ranks at once, %d may wait up to %g ms", limit,
                      s.max_queued_ranks, s.max_queue_wait_ms)
             admission = Admission(

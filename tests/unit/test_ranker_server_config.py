@@ -78,3 +78,15 @@ def test_settings_validation_and_config():
                                        min_score_budget_ms=8, default_deadline_ms=250))
     assert cfg.default_model == ModelRef("m", label="stable")
     assert (cfg.min_score_budget_s, cfg.default_deadline_s) == (0.008, 0.25)
+
+
+def test_by_default_every_admitted_rank_sends_all_its_calls_at_once(monkeypatch):
+    """The Predict bound follows the Ranks served at once and a default Rank's batches; a
+    bound below that makes a Rank's calls wait for another Rank's answers."""
+    four = RankerSettings(max_concurrent_ranks=4, default_candidates=1000, batch_size=25)
+    assert ranker_config(four).max_in_flight == 4 * 40
+    odd = RankerSettings(max_concurrent_ranks=3, default_candidates=110, batch_size=25)
+    assert ranker_config(odd).max_in_flight == 3 * 5  # the last, partial batch counts
+    monkeypatch.setattr("rankserve.server.common.admission.available_cpus", lambda: 3.0)
+    assert ranker_config(RankerSettings()).max_in_flight == 2 * 3 * 40  # 2 Ranks per CPU
+    assert ranker_config(RankerSettings(max_in_flight=64)).max_in_flight == 64
