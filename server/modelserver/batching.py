@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -127,10 +127,8 @@ class CallTiming:
 @dataclass
 class _Call:
     inputs: Arrays
-    key: Hashable
     rows: int
     future: asyncio.Future
-    enqueued: float = field(default=0.0)
     timing: CallTiming | None = None
 
 
@@ -224,7 +222,7 @@ class Batcher:
         if timing is not None:
             timing.enqueued_ns = time.time_ns()
         now = loop.time()
-        call = _Call(inputs, key, rows, loop.create_future(), now, timing)
+        call = _Call(inputs, rows, loop.create_future(), timing)
         group = self._groups.get(key)
         if group is None:
             group = self._groups[key] = _Group([], 0, now, now,
